@@ -1,0 +1,102 @@
+"""`curriculum`: difficulty-stratified Parquet stages plus a manifest, for verl / TRL trainers."""
+
+
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+from dagster import (
+    AssetCheckResult,
+    AssetCheckSpec,
+    AssetExecutionContext,
+    Config,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+from pydantic import Field
+
+from assets.config import StrataConfig
+from assets.metadata import counts_table, histogram_png, picture
+from assets.resources import GradusStorage, TargetModel
+from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems
+from pipeline.storage import safe_name
+
+
+class CurriculumConfig(Config):
+    """How the labelled pool is cut into stages."""
+
+    name: str = Field(default="default", description="folder under $GRADUS_HOME/curricula/")
+    strata: StrataConfig = Field(default=StrataConfig(), description="pass-rate bins, easy → hard")
+    shuffle_seed: int = Field(default=0, description="seed for shuffling rows within a stage")
+
+
+def curriculum_folder(storage: GradusStorage, name: str) -> Path:
+    return storage.root() / "curricula" / safe_name(name)
+
+
+@asset(
+    group_name="curriculum",
+    check_specs=[
+        AssetCheckSpec("curriculum_manifest_matches_files", asset="curriculum",
+                       description="Every stage file exists with the rows and sha256 the manifest records."),
+        AssetCheckSpec("curriculum_stages_are_nonempty_or_explained", asset="curriculum",
+                       description="Every stage has rows, or the manifest says why it has none."),
+    ],
+)
+def curriculum(
+    context: AssetExecutionContext,
+    config: CurriculumConfig,
+    problems: pd.DataFrame,
+    pass_rates: pd.DataFrame,
+    storage: GradusStorage,
+    target_model: TargetModel,
+):
+    """Stages from easy to hard (bins of pass rate) as one Parquet file each, in verl's RL schema
+    plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts."""
+    home = storage.root()
+    target = target_model.target(home)
+    spec = CurriculumSpec(config.name, config.strata.strata(), config.shuffle_seed)
+    provenance = {
+        "model": {"id": target.model.model_id, "revision": target.model.revision, "path": target.model.path},
+        "sampling": asdict(target.sampling),
+        "sampling_key": target.sampling.key,
+        "label_key": target.key,
+        "verifier_version": target.verifier_version,
+        "extraction_policy": target_model.extraction_policy,
+    }
+    manifest = build_curriculum(problems, pass_rates, spec, home, provenance)
+    folder = curriculum_folder(storage, config.name)
+    staged = pass_rates.merge(problems[["problem_id"]], on="problem_id")
+    series = {}
+    for stage in manifest["stages"]:
+        lo, hi = stage["pass_rate_bin"]
+        rates = staged["pass_rate"][(staged["pass_rate"] > lo) & (staged["pass_rate"] <= hi)]
+        series[stage["name"]] = list(rates)
+    stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
+    context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
+    empty = [s for s in manifest["stages"] if s["rows"] == 0]
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(folder)),
+            "manifest": MetadataValue.path(str(folder / MANIFEST)),
+            "rows": manifest["counts"]["in_stages"],
+            "stages": counts_table(stage_rows, "stage", "rows"),
+            "excluded": counts_table(manifest["excluded"], "class", "problems"),
+            "label_key": target.key,
+            "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
+        },
+        check_results=[
+            AssetCheckResult(
+                check_name="curriculum_manifest_matches_files",
+                passed=not (issues := manifest_problems(folder)),
+                metadata={"problems": MetadataValue.md("\n".join(f"- {i}" for i in issues) or "none")},
+            ),
+            AssetCheckResult(
+                check_name="curriculum_stages_are_nonempty_or_explained",
+                passed=all(s.get("note") for s in empty),
+                metadata={"empty_stages": MetadataValue.md(
+                    "\n".join(f"- {s['name']}: {s['note']}" for s in empty) or "none")},
+            ),
+        ],
+    )

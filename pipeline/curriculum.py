@@ -1,0 +1,215 @@
+"""Difficulty-stratified curricula: one Parquet file per stage (easy → hard) plus a manifest.
+
+Columns follow verl's RL schema (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`)
+so the files feed verl or TRL directly, plus gradus's own label columns. Built with Arrow compute
+end to end: a million-row pool never becomes Python objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.storage import safe_name, within, write_parquet_atomic, write_text_atomic
+from pipeline.strata import SOLVED, UNSOLVED, Strata
+
+MANIFEST = "manifest.json"
+LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
+
+
+@dataclass(frozen=True)
+class CurriculumSpec:
+    """How to cut a labelled pool into stages."""
+
+    name: str = "default"
+    """Folder name under `$GRADUS_HOME/curricula/`."""
+    strata: Strata = Strata()
+    """Pass-rate bins and whether always-solved / never-solved problems are excluded."""
+    shuffle_seed: int | None = 0
+    """Rows within a stage are shuffled with this seed (None keeps pool order)."""
+
+
+def _as_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    return pa.Table.from_pandas(data, preserve_index=False)
+
+
+def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.if_else(pc.equal(verifier, "math"), "math", "reasoning")
+
+
+def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
+    """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
+
+    Problems without a label are left out (they have no pass rate yet).
+    """
+    p, lab = _as_table(problems), _as_table(labels)
+    keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
+    # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
+    where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
+    labelled = pc.is_valid(where)
+    joined = p.filter(labelled)
+    rows = lab.select(keep).take(pc.filter(where, labelled))
+    for name in keep:
+        joined = joined.append_column(name, rows.column(name))
+    stage = strata.stage_of(
+        joined.column("pass_rate").to_numpy(),
+        joined.column("successes").to_numpy(),
+        joined.column("trials").to_numpy(),
+    )
+    return joined.append_column("stage", pa.array(stage, pa.int64()))
+
+
+def to_verl(table: pa.Table) -> pa.Table:
+    """The verl RL columns plus gradus's label columns."""
+    n = table.num_rows
+    reward_model = pa.StructArray.from_arrays(
+        [pa.array(["rule"] * n, pa.string()), table.column("answer").combine_chunks()],
+        names=["style", "ground_truth"],
+    )
+    extra_info = pa.StructArray.from_arrays(
+        [
+            table.column("problem_id").combine_chunks(),
+            table.column("category").combine_chunks(),
+            table.column("verifier").combine_chunks(),
+            table.column("metadata").combine_chunks(),
+        ],
+        names=["problem_id", "category", "verifier", "metadata"],
+    )
+    cols: dict[str, Any] = {
+        "data_source": table.column("source"),
+        "prompt": table.column("prompt"),
+        "ability": _ability(table.column("verifier")),
+        "reward_model": reward_model,
+        "extra_info": extra_info,
+        "problem_id": table.column("problem_id"),
+        "category": table.column("category"),
+        "stage": table.column("stage"),
+    }
+    for c in LABEL_COLUMNS + ("label_source",):
+        if c in table.column_names:
+            cols[c] = table.column(c)
+    return pa.table(cols)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build_curriculum(
+    problems: Any,
+    labels: Any,
+    spec: CurriculumSpec,
+    home: Path,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `stage_<k>.parquet` files and `manifest.json` under `home/curricula/<name>/`.
+
+    The folder is built beside the target and swapped in, so readers never see a half-written
+    curriculum. Returns the manifest.
+    """
+    strata = spec.strata
+    table = stratify(problems, labels, strata)
+    root = within(home, "curricula", safe_name(spec.name))
+    staging = root.with_name(f".{root.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+
+    verl = to_verl(table)
+    stage_col = verl.column("stage")
+    stages = []
+    for k in range(1, strata.n_stages + 1):
+        part = verl.filter(pc.equal(stage_col, k))
+        if spec.shuffle_seed is not None and part.num_rows:
+            part = part.take(np.random.default_rng(spec.shuffle_seed + k).permutation(part.num_rows))
+        file = f"stage_{k}.parquet"
+        write_parquet_atomic(part, staging / file)
+        rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
+        hi, lo = strata.edges[k - 1], strata.edges[k]
+        stages.append(
+            {
+                "stage": k,
+                "name": f"stage_{k}",
+                "file": file,
+                "rows": part.num_rows,
+                "pass_rate_bin": [lo, hi],
+                "mean_pass_rate": float(rates.mean()) if len(rates) else None,
+                "sha256": _sha256(staging / file),
+                "note": None if part.num_rows else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]",
+            }
+        )
+    excluded = {
+        "solved": int(pc.sum(pc.equal(stage_col, SOLVED)).as_py() or 0),
+        "unsolved": int(pc.sum(pc.equal(stage_col, UNSOLVED)).as_py() or 0),
+    }
+    problems_t = _as_table(problems)
+    ids = problems_t.column("problem_id").to_numpy(zero_copy_only=False)
+    sources = pc.value_counts(problems_t.column("source")).to_pylist()
+    manifest = {
+        "name": spec.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "format": "verl-rl+gradus/1",
+        "strata": {**asdict(strata), "edges": list(strata.edges)},
+        "stages": stages,
+        "excluded": excluded,
+        "counts": {
+            "problems": problems_t.num_rows,
+            "labelled": table.num_rows,
+            "in_stages": sum(s["rows"] for s in stages),
+        },
+        "source_snapshot": {
+            "problem_ids_sha256": hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest(),
+            "sources": {d["values"]: d["counts"] for d in sources},
+        },
+        **(dict(provenance) if provenance else {}),
+    }
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
+
+    old = root.with_name(f".{root.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if root.exists():
+        root.rename(old)
+    staging.rename(root)
+    shutil.rmtree(old, ignore_errors=True)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    return json.loads((folder / MANIFEST).read_text())
+
+
+def manifest_problems(folder: Path) -> list[str]:
+    """Why a curriculum folder disagrees with its manifest, one line per problem (empty: agrees)."""
+    manifest = read_manifest(folder)
+    problems = []
+    listed = {s["file"] for s in manifest["stages"]}
+    on_disk = {p.name for p in folder.glob("stage_*.parquet")}
+    for name in sorted(on_disk - listed):
+        problems.append(f"{name} is on disk but not in the manifest")
+    for s in manifest["stages"]:
+        path = folder / s["file"]
+        if not path.exists():
+            problems.append(f"{s['file']} is listed but missing")
+            continue
+        rows = pq.ParquetFile(path).metadata.num_rows
+        if rows != s["rows"]:
+            problems.append(f"{s['file']} has {rows} rows, the manifest says {s['rows']}")
+        if _sha256(path) != s["sha256"]:
+            problems.append(f"{s['file']} does not match its recorded sha256")
+    return problems

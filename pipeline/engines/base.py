@@ -1,0 +1,131 @@
+"""The engine interface shared by vLLM and transformers: same requests, parameters and records."""
+
+from __future__ import annotations
+
+import abc
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+from pipeline.model import ModelSpec
+from pipeline.records import canonical_json, content_hash
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, int, float], None]
+"""Called after each batch with (requests done, requests total, generated tokens per second)."""
+
+
+@dataclass(frozen=True)
+class SamplingConfig:
+    """Sampling parameters; part of every label key, so changing one gives new labels."""
+
+    temperature: float = 0.8
+    """Softmax temperature. Pass rates depend on it: label with what the RL trainer will sample."""
+    top_p: float = 1.0
+    """Nucleus sampling mass."""
+    max_tokens: int = 128
+    """Generation cap per rollout; a truncated answer usually fails verification."""
+    seed: int = 0
+    """Base seed; each (problem, sample index) derives its own, independent of batching."""
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature <= 5.0:
+            raise ValueError(f"temperature must be in [0, 5], got {self.temperature}")
+        if not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+
+    @property
+    def key(self) -> str:
+        """A short stable hash of the parameters."""
+        return "s-" + content_hash(canonical_json(asdict(self)), length=10)
+
+    def request_seed(self, problem_id: str, sample_index: int) -> int:
+        """The seed of one sample: a pure function of its key, so reruns reproduce it exactly."""
+        return int(content_hash(str(self.seed), problem_id, str(sample_index), length=8), 16)
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One sample to draw: a problem's chat messages and the sample's index."""
+
+    problem_id: str
+    sample_index: int
+    messages: tuple[tuple[str, str], ...]
+    """(role, content) pairs; a tuple so requests are hashable."""
+
+    @staticmethod
+    def of(problem_id: str, sample_index: int, prompt: Sequence[dict]) -> "GenerationRequest":
+        return GenerationRequest(
+            problem_id, int(sample_index), tuple((m["role"], m["content"]) for m in prompt)
+        )
+
+    def chat(self) -> list[dict[str, str]]:
+        return [{"role": r, "content": c} for r, c in self.messages]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What an engine returns for one request."""
+
+    text: str
+    num_tokens: int
+    finish_reason: str
+    """`stop` (end of sequence or stop string), `length` (hit max_tokens)."""
+
+
+class Engine(abc.ABC):
+    """Generates completions for chat requests with a given `SamplingConfig`."""
+
+    name: str
+
+    def __init__(self, model: ModelSpec) -> None:
+        self.model = model
+
+    @abc.abstractmethod
+    def _generate_batch(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> list[Completion]:
+        """Generate one batch; the base class handles batching and progress."""
+
+    def batch_size(self) -> int:
+        """How many requests to hand the engine at once."""
+        return 256
+
+    def generate(
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        progress: Progress | None = None,
+        on_batch: Callable[[Sequence[GenerationRequest], list[Completion]], None] | None = None,
+    ) -> list[Completion]:
+        """Generate all requests in batches, reporting progress and handing each finished batch
+        to `on_batch` (so callers can persist it before the next one starts)."""
+        out: list[Completion] = []
+        tokens = 0
+        started = time.perf_counter()
+        size = self.batch_size()
+        for start in range(0, len(requests), size):
+            batch = list(requests[start : start + size])
+            completions = self._generate_batch(batch, sampling)
+            if len(completions) != len(batch):
+                raise RuntimeError(f"{self.name} returned {len(completions)} of {len(batch)} completions")
+            if on_batch is not None:
+                on_batch(batch, completions)
+            out.extend(completions)
+            tokens += sum(c.num_tokens for c in completions)
+            if progress is not None:
+                progress(len(out), len(requests), tokens / max(time.perf_counter() - started, 1e-9))
+        return out
+
+    def close(self) -> None:
+        """Release the engine (processes, memory). Safe to call twice."""
+
+    def __enter__(self) -> "Engine":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

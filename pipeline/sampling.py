@@ -1,0 +1,106 @@
+"""Drawing rollouts: uniform n per problem, or adaptive rounds that stop once a stratum is settled.
+
+Every round is one large generate call (the engine stays saturated), every finished batch is
+persisted before the next starts, and every request already in the store is served from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.allocation import AllocationConfig, plan_round, stop_reason
+from pipeline.engines.base import Engine
+from pipeline.rollout_store import RolloutStore, missing_requests
+from pipeline.strata import Strata
+
+Scorer = Callable[[pd.DataFrame], pd.DataFrame]
+"""Rewards for a frame of rollouts (needs `problem_id` and `passed` in its output)."""
+
+
+@dataclass
+class SamplingReport:
+    """What a sampling run produced and what it cost."""
+
+    rollouts: pd.DataFrame
+    """Every rollout the allocation asked for, from the store."""
+    allocation: pd.DataFrame
+    """Per problem: trials spent, successes seen while allocating, and why sampling stopped."""
+    generated: int
+    """Rollouts generated in this run (the rest came from the store)."""
+    tokens: int
+    """Tokens generated in this run."""
+    generate_seconds: float
+    rounds: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
+
+
+def sample_rollouts(
+    problems: pd.DataFrame,
+    store: RolloutStore,
+    engine: Callable[[], Engine],
+    allocation: AllocationConfig,
+    strata: Strata,
+    scorer: Scorer | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SamplingReport:
+    """Make sure each problem has the rollouts its allocation policy asks for; generate only gaps.
+
+    `engine` is called only if something must be generated, so a fully cached run never starts
+    one. The adaptive policy needs `scorer` to see outcomes between rounds.
+    """
+    ids = problems["problem_id"].tolist()
+    n = len(ids)
+    trials = np.zeros(n, dtype=np.int64)
+    successes = np.zeros(n, dtype=np.int64)
+    generated = tokens = rounds = 0
+    seconds = 0.0
+    if allocation.policy == "adaptive" and scorer is None:
+        raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
+
+    while True:
+        if allocation.policy == "uniform":
+            extra = np.maximum(allocation.n_uniform - trials, 0) if rounds == 0 else np.zeros(n, np.int64)
+        else:
+            extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds))
+        if extra.sum() == 0:
+            break
+        rounds += 1
+        wanted = dict(zip(ids, (trials + extra).tolist()))
+        requests = missing_requests(problems, wanted, store.existing(ids))
+        log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
+        if requests:
+            started = time.perf_counter()
+
+            def progress(done: int, total: int, tok_s: float) -> None:
+                log(f"round {rounds}: generated {done}/{total} rollouts ({tok_s:.0f} tok/s)")
+
+            completions = engine().generate(requests, store.sampling, progress, on_batch=store.append)
+            seconds += time.perf_counter() - started
+            generated += len(requests)
+            tokens += sum(c.num_tokens for c in completions)
+        if scorer is not None and allocation.policy == "adaptive":
+            fresh = store.load(ids, wanted)
+            fresh = fresh[fresh["sample_index"] >= fresh["problem_id"].map(dict(zip(ids, trials.tolist())))]
+            passed = scorer(fresh).groupby("problem_id")["passed"].sum()
+            successes += passed.reindex(ids, fill_value=0).to_numpy(np.int64)
+        trials += extra
+
+    frame = store.load(ids, dict(zip(ids, trials.tolist())))
+    reasons = stop_reason(successes, trials, strata, allocation) if n else np.array([], dtype=str)
+    alloc = pd.DataFrame(
+        {
+            "problem_id": ids,
+            "trials": trials,
+            "successes": successes if allocation.policy == "adaptive" else np.full(n, -1),
+            "stop_reason": reasons,
+        }
+    )
+    return SamplingReport(frame, alloc, generated, tokens, seconds, rounds)
