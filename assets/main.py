@@ -24,12 +24,15 @@ def _instance():
     if not os.environ.get("DAGSTER_HOME"):
         dagster_home = gradus_home() / "dagster"
         dagster_home.mkdir(parents=True, exist_ok=True)
+        settings = dagster_home / "dagster.yaml"
+        if not settings.exists():
+            settings.write_text("telemetry:\n  enabled: false\n")
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     return DagsterInstance.get()
 
 
-def summary(manifest: dict, pass_rates_path: Path | None = None) -> str:
-    """A short text summary of a curriculum manifest."""
+def summary(manifest: dict, by_category: dict[str, tuple[float, int]] | None = None) -> str:
+    """A short text summary of a curriculum manifest and the mean pass rate per category."""
     lines = [f"model {manifest['model']['id']} @ {manifest['model']['revision']}  ({manifest['label_key']})"]
     for s in manifest["stages"]:
         lo, hi = s["pass_rate_bin"]
@@ -37,7 +40,19 @@ def summary(manifest: dict, pass_rates_path: Path | None = None) -> str:
         lines.append(f"  {s['name']}: {s['rows']:>5} problems, pass rate in ({lo:.2f}, {hi:.2f}], mean {mean}")
     ex = manifest["excluded"]
     lines.append(f"  excluded: {ex['solved']} always solved, {ex['unsolved']} never solved")
+    if by_category:
+        lines.append("mean pass rate per category:")
+        lines += [f"  {c:<32} {rate:.3f}  ({n} problems)" for c, (rate, n) in sorted(by_category.items())]
     return "\n".join(lines)
+
+
+def pass_rate_by_category(home: Path) -> dict[str, tuple[float, int]]:
+    import pandas as pd
+
+    problems = pd.read_parquet(home / "assets" / "problems.parquet", columns=["problem_id", "category"])
+    rates = pd.read_parquet(home / "assets" / "pass_rates.parquet", columns=["problem_id", "pass_rate"])
+    grouped = rates.merge(problems, on="problem_id").groupby("category")["pass_rate"]
+    return {c: (float(v.mean()), len(v)) for c, v in grouped}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -65,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     name = (run_config.get("ops", {}).get("curriculum", {}).get("config", {}) or {}).get("name", "default")
     folder = gradus_home() / "curricula" / name
     manifest = json.loads((folder / "manifest.json").read_text())
-    print(summary(manifest))
+    print(summary(manifest, pass_rate_by_category(gradus_home())))
     print(f"gradus: done in {elapsed:.0f} s (run id {result.run_id})")
     print(f"gradus: curriculum manifest: {folder / 'manifest.json'}")
     return 0

@@ -42,7 +42,7 @@ class ProblemsConfig(Config):
     """Which problems to label. The default is three reasoning-gym generators at three levels."""
 
     generators: list[GeneratorConfig] = Field(
-        default=[{"name": n} for n in DEFAULT_GENERATORS],
+        default=[{"name": n, "levels": [0, 1, 2], "size_per_level": 4} for n in DEFAULT_GENERATORS],
         description="reasoning-gym generators",
     )
     datasets: list[DatasetConfig] = Field(default=[], description="local datasets")

@@ -9,6 +9,7 @@ file; the next run generates only what is missing.
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict
@@ -78,10 +79,13 @@ class RolloutStore:
             )
             for r, c in zip(requests, completions, strict=True)
         ]
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        path = self.root / f"part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+        path = self._new_part()
         write_parquet_atomic(Rollout.to_table(rows), path)
         return path
+
+    def _new_part(self) -> Path:
+        # Names sort in write order, which is what "the first write wins" relies on.
+        return self.root / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
 
     def load(self, problem_ids: Iterable[str], max_samples: dict[str, int] | int | None = None) -> pd.DataFrame:
         """Stored rollouts of these problems, sorted by (problem_id, sample_index), one row per key.
@@ -110,8 +114,7 @@ class RolloutStore:
         if len(parts) < 2:
             return 0
         table = pq.ParquetDataset([str(p) for p in parts], schema=Rollout.SCHEMA).read()
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
-        write_parquet_atomic(table, self.root / f"part-{stamp}-compact-{uuid.uuid4().hex[:8]}.parquet")
+        write_parquet_atomic(table, self._new_part())
         for p in parts:
             p.unlink()
         return len(parts)

@@ -42,11 +42,15 @@ class VLLMEngine(Engine):
         data_parallel_size: int = 1,
         gpu_memory_utilization: float = 0.85,
         cpu_kvcache_gib: int = 2,
+        batch_size: int | None = None,
         shutdown_timeout_s: float = 30.0,
     ) -> None:
         super().__init__(model)
         self._shutdown_timeout_s = shutdown_timeout_s
         cpu = _cpu_only()
+        # A batch is the unit of progress reports and of durable writes: small enough on a CPU that
+        # a watcher sees it move every minute or two, large enough on a GPU to keep vLLM saturated.
+        self._batch_size = batch_size or (128 if cpu else 2048)
         if cpu:
             # Measured on 2 cores: vLLM otherwise reserves one core for itself, and float32 is
             # ~4x faster than bf16 on CPUs without AMX.
@@ -63,6 +67,11 @@ class VLLMEngine(Engine):
             max_model_len=max_model_len,
             enforce_eager=enforce_eager,
             seed=0,
+            # Per-request seeds make every sample reproducible whatever it is batched with, but
+            # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split across steps; whole prefills avoid that path.
+            enable_chunked_prefill=False,
+            max_num_batched_tokens=max(max_model_len, 4096),
         )
         if not cpu:
             kwargs.update(
@@ -75,8 +84,7 @@ class VLLMEngine(Engine):
         self._llm = LLM(**kwargs)
 
     def batch_size(self) -> int:
-        # vLLM schedules internally; big batches keep it saturated, and each batch is persisted.
-        return 512
+        return self._batch_size
 
     def _generate_batch(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig

@@ -1,0 +1,299 @@
+"""How many rollouts each problem gets: uniform, or adaptive rounds that stop once a class is settled.
+
+Rollouts are the cost of labelling. A problem's label is the class `Strata.observed_class` assigns
+from its counts, so the adaptive policy asks, per problem and per round, two questions of the
+posterior (`pipeline.estimators`):
+
+- how likely is the class it would be assigned now to be its true class? At `confidence` it stops;
+- how much would more rollouts raise that probability, per rollout? The expectation is taken over
+  the possible outcomes of 1, 2, 4 … further batches (up to `max_samples`), and the best horizon
+  counts. Below `min_gain` it stops: more samples are not expected to be worth their cost. This is
+  what stops problems that every rollout passes (or fails), whose label is right with a
+  probability that grows only slowly with more rollouts.
+
+Both questions use a prior fitted to the whole pool by default, with point masses at p = 0 and
+p = 1 (`BetaPrior.fit_pool`), so "solved" and "unsolved" have real posterior probability.
+
+`plan_round` covers every problem at once so the generation engine gets one batch per round; the
+`rollouts` asset calls it with real generation, and `run_allocation` drives it in simulation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+from scipy import special
+
+from pipeline.estimators import BetaPrior, class_index, log_marginal, stratum_probabilities
+from pipeline.strata import Strata
+
+POLICIES = ("adaptive", "uniform")
+MIN_POOL_TO_FIT = 50
+"""Fewest sampled problems an empirical-Bayes prior is fitted to: one or two problems would make
+the pool's prior a copy of their own pass rates."""
+
+
+@dataclass(frozen=True)
+class AllocationConfig:
+    """How rollouts are spread over problems."""
+
+    policy: str = "adaptive"
+    """`adaptive` (rounds until each problem's class is settled) or `uniform` (n_uniform each)."""
+    n_uniform: int = 8
+    """Rollouts per problem under the uniform policy."""
+    min_samples: int = 4
+    """Adaptive: rollouts every problem gets in the first round, before any stopping rule applies."""
+    max_samples: int = 64
+    """Adaptive: no problem gets more rollouts than this."""
+    batch_per_problem: int = 4
+    """Adaptive: rollouts added per round to each problem still open."""
+    confidence: float = 0.95
+    """Adaptive: stop once the posterior probability that the assigned class is true reaches this."""
+    min_gain: float = 0.0005
+    """Adaptive: stop once more rollouts are expected to raise that probability by less than this,
+    per rollout."""
+    total_budget: int | None = None
+    """Cap on the total rollouts over all problems (counting those already done); None for no cap."""
+    prior: BetaPrior | None = None
+    """Prior over pass rates; None fits one to the pool every round (`BetaPrior.fit_pool`), or uses
+    a uniform Beta while fewer than 50 problems have trials (too few to fit; with no point masses,
+    problems whose rollouts all pass or all fail then run to max_samples)."""
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        if not 1 <= self.min_samples <= self.max_samples:
+            raise ValueError(
+                f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}"
+            )
+        if self.n_uniform < 1 or self.batch_per_problem < 1:
+            raise ValueError("n_uniform and batch_per_problem must be >= 1")
+        if not 0 < self.confidence <= 1:
+            raise ValueError(f"confidence must be in (0, 1], got {self.confidence}")
+        if self.min_gain < 0:
+            raise ValueError(f"min_gain must be >= 0, got {self.min_gain}")
+        if self.total_budget is not None and self.total_budget < 0:
+            raise ValueError(f"total_budget must be >= 0, got {self.total_budget}")
+
+
+@dataclass(frozen=True)
+class AllocationResult:
+    """What `run_allocation` ends with."""
+
+    successes: NDArray[np.int64]
+    trials: NDArray[np.int64]
+    stop_reasons: NDArray[np.str_]
+    """Per problem: `settled`, `max_samples` or `budget` (see `stop_reason`)."""
+    round_rollouts: list[int]
+    """Rollouts requested in each round (each round is one batch for the engine)."""
+
+    @property
+    def rounds(self) -> int:
+        return len(self.round_rollouts)
+
+    @property
+    def total_rollouts(self) -> int:
+        return int(self.trials.sum())
+
+
+@dataclass(frozen=True)
+class _Assessment:
+    """The adaptive policy's view of each problem after its current trials."""
+
+    gain: NDArray[np.float64]
+    """Expected rise, per rollout, of the probability that the assigned class is true, at the best
+    lookahead horizon (0 at max_samples)."""
+    settled: NDArray[np.bool_]
+    """Confident in the class assigned now, or not worth more rollouts."""
+
+
+def plan_round(
+    successes: ArrayLike,
+    trials: ArrayLike,
+    strata: Strata,
+    config: AllocationConfig,
+    budget_left: int | None = None,
+    rng: np.random.Generator | None = None,
+) -> NDArray[np.int64]:
+    """Extra rollouts per problem for the next round; all zeros when allocation is done.
+
+    `budget_left` defaults to `config.total_budget - trials.sum()` (unlimited without a budget).
+    When the budget cannot cover the whole round, problems below `min_samples` go first, then
+    those with the largest expected gain per rollout; `rng` breaks ties at random (else by index),
+    so a pool sorted by source does not favour its first sources.
+    """
+    s, n = _as_counts(successes, trials)
+    budget = _budget_left(n, config, budget_left)
+    if config.policy == "uniform":
+        want = np.maximum(config.n_uniform - n, 0)
+        priority = np.zeros(n.shape)
+    else:
+        want = np.maximum(config.min_samples - n, 0)
+        assessment = _assess(s, n, strata, config)
+        topping_up = want > 0
+        more = ~topping_up & ~assessment.settled & (n < config.max_samples)
+        want[more] = np.minimum(config.batch_per_problem, config.max_samples - n[more])
+        priority = np.where(topping_up, np.inf, assessment.gain)
+    if budget is None or want.sum() <= budget:
+        return want
+    tie = rng.random(n.shape) if rng is not None else np.arange(n.size)
+    order = np.lexsort((tie, -priority))
+    spent_before = np.cumsum(want[order]) - want[order]
+    granted = np.zeros_like(want)
+    granted[order] = np.clip(budget - spent_before, 0, want[order])
+    return granted
+
+
+def stop_reason(
+    successes: ArrayLike, trials: ArrayLike, strata: Strata, config: AllocationConfig
+) -> NDArray[np.str_]:
+    """Why each problem gets no more rollouts: `settled`, `max_samples`, `budget`, or "" (still open).
+
+    `settled`: the adaptive rule stops it (confident, or more samples are not worth it).
+    `max_samples`: it reached the cap (`n_uniform` under the uniform policy) unsettled.
+    `budget`: it is still open but `config.total_budget` is spent.
+    """
+    s, n = _as_counts(successes, trials)
+    if config.policy == "uniform":
+        capped, settled = n >= config.n_uniform, np.zeros(n.shape, dtype=bool)
+    else:
+        capped = n >= config.max_samples
+        settled = (n >= config.min_samples) & _assess(s, n, strata, config).settled
+    reasons = np.full(n.shape, "", dtype="<U11")
+    if _budget_left(n, config, None) == 0:
+        reasons[:] = "budget"
+    reasons[capped] = "max_samples"
+    reasons[settled] = "settled"
+    return reasons
+
+
+def run_allocation(
+    sample_fn: Callable[[NDArray[np.int64]], ArrayLike],
+    n_problems: int,
+    strata: Strata,
+    config: AllocationConfig,
+    rng: np.random.Generator | None = None,
+) -> AllocationResult:
+    """Drive `plan_round` to the end; `sample_fn(extra)` returns the successes among `extra[i]` new
+    rollouts of each problem i."""
+    successes = np.zeros(n_problems, dtype=np.int64)
+    trials = np.zeros(n_problems, dtype=np.int64)
+    round_rollouts: list[int] = []
+    while (extra := plan_round(successes, trials, strata, config, rng=rng)).any():
+        new = np.asarray(sample_fn(extra), dtype=np.int64)
+        if new.shape != extra.shape or np.any((new < 0) | (new > extra)):
+            raise ValueError("sample_fn must return, per problem, 0 <= successes <= extra")
+        successes += new
+        trials += extra
+        round_rollouts.append(int(extra.sum()))
+    return AllocationResult(
+        successes=successes,
+        trials=trials,
+        stop_reasons=stop_reason(successes, trials, strata, config),
+        round_rollouts=round_rollouts,
+    )
+
+
+def _as_counts(successes: ArrayLike, trials: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    s, n = np.asarray(successes, dtype=np.int64), np.asarray(trials, dtype=np.int64)
+    if s.shape != n.shape or s.ndim != 1:
+        raise ValueError("successes and trials must be 1-d arrays of the same length")
+    if np.any(n < 0) or np.any((s < 0) | (s > n)):
+        raise ValueError("need 0 <= successes <= trials")
+    return s, n
+
+
+def _budget_left(
+    trials: NDArray[np.int64], config: AllocationConfig, budget_left: int | None
+) -> int | None:
+    if budget_left is not None:
+        return max(int(budget_left), 0)
+    if config.total_budget is None:
+        return None
+    return max(config.total_budget - int(trials.sum()), 0)
+
+
+def _assess(
+    s: NDArray[np.int64], n: NDArray[np.int64], strata: Strata, config: AllocationConfig
+) -> _Assessment:
+    """Confidence and lookahead gain per problem, computed once per distinct (successes, trials)."""
+    sampled = n > 0
+    if not sampled.any():
+        return _Assessment(np.zeros(n.shape), np.zeros(n.shape, dtype=bool))
+    if config.prior is not None:
+        prior = config.prior
+    elif sampled.sum() < MIN_POOL_TO_FIT:
+        prior = BetaPrior()
+    else:
+        prior = BetaPrior.fit_pool(s, n)
+    tables = _Tables.build(prior, strata, max(config.max_samples, int(n.max())))
+    pairs, inverse = np.unique(np.stack([s[sampled], n[sampled]]), axis=1, return_inverse=True)
+    ps, pn = pairs
+    conf = tables.confidence[ps, pn]
+    room = np.maximum(config.max_samples - pn, 0)
+    gain = _lookahead_gain(ps, pn, room, tables, config.batch_per_problem)
+    # A problem at max_samples can gain nothing more; it is capped, not settled, unless confident.
+    settled = (conf >= config.confidence) | ((gain < config.min_gain) & (room > 0))
+    inverse = inverse.ravel()
+    out_gain, out_settled = np.zeros(n.shape), np.zeros(n.shape, dtype=bool)
+    out_gain[sampled], out_settled[sampled] = gain[inverse], settled[inverse]
+    return _Assessment(out_gain, out_settled)
+
+
+@dataclass(frozen=True)
+class _Tables:
+    """Per-(successes, trials) quantities for every count up to a trial cap, indexed [s, n]."""
+
+    confidence: NDArray[np.float64]
+    """Posterior probability that the class the counts assign is the true class (0 where n == 0)."""
+    log_marginal: NDArray[np.float64]
+    """`estimators.log_marginal`, for predictive probabilities."""
+
+    @classmethod
+    def build(cls, prior: BetaPrior, strata: Strata, top: int) -> _Tables:
+        # Lookahead visits the same counts from many starting points: one table per round is
+        # cheaper than evaluating posteriors per (problem, horizon, outcome).
+        s, n = np.nonzero(np.tri(top + 1, dtype=bool).T)  # all 0 <= s <= n <= top
+        confidence = np.zeros((top + 1, top + 1))
+        log_m = np.full((top + 1, top + 1), -np.inf)
+        log_m[s, n] = log_marginal(s, n, prior)
+        s, n = s[n > 0], n[n > 0]
+        probs = stratum_probabilities(s, n, prior, strata)
+        confidence[s, n] = probs[np.arange(s.size), class_index(strata, strata.observed_class(s, n))]
+        return cls(confidence, log_m)
+
+
+def _lookahead_gain(
+    s: NDArray[np.int64], n: NDArray[np.int64], room: NDArray[np.int64], tables: _Tables, batch: int
+) -> NDArray[np.float64]:
+    """Best expected rise in assigned-class confidence per rollout, over 1, 2, 4 … batches ahead.
+
+    One batch alone undervalues a problem near a stratum edge, where no single batch can move its
+    observed pass rate across; looking further ahead (up to the room left below max_samples)
+    credits it with what a run of batches would buy.
+    """
+    gain = np.zeros(s.shape)
+    now = tables.confidence[s, n]
+    step = 0
+    while (live := (room > 0) & ((step == 0) | (batch << max(step - 1, 0) < room))).any():
+        horizon = np.minimum(batch << step, room)
+        for h in np.unique(horizon[live]):
+            rows = np.flatnonzero(live & (horizon == h))
+            after_s, after_n = s[rows, None] + np.arange(h + 1), n[rows, None] + h
+            log_pred = (
+                _log_binom(h)
+                + tables.log_marginal[after_s, after_n]
+                - tables.log_marginal[s[rows], n[rows]][:, None]
+            )
+            expected = (np.exp(log_pred) * tables.confidence[after_s, after_n]).sum(axis=1)
+            gain[rows] = np.maximum(gain[rows], (expected - now[rows]) / h)
+        step += 1
+    return gain
+
+
+def _log_binom(h: int) -> NDArray[np.float64]:
+    j = np.arange(h + 1)
+    return special.gammaln(h + 1) - special.gammaln(j + 1) - special.gammaln(h - j + 1)

