@@ -12,8 +12,13 @@ edges with nothing excluded. They differ in what is hard: telling p == 1 from p 
 rollouts whatever the policy, and with solved / unsolved as classes that distinction is part of
 the label.
 
-Run: .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S]
-Prints a table, then on its last line one JSON object.
+A second part runs the real thing: the embedded SmolLM2 model (vLLM) on the default reasoning-gym
+problems. Every problem gets rollouts 0..47 once (cached in the rollout store, so reruns are cheap);
+adaptive allocation reads indices 0..15 round by round, uniform reads 0..n-1 with n matched to the
+adaptive spend, and both are compared with a reference class from the disjoint indices 16..47.
+
+Run: .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S] [--skip-real]
+Prints tables, then on its last line one JSON object.
 """
 
 from __future__ import annotations
@@ -191,10 +196,81 @@ def _summary(prefix: str, result: dict) -> dict:
     }
 
 
+REAL_MAX = 16
+"""Real run: the adaptive cap; indices REAL_MAX..REAL_MAX+REAL_REFERENCE-1 form the reference."""
+REAL_REFERENCE = 32
+
+
+def real(strata: Strata) -> dict:
+    """Adaptive vs uniform at equal spend on SmolLM2, scored against a disjoint high-n reference."""
+    from pipeline.engines import create_engine
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.model import embedded_model
+    from pipeline.records import Problem
+    from pipeline.rollout_store import RolloutStore, missing_requests
+    from pipeline.sampling import sample_rollouts
+    from pipeline.scoring import score_rollouts
+    from pipeline.sources import ReasoningGymSource, load_problems
+    from pipeline.storage import gradus_home
+    from pipeline.verification import VerifierPool
+
+    home = gradus_home()
+    model = embedded_model(home)
+    sampling = SamplingConfig(temperature=0.8, max_tokens=64)
+    store = RolloutStore(home, model, sampling, engine="vllm")
+    with VerifierPool(workers=1) as pool:
+        sources = [ReasoningGymSource(g, (0, 1, 2), 4) for g in ("basic_arithmetic", "chain_sum", "leg_counting")]
+        problems = Problem.to_frame(load_problems(sources, pool=pool).problems)
+        ids = problems["problem_id"].tolist()
+        total = REAL_MAX + REAL_REFERENCE
+        todo = missing_requests(problems, total, store.existing(ids))
+        started = time.perf_counter()
+        if todo:
+            with create_engine("vllm", model) as engine:
+                engine.generate(todo, sampling, on_batch=store.append)
+        generate_s = time.perf_counter() - started
+
+        def scorer(frame):
+            return score_rollouts(problems, frame, pool, "auto")
+
+        def counts(frame) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+            grouped = scorer(frame).groupby("problem_id")["passed"].agg(["sum", "count"]).reindex(ids)
+            return grouped["sum"].to_numpy(np.int64), grouped["count"].to_numpy(np.int64)
+
+        everything = store.load(ids, total)
+        ref_s, ref_n = counts(everything[everything["sample_index"] >= REAL_MAX])
+        reference = strata.observed_class(ref_s, ref_n)
+
+        def cached_only():
+            raise RuntimeError("every rollout should come from the store here")
+
+        config = AllocationConfig(min_samples=4, max_samples=REAL_MAX, batch_per_problem=4)
+        adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
+        a_s, a_n = counts(adaptive.rollouts)
+        spent = int(a_n.sum())
+        n_uniform = max(1, round(spent / len(ids)))
+        u_s, u_n = counts(everything[everything["sample_index"] < n_uniform])
+    agree_a = float(np.mean(strata.observed_class(a_s, a_n) == reference))
+    agree_u = float(np.mean(strata.observed_class(u_s, u_n) == reference))
+    print(f"\nreal: SmolLM2-135M, {len(ids)} problems, reference = {REAL_REFERENCE} disjoint rollouts each"
+          f" (generated {len(todo)} rollouts in {generate_s:.0f} s)")
+    print(f"  adaptive (4..{REAL_MAX}): {spent} rollouts, agreement {agree_a:.3f}")
+    print(f"  uniform n={n_uniform}: {int(u_n.sum())} rollouts, agreement {agree_u:.3f}")
+    return {
+        "real_problems": len(ids),
+        "real_rollouts_adaptive": spent,
+        "real_rollouts_uniform": int(u_n.sum()),
+        "real_agreement_adaptive": round(agree_a, 4),
+        "real_agreement_uniform": round(agree_u, 4),
+        "real_reference_rollouts_per_problem": REAL_REFERENCE,
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-real", action="store_true", help="simulation only (no model)")
     args = parser.parse_args(argv)
 
     default = Strata()
@@ -206,6 +282,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     _print_table(f"strata ({edges}), nothing excluded, {args.problems} problems", without)
     summary = {"sim_problems": args.problems, "sim_seed": args.seed}
     summary |= _summary("sim", with_excluded) | _summary("sim_stages_only", without)
+    if not args.skip_real:
+        summary |= real(default)
     print(json.dumps(summary))
 
 
