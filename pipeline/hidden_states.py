@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from pipeline.model import ModelSpec
+from pipeline.model import ModelSpec, load_tokenizer
 from pipeline.storage import slug, within, write_parquet_atomic, write_text_atomic
 
 Progress = Callable[[int, int], None]
@@ -56,17 +56,13 @@ class HiddenStateExtractor:
 
     def __init__(self, model: ModelSpec, device: str = "auto") -> None:
         import torch
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.model = model
         self.device = device
-        self._tokenizer = AutoTokenizer.from_pretrained(model.path)
-        # Left padding puts every prompt's last real token at position -1 of the batch.
-        self._tokenizer.padding_side = "left"
-        if self._tokenizer.pad_token is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._tokenizer = load_tokenizer(model)
         # The base model without its LM head: logits over the vocabulary would cost more than the
         # hidden states themselves.
         self._model = AutoModel.from_pretrained(model.path, dtype=torch.float32).to(device).eval()

