@@ -3,6 +3,7 @@
 
 from dataclasses import asdict
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 from dagster import (
@@ -18,8 +19,10 @@ from pydantic import Field
 
 from assets.config import StrataConfig
 from assets.metadata import counts_table, histogram_png, picture
+from assets.probes import predicted_labels
 from assets.resources import GradusStorage, TargetModel
 from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems
+from pipeline.probe import merge_labels
 from pipeline.storage import safe_name
 
 
@@ -29,6 +32,12 @@ class CurriculumConfig(Config):
     name: str = Field(default="default", description="folder under $GRADUS_HOME/curricula/")
     strata: StrataConfig = Field(default=StrataConfig(), description="pass-rate bins, easy → hard")
     shuffle_seed: int = Field(default=0, description="seed for shuffling rows within a stage")
+    labels: Literal["measured", "predicted", "both"] = Field(
+        default="measured",
+        description="which pass rates are staged: measured (pass_rates), predicted (the difficulty "
+        "probe's, from predicted_difficulty, for every problem) or both (measured where a problem "
+        "has rollouts, predicted elsewhere); rows record theirs in `label_source`",
+    )
 
 
 def curriculum_folder(storage: GradusStorage, name: str) -> Path:
@@ -53,7 +62,8 @@ def curriculum(
     target_model: TargetModel,
 ):
     """Stages from easy to hard (bins of pass rate) as one Parquet file each, in verl's RL schema
-    plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts."""
+    plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts.
+    Config `labels` stages measured pass rates, the difficulty probe's predictions, or both."""
     home = storage.root()
     target = target_model.target(home)
     spec = CurriculumSpec(config.name, config.strata.strata(), config.shuffle_seed)
@@ -65,9 +75,18 @@ def curriculum(
         "verifier_version": target.verifier_version,
         "extraction_policy": target_model.extraction_policy,
     }
-    manifest = build_curriculum(problems, pass_rates, spec, home, provenance)
+    predicted = None if config.labels == "measured" else predicted_labels(home, target.key)
+    labels = merge_labels(
+        None if config.labels == "predicted" else pass_rates,
+        predicted,
+        trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
+    )
+    provenance["labels"] = config.labels
+    if predicted is not None and len(predicted):
+        provenance["probe"] = str(predicted["probe_path"].iloc[0])
+    manifest = build_curriculum(problems, labels, spec, home, provenance)
     folder = curriculum_folder(storage, config.name)
-    staged = pass_rates.merge(problems[["problem_id"]], on="problem_id")
+    staged = labels.merge(problems[["problem_id"]], on="problem_id")
     series = {}
     for stage in manifest["stages"]:
         lo, hi = stage["pass_rate_bin"]
@@ -84,6 +103,7 @@ def curriculum(
             "stages": counts_table(stage_rows, "stage", "rows"),
             "excluded": counts_table(manifest["excluded"], "class", "problems"),
             "label_key": target.key,
+            "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
             "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
         },
         check_results=[

@@ -181,3 +181,33 @@ def test_figures_are_pngs(ridge_probe: probe_module.ProbeReport) -> None:
     figures = probe_figures(ridge_probe)
     assert set(figures) == {"predicted_vs_measured.png", "layer_scores.png"}
     assert all(png.startswith(b"\x89PNG") for png in figures.values())
+
+
+def test_merge_labels_prefers_measured_and_gives_predictions_counts_of_the_measured_budget() -> None:
+    import pandas as pd
+
+    from pipeline.probe import merge_labels
+    from pipeline.strata import Strata
+
+    measured = pd.DataFrame({"problem_id": ["a", "b"], "successes": [3, 0], "trials": [8, 8],
+                             "pass_rate": [3 / 8, 0.0], "ci_low": [0.1, 0.0], "ci_high": [0.7, 0.2]})
+    rates = [0.9, 0.03, 0.07, 0.5, 0.97]
+    predicted = pd.DataFrame({"problem_id": ["a", "c", "d", "e", "f"], "pass_rate": rates,
+                              "ci_low": [0.0] * 5, "ci_high": [1.0] * 5})
+    both = merge_labels(measured, predicted).set_index("problem_id")
+    assert list(both.index) == ["a", "b", "c", "d", "e", "f"]
+    assert both.loc["a", "pass_rate"] == 3 / 8 and both.loc["a", "label_source"] == "measured"
+    guessed = both[both["label_source"] == "predicted"]
+    assert (guessed["trials"] == 8).all()
+    assert guessed["successes"].tolist() == [round(p * 8) for p in rates[1:]]
+    # 0.03 < 1/16 rounds to no success: never solved, like a measured 0/8; 0.97 >= 15/16 always solved.
+    classes = Strata().stage_of(both["pass_rate"], both["successes"], both["trials"])
+    assert dict(zip(both.index, classes)) == {"a": 2, "b": -1, "c": -1, "d": 3, "e": 2, "f": 0}
+
+    only_predicted = merge_labels(None, predicted, trials=4)
+    assert set(only_predicted["label_source"]) == {"predicted"} and (only_predicted["trials"] == 4).all()
+    only_measured = merge_labels(measured, None)
+    assert set(only_measured["label_source"]) == {"measured"} and len(only_measured) == 2
+    with pytest.raises(ValueError, match="need `trials`"):
+        merge_labels(None, predicted)
+    assert merge_labels(None, None).empty
