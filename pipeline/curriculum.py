@@ -59,9 +59,9 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
     # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
     where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
-    labelled = pc.is_valid(where)
-    joined = p.filter(labelled)
-    rows = lab.select(keep).take(pc.filter(where, labelled))
+    # Filtering copies every column, nested prompts included: only when a problem has no label.
+    joined = p.filter(pc.is_valid(where)) if where.null_count else p
+    rows = lab.select(keep).take(pc.drop_null(where))
     for name in keep:
         joined = joined.append_column(name, rows.column(name))
     stage = strata.stage_of(
@@ -76,7 +76,7 @@ def to_verl(table: pa.Table) -> pa.Table:
     """The verl RL columns plus gradus's label columns."""
     n = table.num_rows
     reward_model = pa.StructArray.from_arrays(
-        [pa.array(["rule"] * n, pa.string()), table.column("answer").combine_chunks()],
+        [pa.repeat(pa.scalar("rule", pa.string()), n), table.column("answer").combine_chunks()],
         names=["style", "ground_truth"],
     )
     extra_info = pa.StructArray.from_arrays(
@@ -112,6 +112,30 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _ids_digest(ids: pa.ChunkedArray) -> str:
+    """sha256 of the sorted ids joined by newlines, without making a million Python strings
+    (UTF-8 byte order, which Arrow sorts by, is code point order, which `sorted` uses)."""
+    if len(ids) == 0:
+        return hashlib.sha256(b"").hexdigest()
+    ordered = ids.take(pc.sort_indices(ids)).combine_chunks().cast(pa.large_string())
+    newline, nothing = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
+    lines = pc.binary_join_element_wise(ordered, newline, nothing)
+    offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = memoryview(lines.buffers()[2])[offsets[0] : offsets[-1] - 1]  # no newline after the last
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stage_order(stage: np.ndarray, n_stages: int, shuffle_seed: int | None) -> list[np.ndarray]:
+    """Row positions of each stage, in pool order or shuffled with `shuffle_seed + k`."""
+    orders = []
+    for k in range(1, n_stages + 1):
+        rows = np.flatnonzero(stage == k)
+        if shuffle_seed is not None and rows.size:
+            rows = rows[np.random.default_rng(shuffle_seed + k).permutation(rows.size)]
+        orders.append(rows)
+    return orders
+
+
 def build_curriculum(
     problems: Any,
     labels: Any,
@@ -124,20 +148,23 @@ def build_curriculum(
     The folder is built beside the target and swapped in, so readers never see a half-written
     curriculum. Returns the manifest.
     """
+    root = within(home, "curricula", safe_name(spec.name))  # a bad name fails before any work
     strata = spec.strata
-    table = stratify(problems, labels, strata)
-    root = within(home, "curricula", safe_name(spec.name))
+    problems_t = _as_table(problems)
+    table = stratify(problems_t, labels, strata)
     staging = root.with_name(f".{root.name}.staging")
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
 
-    verl = to_verl(table)
-    stage_col = verl.column("stage")
+    stage_col = table.column("stage").to_numpy()
+    orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
+    # One gather of every staged row, then zero-copy slices: nested columns are copied once.
+    staged = to_verl(table).take(pa.array(np.concatenate(orders), pa.int64()))
     stages = []
-    for k in range(1, strata.n_stages + 1):
-        part = verl.filter(pc.equal(stage_col, k))
-        if spec.shuffle_seed is not None and part.num_rows:
-            part = part.take(np.random.default_rng(spec.shuffle_seed + k).permutation(part.num_rows))
+    start = 0
+    for k, rows in enumerate(orders, start=1):
+        part = staged.slice(start, rows.size)
+        start += rows.size
         file = f"stage_{k}.parquet"
         write_parquet_atomic(part, staging / file)
         rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
@@ -154,12 +181,7 @@ def build_curriculum(
                 "note": None if part.num_rows else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]",
             }
         )
-    excluded = {
-        "solved": int(pc.sum(pc.equal(stage_col, SOLVED)).as_py() or 0),
-        "unsolved": int(pc.sum(pc.equal(stage_col, UNSOLVED)).as_py() or 0),
-    }
-    problems_t = _as_table(problems)
-    ids = problems_t.column("problem_id").to_numpy(zero_copy_only=False)
+    excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum())}
     sources = pc.value_counts(problems_t.column("source")).to_pylist()
     manifest = {
         "name": spec.name,
@@ -174,7 +196,7 @@ def build_curriculum(
             "in_stages": sum(s["rows"] for s in stages),
         },
         "source_snapshot": {
-            "problem_ids_sha256": hashlib.sha256("\n".join(sorted(map(str, ids))).encode()).hexdigest(),
+            "problem_ids_sha256": _ids_digest(problems_t.column("problem_id")),
             "sources": {d["values"]: d["counts"] for d in sources},
         },
         **(dict(provenance) if provenance else {}),

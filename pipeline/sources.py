@@ -2,15 +2,27 @@
 
 Every source yields raw rows; `normalise` turns each into a `Problem` or a `QuarantinedRow` with a
 reason, so one bad row never stops a run and nothing is silently dropped.
+
+Reason codes (stable; tests/data holds a row for each):
+- per field (`prompt`, `answer`, `source_id`): `missing_*`, `empty_*` (blank or invisible),
+  `non_text_*`, `nonfinite_*` (NaN/inf, also as text), `invalid_utf8_*`, `control_chars_*`;
+- per row: `prompt_too_long`, `malformed_messages`, `ambiguous_answer`, `unusable_answer`,
+  `invalid_utf8_metadata`, `too_deeply_nested`, `duplicate_problem_id`, `duplicate_source_id`;
+- from the JSONL / CSV readers: `invalid_json`, `invalid_utf8_row`, `non_object_row`,
+  `malformed_row`.
 """
 
 from __future__ import annotations
 
+import codecs
+import csv
 import json
 import math
+import re
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +66,17 @@ class FieldMapping:
     """Optional column used as the category (default: the source name)."""
     system_prompt: str | None = None
     """Optional system message prepended to text prompts."""
+    id_field: str | None = None
+    """Optional column with the source's own problem id. When set, every row needs one, and an id
+    reused for a different problem is quarantined (`duplicate_source_id`): the first usable row
+    keeps it."""
 
 
 @dataclass(frozen=True)
 class DatasetSource:
-    """Problems from a Hugging Face `datasets` dataset on local disk: Parquet/JSONL/JSON/CSV files,
-    or a folder written by `save_to_disk`. Nothing is downloaded."""
+    """Problems from local files: JSONL and CSV read row by row (one undecodable row is quarantined,
+    not fatal), Parquet/JSON files and `save_to_disk` folders through `datasets`. Nothing is
+    downloaded."""
 
     path: str
     fields: FieldMapping = FieldMapping()
@@ -82,6 +99,20 @@ class Normalised:
 # --- reading sources ---------------------------------------------------------------------------
 
 
+_MISSING = object()
+"""A field the row does not have (or has as null)."""
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A record the reader could not decode into fields: quarantined with this reason."""
+
+    reason: str
+    detail: str
+    text: str
+    """The record as read (undecodable bytes escaped), for the quarantine's `raw` column."""
+
+
 @dataclass(frozen=True)
 class RawRow:
     """One input row before normalisation."""
@@ -94,6 +125,10 @@ class RawRow:
     metadata: Any
     verifier: str
     system_prompt: str | None = None
+    source_id: Any = None
+    """The source's own id (`_MISSING` when absent or null); None when the source has no ids."""
+    unreadable: Unreadable | None = None
+    """Set when the reader could not decode the row; every other field is then empty."""
 
 
 def reasoning_gym_rows(src: ReasoningGymSource) -> Iterator[RawRow]:
@@ -125,47 +160,178 @@ def reasoning_gym_rows(src: ReasoningGymSource) -> Iterator[RawRow]:
 
 
 def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
-    dataset = load_local_dataset(src.path, src.split)
+    """The rows of a local dataset. Its path is checked now, so a bad path fails a run before any
+    work; rows are read as the iterator is consumed."""
+    records = local_records(src.path, src.split)
     name = src.name or Path(src.path).name
+    source = f"dataset/{name}"
     f = src.fields
-    for index, row in enumerate(dataset):
-        if src.limit is not None and index >= src.limit:
-            break
-        yield RawRow(
-            source=f"dataset/{name}",
-            index=index,
-            prompt=row.get(f.prompt, _MISSING),
-            answer=row.get(f.answer, _MISSING),
-            category=row.get(f.category) if f.category else name,
-            metadata={k: v for k, v in row.items() if k not in {f.prompt, f.answer}},
-            verifier=src.verifier,
-            system_prompt=f.system_prompt,
-        )
+
+    def rows() -> Iterator[RawRow]:
+        for index, record in enumerate(records):
+            if src.limit is not None and index >= src.limit:
+                return
+            if isinstance(record, Unreadable):
+                yield RawRow(source, index, _MISSING, _MISSING, None, {}, src.verifier, unreadable=record)
+                continue
+            source_id = None
+            if f.id_field:
+                source_id = record.get(f.id_field)
+                source_id = _MISSING if source_id is None else source_id
+            yield RawRow(
+                source=source,
+                index=index,
+                prompt=record.get(f.prompt, _MISSING),
+                answer=record.get(f.answer, _MISSING),
+                category=record.get(f.category) if f.category else name,
+                metadata={k: v for k, v in record.items() if k not in {f.prompt, f.answer}},
+                verifier=src.verifier,
+                system_prompt=f.system_prompt,
+                source_id=source_id,
+            )
+
+    return rows()
 
 
-def load_local_dataset(path: str, split: str = "train"):
-    """Open a local dataset with `datasets`, by file type; never reaches the Hub."""
-    import datasets
+_DATASETS_KINDS = {".parquet": "parquet", ".json": "json"}
+_CSV_FIELD_LIMIT = 1 << 28
+"""csv's default 128 KiB field limit would make one gigantic prompt fatal to the whole file."""
 
+
+def local_records(path: str, split: str = "train") -> Iterator[dict[str, Any] | Unreadable]:
+    """The rows of a local dataset, in file order; never reaches the Hub. The path and file types
+    are checked at once, the rows read lazily.
+
+    JSONL and CSV are read row by row, values kept as the file wrote them: `datasets` would fail
+    the whole file on one line of bad JSON or bad UTF-8, and its type inference rewrites values
+    (a CSV column of integers with one empty cell becomes floats, gold "4" becomes "4.0").
+    A row that cannot be decoded comes back as `Unreadable`; a file none of whose rows can is an
+    error. Parquet, JSON and `save_to_disk` folders are typed formats, read with `datasets`.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise FileNotFoundError(f"dataset path {p} does not exist (gradus reads local data only)")
     if p.is_dir() and any((p / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
-        loaded = datasets.load_from_disk(str(p))
-        return loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
-    kinds = {".parquet": "parquet", ".jsonl": "json", ".json": "json", ".csv": "csv"}
-    files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.suffix in kinds)
+        return _datasets_records(p, None, split)
+    readers = {".jsonl": _jsonl_records, ".csv": _csv_records}
+    suffixes = set(readers) | set(_DATASETS_KINDS)
+    files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file() and x.suffix in suffixes)
     if not files:
         raise ValueError(f"no Parquet/JSONL/JSON/CSV files under {p}")
-    kind = kinds.get(files[0].suffix)
-    if kind is None:
-        raise ValueError(f"unsupported file type {files[0].suffix!r}: use {sorted(kinds)}")
-    return datasets.load_dataset(kind, data_files=[str(x) for x in files], split="train")
+    kinds = {x.suffix for x in files}
+    if len(kinds) > 1:
+        raise ValueError(f"{p} mixes file types {sorted(kinds)}: point each dataset at one type")
+    suffix = files[0].suffix
+    if suffix in readers:
+        return chain.from_iterable(_whole_file_check(readers[suffix](file), file) for file in files)
+    if suffix in _DATASETS_KINDS:
+        return _datasets_records(files, _DATASETS_KINDS[suffix], split)
+    raise ValueError(f"unsupported file type {suffix!r}: use {sorted(suffixes)}")
+
+
+def _datasets_records(source: Path | list[Path], kind: str | None, split: str) -> Iterator[dict[str, Any]]:
+    import datasets
+
+    try:
+        if kind is None:
+            loaded = datasets.load_from_disk(str(source))
+            dataset = loaded[split] if isinstance(loaded, datasets.DatasetDict) else loaded
+        else:
+            files = [str(x) for x in source] if isinstance(source, list) else [str(source)]
+            dataset = datasets.load_dataset(kind, data_files=files, split="train")
+    except Exception as exc:  # a typed file is all or nothing: say which file and why
+        raise ValueError(f"cannot read {source} with `datasets`: {type(exc).__name__}: {exc}") from exc
+    yield from dataset
+
+
+def _whole_file_check(
+    records: Iterator[dict[str, Any] | Unreadable], file: Path
+) -> Iterator[dict[str, Any] | Unreadable]:
+    """Pass records through; fail if there were some and none could be decoded (the file is not
+    the format its name says, e.g. UTF-16 or compressed)."""
+    decoded = 0
+    first: Unreadable | None = None
+    for record in records:
+        if isinstance(record, Unreadable):
+            first = first or record
+        else:
+            decoded += 1
+        yield record
+    if first is not None and not decoded:
+        raise ValueError(
+            f"no row of {file} could be decoded (first: {first.reason}, {first.detail}); "
+            f"is it UTF-8 {file.suffix.lstrip('.').upper()}?"
+        )
+
+
+def _jsonl_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
+    """One JSON object per non-blank line. Invalid UTF-8 inside a string value survives as lone
+    surrogates, which normalisation quarantines with the field's name."""
+    with open(file, "rb") as fh:
+        for number, line in enumerate(fh, start=1):
+            if number == 1:
+                line = line.removeprefix(codecs.BOM_UTF8)
+            if not line.strip():
+                continue
+            try:
+                text, valid_utf8 = line.decode("utf-8"), True
+            except UnicodeDecodeError:
+                text, valid_utf8 = line.decode("utf-8", "surrogateescape"), False
+            try:
+                value = json.loads(text)
+            except RecursionError:
+                yield Unreadable("too_deeply_nested", f"line {number} nests deeper than the JSON parser allows",
+                                 _printable(text))
+                continue
+            except ValueError as exc:
+                reason = "invalid_json" if valid_utf8 else "invalid_utf8_row"
+                detail = f"line {number}: {exc}" + ("" if valid_utf8 else " (the line is not valid UTF-8)")
+                yield Unreadable(reason, detail, _printable(text))
+                continue
+            if not isinstance(value, dict):
+                yield Unreadable("non_object_row", f"line {number} is a JSON {type(value).__name__}, not an object",
+                                 _printable(text))
+                continue
+            yield value
+
+
+def _csv_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
+    """Rows of a CSV file with a header; every value is text, as in the file."""
+    csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    with open(file, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
+        reader = csv.reader(fh)
+        try:
+            header = next(reader, None)
+            if header is None:
+                return
+            if not all(_is_utf8(h) and "\x00" not in h for h in header):
+                raise ValueError(f"the header of {file} is not UTF-8 text: is it a UTF-8 CSV file?")
+            for cells in reader:
+                if not cells:  # a blank line; a row of empty fields is a row (and quarantined)
+                    continue
+                if len(cells) != len(header):
+                    yield Unreadable(
+                        "malformed_row",
+                        f"line {reader.line_num} has {len(cells)} fields, the header has {len(header)}",
+                        _printable(",".join(cells)),
+                    )
+                    continue
+                yield dict(zip(header, cells))
+        except csv.Error as exc:
+            raise ValueError(f"{file}, line {reader.line_num}: not readable as CSV ({exc})") from exc
 
 
 # --- normalisation ------------------------------------------------------------------------------
 
-_MISSING = object()
+# C0 controls and DEL, except tab, newline and carriage return: in a prompt they are encoding
+# damage (a JSON "\frac" written with one backslash arrives as a form feed and "rac").
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# Anything but whitespace and invisible format characters (zero-width spaces, BOM, soft hyphen).
+_VISIBLE = re.compile(r"[^\s\u00ad\u200b-\u200f\u2060-\u2064\ufeff]")
+# A math gold answer offering alternatives: math-verify would silently keep only the last one.
+_ALTERNATIVES = re.compile(r"\b(?:or|either)\b", re.IGNORECASE)
+_FLOAT_TEXT_CHARS = 32
+"""Longer strings are not tried as float literals ("nan", "inf", "1e999")."""
 
 
 class Rejected(Exception):
@@ -184,15 +350,39 @@ def _text(value: Any, what: str) -> str:
     if isinstance(value, bool) or not isinstance(value, (str, int, float)):
         raise Rejected(f"non_text_{what}", f"the {what} is a {type(value).__name__}, not text")
     text = value if isinstance(value, str) else str(value)
+    if not _is_utf8(text):
+        raise Rejected(f"invalid_utf8_{what}", f"the {what} contains unpaired surrogates (bytes that are not UTF-8)")
+    if control := _CONTROL.search(text):
+        raise Rejected(f"control_chars_{what}", f"the {what} contains control character U+{ord(control.group()):04X}")
+    if not _VISIBLE.search(text):
+        raise Rejected(f"empty_{what}", f"the {what} is empty, whitespace or invisible characters")
+    if len(text) <= _FLOAT_TEXT_CHARS and _nonfinite_literal(text):
+        raise Rejected(f"nonfinite_{what}", f"the {what} is the non-finite number {text.strip()!r}")
+    return text
+
+
+def _nonfinite_literal(text: str) -> bool:
+    try:
+        return not math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def _is_utf8(text: str) -> bool:
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        raise Rejected(f"invalid_utf8_{what}", f"the {what} contains unpaired surrogates") from None
-    if "\x00" in text:
-        raise Rejected(f"control_chars_{what}", f"the {what} contains NUL characters")
-    if not text.strip():
-        raise Rejected(f"empty_{what}", f"the {what} is empty or whitespace")
-    return text
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """Text that can be stored as UTF-8: undecodable bytes shown as `\\xNN`, other lone
+    surrogates as `\\uNNNN`."""
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate that did not come from an undecodable byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _messages(value: Any, system_prompt: str | None) -> list[dict[str, str]]:
@@ -204,7 +394,7 @@ def _messages(value: Any, system_prompt: str | None) -> list[dict[str, str]]:
         for m in items:
             if not isinstance(m, dict) or "role" not in m or "content" not in m:
                 raise Rejected("malformed_messages", "chat messages must be {role, content} objects")
-            if m["role"] not in {"system", "user", "assistant"}:
+            if not isinstance(m["role"], str) or m["role"] not in {"system", "user", "assistant"}:
                 raise Rejected("malformed_messages", f"unknown chat role {m['role']!r}")
             messages.append({"role": m["role"], "content": _text(m["content"], "prompt")})
         if messages[-1]["role"] != "user":
@@ -217,10 +407,46 @@ def _messages(value: Any, system_prompt: str | None) -> list[dict[str, str]]:
 
 
 def _raw_json(row: RawRow) -> str:
-    text = canonical_json({"prompt": row.prompt if row.prompt is not _MISSING else None,
-                           "answer": row.answer if row.answer is not _MISSING else None,
-                           "category": row.category})
+    if row.unreadable is not None:
+        text = row.unreadable.text
+    else:
+        fields = {"prompt": row.prompt, "answer": row.answer, "category": row.category}
+        if row.source_id is not None:
+            fields["id"] = row.source_id
+        try:
+            text = canonical_json({k: None if v is _MISSING else v for k, v in fields.items()})
+        except RecursionError:
+            text = "(nested too deeply to show)"
+    text = _printable(text)
     return text if len(text) <= MAX_RAW_CHARS else text[:MAX_RAW_CHARS] + "…[truncated]"
+
+
+def _quarantine(row: RawRow, rejected: Rejected) -> QuarantinedRow:
+    return QuarantinedRow(row.source, row.index, rejected.reason, _printable(str(rejected)), _raw_json(row))
+
+
+def _candidate(row: RawRow, max_prompt_chars: int) -> tuple[Problem, str | None]:
+    """The row as a problem, and its source id if it has one; raises `Rejected`."""
+    if row.unreadable is not None:
+        raise Rejected(row.unreadable.reason, row.unreadable.detail)
+    prompt = _messages(row.prompt, row.system_prompt)
+    size = sum(len(m["content"]) for m in prompt)
+    if size > max_prompt_chars:
+        raise Rejected("prompt_too_long", f"the prompt has {size} characters (> {max_prompt_chars})")
+    answer = _text(row.answer, "answer").strip()
+    if row.verifier == "math" and _ALTERNATIVES.search(answer):
+        raise Rejected("ambiguous_answer", f"the gold answer {answer[:80]!r} offers alternatives; "
+                                           "math-verify would keep only the last")
+    source_id = None if row.source_id is None else _text(row.source_id, "source_id").strip()
+    try:
+        metadata = canonical_json(row.metadata if isinstance(row.metadata, dict) else {})
+    except RecursionError:
+        raise Rejected("too_deeply_nested", "the row's other fields nest too deeply to store") from None
+    category = row.category if isinstance(row.category, str) and row.category else row.source
+    if not (_is_utf8(metadata) and _is_utf8(category)):
+        raise Rejected("invalid_utf8_metadata", "a field other than prompt and answer is not valid UTF-8")
+    pid = Problem.make_id(prompt, answer)
+    return Problem(pid, row.source, prompt, answer, row.verifier, category, metadata), source_id
 
 
 def normalise(
@@ -238,34 +464,33 @@ def normalise(
     """
     out = Normalised()
     seen = {} if seen is None else seen
-    candidates: list[tuple[RawRow, Problem]] = []
+    candidates: list[tuple[RawRow, Problem, str | None]] = []
     for row in rows:
         try:
-            prompt = _messages(row.prompt, row.system_prompt)
-            size = sum(len(m["content"]) for m in prompt)
-            if size > max_prompt_chars:
-                raise Rejected("prompt_too_long", f"the prompt has {size} characters (> {max_prompt_chars})")
-            answer = _text(row.answer, "answer").strip()
-            metadata = canonical_json(row.metadata if isinstance(row.metadata, dict) else {})
-            category = row.category if isinstance(row.category, str) and row.category else row.source
-            pid = Problem.make_id(prompt, answer)
-            candidates.append((row, Problem(pid, row.source, prompt, answer, row.verifier, category, metadata)))
+            candidates.append((row, *_candidate(row, max_prompt_chars)))
         except Rejected as rej:
-            out.quarantined.append(QuarantinedRow(row.source, row.index, rej.reason, str(rej), _raw_json(row)))
+            out.quarantined.append(_quarantine(row, rej))
 
     gold = [None] * len(candidates)
     if pool is not None and candidates:
-        gold = pool.gold_problems([VerificationTask(p.verifier, p.answer, None, p.metadata) for _, p in candidates])
-    for (row, problem), gold_issue in zip(candidates, gold):
+        gold = pool.gold_problems([VerificationTask(p.verifier, p.answer, None, p.metadata) for _, p, _ in candidates])
+    id_owner: dict[tuple[str, str], str] = {}  # (source, source id) → origin of the accepted row
+    for (row, problem, source_id), gold_issue in zip(candidates, gold):
         reject: Rejected | None = None
+        id_key = (row.source, source_id) if source_id is not None else None
         if gold_issue:
             reject = Rejected("unusable_answer", gold_issue)
         elif problem.problem_id in seen:
             reject = Rejected("duplicate_problem_id", f"same prompt and answer as {seen[problem.problem_id]}")
+        elif id_key in id_owner:
+            reject = Rejected("duplicate_source_id", f"id {source_id!r} already belongs to {id_owner[id_key]}, "
+                                                     "a different problem")
         if reject is not None:
-            out.quarantined.append(QuarantinedRow(row.source, row.index, reject.reason, str(reject), _raw_json(row)))
+            out.quarantined.append(_quarantine(row, reject))
             continue
         seen[problem.problem_id] = f"{row.source}#{row.index}"
+        if id_key is not None:
+            id_owner[id_key] = seen[problem.problem_id]
         out.problems.append(problem)
     return out
 

@@ -1,0 +1,108 @@
+"""Bad inputs through Dagster: the corpus in tests/data ingested by the `problems` asset alone, and
+config that names a missing dataset or an escaping curriculum failing with a clear error."""
+
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+from dagster import AssetSelection, DagsterInstance, materialize
+
+from assets.definitions import all_assets
+from assets.io_manager import ParquetIOManager
+from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier
+from tests.pipeline.test_bad_inputs import CORPUS, corpus_source_name, expected_reasons
+
+INGEST = AssetSelection.assets("problems", "quarantined_problems")
+
+
+def resources(home, model_path: str = "") -> dict:
+    """Every resource the graph names; the engine and model are never started by these tests."""
+    return {"io_manager": ParquetIOManager(home=str(home)), "storage": GradusStorage(home=str(home)),
+            "verifier": Verifier(), "target_model": TargetModel(model_path=model_path),
+            "engine": TransformersEngineResource()}
+
+
+@pytest.fixture
+def instance(tmp_path):
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")) as inst:
+        yield inst
+
+
+def dataset_config(src) -> dict:
+    f = src.fields
+    return {"path": src.path, "prompt_field": f.prompt, "answer_field": f.answer, "id_field": f.id_field}
+
+
+def ingest(home, instance, datasets, raise_on_error=True):
+    return materialize(
+        all_assets,
+        selection=INGEST,
+        instance=instance,
+        resources=resources(home),
+        run_config={"ops": {"problems": {"config": {"generators": [], "datasets": datasets}}}},
+        raise_on_error=raise_on_error,
+    )
+
+
+def test_corpus_through_the_problems_asset(home, instance):
+    result = ingest(home, instance, [dataset_config(src) for src in CORPUS])
+    assert result.success
+    expected = {(corpus_source_name(src), i): r for src in CORPUS
+                for i, r in enumerate(expected_reasons(Path(src.path)))}
+    bad = {k: r for k, r in expected.items() if r}
+
+    quarantined = pq.read_table(home / "assets" / "quarantined_problems.parquet").to_pandas()
+    got = dict(zip(zip(quarantined["source"], quarantined["row_index"]), quarantined["reason"]))
+    assert got == bad
+    problems = pq.read_table(home / "assets" / "problems.parquet").to_pandas()
+    assert len(problems) == len(expected) - len(bad)
+    assert not problems["problem_id"].duplicated().any()
+
+    events = {m.asset_key.path[-1]: m.metadata for m in result.asset_materializations_for_node("problems")}
+    assert events["problems"]["quarantined"].value == len(bad)
+    assert events["quarantined_problems"]["rows"].value == len(bad)
+    reasons_md = events["quarantined_problems"]["reasons"].value
+    counts = pd.Series(list(bad.values())).value_counts()
+    assert all(f"| {reason} | {n} |" in reasons_md for reason, n in counts.items())
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+
+
+def test_missing_dataset_path_fails_the_run_clearly(home, instance, tmp_path):
+    missing = tmp_path / "no_such_file.jsonl"
+    result = ingest(home, instance, [{"path": str(missing)}], raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message
+    assert "does not exist" in message and str(missing) in message
+    assert not (home / "assets" / "problems.parquet").exists()
+
+
+@pytest.mark.parametrize("name", ["../escape", "/abs/path", "a/b", "..", ".hidden"])
+def test_curriculum_name_cannot_leave_the_curricula_folder(home, instance, tmp_path, name):
+    model = tmp_path / "model"  # a folder is enough: labels only record its id and content hash
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    io = ParquetIOManager(home=str(home))
+    problems = pd.DataFrame({"problem_id": ["p0"], "source": ["s"], "prompt": [[{"role": "user", "content": "q"}]],
+                             "answer": ["1"], "verifier": ["math"], "category": ["c"], "metadata": ["{}"]})
+    labels = pd.DataFrame({"problem_id": ["p0"], "successes": [1], "trials": [2], "pass_rate": [0.5],
+                           "ci_low": [0.1], "ci_high": [0.9]})
+    io.path_for(["problems"]).parent.mkdir(parents=True)
+    problems.to_parquet(io.path_for(["problems"]))
+    labels.to_parquet(io.path_for(["pass_rates"]))
+    before = sorted(p for p in tmp_path.rglob("*") if "dagster" not in p.parts)
+
+    result = materialize(
+        all_assets,
+        selection=AssetSelection.assets("curriculum"),
+        instance=instance,
+        resources=resources(home, str(model)),
+        run_config={"ops": {"curriculum": {"config": {"name": name}}}},
+        raise_on_error=False,
+    )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "invalid name" in str(failure.step_failure_data.error.to_string())
+    after = sorted(p for p in tmp_path.rglob("*") if "dagster" not in p.parts)
+    assert after == before
