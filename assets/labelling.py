@@ -1,5 +1,11 @@
-"""`rollouts`, `rewards` and `pass_rates`: from problems to model-relative difficulty labels."""
+"""`rollouts`, `rewards` and `pass_rates`: from problems to model-relative difficulty labels.
 
+`rollouts` is a graph-backed asset: `shard_problems` splits the pool, one `sample_shard` step per
+shard samples it with its own engine (in parallel under a multiprocess, k8s or celery executor),
+and `merge_shards` reads every shard's rollouts back as one table.
+"""
+
+from dataclasses import replace
 
 import pandas as pd
 from dagster import (
@@ -9,10 +15,16 @@ from dagster import (
     AssetIn,
     AssetOut,
     Config,
+    DynamicOut,
+    DynamicOutput,
     MetadataValue,
+    OpExecutionContext,
+    Out,
     Output,
     asset,
-    multi_asset,
+    config_mapping,
+    graph_multi_asset,
+    op,
 )
 from pydantic import Field
 
@@ -23,59 +35,144 @@ from pipeline.labels import pass_rates as aggregate_pass_rates
 from pipeline.rollout_store import RolloutStore
 from pipeline.sampling import sample_rollouts
 from pipeline.scoring import score_rollouts
+from pipeline.sharding import default_shards, merge_allocations, shard_budget, split_problems
 
 
-@multi_asset(
-    outs={
-        "rollouts": AssetOut(description="Sampled completions, one row per (problem, sample index).",
-                             is_required=True),
-        "rollout_allocation": AssetOut(description="Per problem: rollouts spent and why sampling stopped.",
-                                       is_required=True),
-    },
-    ins={"problems": AssetIn()},
-    check_specs=[AssetCheckSpec("rollouts_match_allocation", asset="rollouts", blocking=True,
-                                description="Every problem has exactly the rollouts its allocation asked for.")],
-    group_name="labelling",
+ENGINE_POOL = "gradus_engine"
+"""Dagster concurrency pool of the steps that run an engine: `dagster instance concurrency set
+gradus_engine N` caps the engines alive at once over all runs (e.g. at the number of GPUs)."""
+
+MATCH_ALLOCATION = AssetCheckSpec(
+    "rollouts_match_allocation", asset="rollouts", blocking=True,
+    description="Every problem has exactly the rollouts its allocation asked for.",
 )
-def rollouts(
-    context: AssetExecutionContext,
+
+
+class ShardedRolloutsConfig(RolloutsConfig):
+    """`RolloutsConfig`, plus how many parallel steps share the sampling."""
+
+    shards: int = Field(
+        default=default_shards(),
+        description="problem shards, each sampled in its own step with its own engine, in parallel "
+        "under a multiprocess, k8s or celery executor (default: $GRADUS_SHARDS, else 1)",
+    )
+
+
+@op(out=DynamicOut(pd.DataFrame, description="The problems of one shard."))
+def shard_problems(
+    context: OpExecutionContext,
+    config: ShardedRolloutsConfig,
+    problems: pd.DataFrame,
+    storage: GradusStorage,
+    target_model: TargetModel,
+):
+    """Split the pool into shards by a stable hash of the problem id (empty shards are skipped)."""
+    # Resolve the model (converting the embedded one on first use) before fanning out, so that
+    # parallel shards never race to convert it.
+    target_model.spec(storage.root())
+    shards = split_problems(problems, config.shards) or {0: problems}
+    context.log.info(f"{len(problems)} problems in {len(shards)} shards: "
+                     + ", ".join(f"{i}: {len(s)}" for i, s in shards.items()))
+    for index, shard in shards.items():
+        yield DynamicOutput(shard, mapping_key=str(index))
+
+
+@op(
+    out={
+        "allocation": Out(pd.DataFrame, description="The shard's rollout_allocation rows."),
+        "stats": Out(pd.DataFrame, description="One row: what the shard generated and what it cost."),
+    },
+    pool=ENGINE_POOL,
+)
+def sample_shard(
+    context: OpExecutionContext,
     config: RolloutsConfig,
     problems: pd.DataFrame,
+    shard: pd.DataFrame,
     storage: GradusStorage,
     target_model: TargetModel,
     engine: InferenceEngine,
     verifier: Verifier,
 ):
-    """Sample rollouts from the target model; everything already in the rollout cache is reused,
-    so re-materializing with the same settings generates nothing."""
+    """Sample one shard with this step's own engine. Every finished batch is stored before the
+    next starts, so a crashed or killed step loses at most the batch in flight, and its retry
+    generates only what is missing."""
     home = storage.root()
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
-    strata = config.strata.strata()
+    budget = shard_budget(config.total_budget, len(shard), len(problems))
+    allocation = replace(config.allocation(), total_budget=budget)
 
     def scorer(frame: pd.DataFrame) -> pd.DataFrame:
-        return score_rollouts(problems, frame, verifier.pool(), target_model.extraction_policy)
+        return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        problems, store, lambda: engine.engine(model), config.allocation(), strata, scorer, context.log.info
+        shard, store, lambda: engine.engine(model), allocation, config.strata.strata(), scorer, context.log.info
     )
-    frame, alloc = report.rollouts, report.allocation
-    uniform_cost = config.samples_per_problem * len(problems)
+    stats = {
+        "shard": int(context.get_mapping_key() or 0),
+        "problems": len(shard),
+        "rollouts": len(report.rollouts),
+        "generated": report.generated,
+        "tokens": report.tokens,
+        "generate_seconds": round(report.generate_seconds, 3),
+        "rounds": report.rounds,
+        "engine": engine.kind,
+        "engine_start_s": round(engine.start_seconds, 1),
+    }
     context.log.info(
-        f"{len(frame)} rollouts ({report.generated} generated, {len(frame) - report.generated} cached)"
+        f"shard {stats['shard']}: {len(report.rollouts)} rollouts ({report.generated} generated)"
         + (f", {report.tokens_per_second:.0f} tok/s" if report.generated else "")
     )
+    yield Output(report.allocation, "allocation")
+    yield Output(pd.DataFrame([stats]), "stats", metadata=stats)
+
+
+@op(
+    out={
+        "rollouts": Out(pd.DataFrame),
+        "rollout_allocation": Out(pd.DataFrame),
+        "match_allocation": Out(description="The rollouts_match_allocation check."),
+    },
+)
+def merge_shards(
+    context: OpExecutionContext,
+    config: RolloutsConfig,
+    problems: pd.DataFrame,
+    allocations: list[pd.DataFrame],
+    stats: list[pd.DataFrame],
+    storage: GradusStorage,
+    target_model: TargetModel,
+):
+    """One rollouts table for the whole pool, read back from the store in (problem_id,
+    sample_index) order, so it is the same whatever the shard count."""
+    home = storage.root()
+    model = target_model.spec(home)
+    store = RolloutStore(home, model, target_model.sampling())
+    ids = problems["problem_id"].tolist()
+    alloc = merge_allocations(allocations, ids)
+    frame = store.load(ids, dict(zip(alloc["problem_id"], alloc["trials"].tolist())))
+    shards = pd.concat(stats, ignore_index=True).sort_values("shard", ignore_index=True)
+    generated, tokens = int(shards["generated"].sum()), int(shards["tokens"].sum())
+    tokens_per_second = tokens / float(shards["generate_seconds"].sum()) if generated else 0.0
+    context.log.info(
+        f"{len(frame)} rollouts from {len(shards)} shards ({generated} generated, {len(frame) - generated} cached)"
+        + (f", {tokens_per_second:.0f} tok/s per engine" if generated else "")
+    )
+    per_shard = shards.assign(**{"tok/s": (shards["tokens"] / shards["generate_seconds"]).fillna(0).round(1)})
     yield Output(
         frame,
         output_name="rollouts",
         metadata={
             "rows": len(frame),
-            "generated": report.generated,
-            "reused_from_cache": len(frame) - report.generated,
-            "generated_tokens": report.tokens,
-            "tokens_per_second": round(report.tokens_per_second, 1),
-            "engine": engine.kind,
-            "engine_start_s": round(engine.start_seconds, 1),
+            "generated": generated,
+            "reused_from_cache": len(frame) - generated,
+            "generated_tokens": tokens,
+            "tokens_per_second": round(tokens_per_second, 1),
+            "engine": str(shards["engine"].iloc[0]),
+            "engine_start_s": float(shards["engine_start_s"].max()),
+            "shards": len(shards),
+            "per_shard": preview(per_shard, ["shard", "problems", "generated", "tok/s", "engine_start_s"]),
             "model": model.key,
             "sampling": MetadataValue.json(vars(store.sampling)),
             "store": MetadataValue.path(str(store.root)),
@@ -88,20 +185,53 @@ def rollouts(
         output_name="rollout_allocation",
         metadata={
             "policy": config.policy,
-            "rounds": report.rounds,
+            "rounds": int(shards["rounds"].max()),
             "rollouts_spent": int(alloc["trials"].sum()),
-            "uniform_equivalent": uniform_cost,
+            "uniform_equivalent": config.samples_per_problem * len(problems),
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
         },
     )
     per_problem = frame.groupby("problem_id").size().reindex(alloc["problem_id"], fill_value=0)
     short = int((per_problem.to_numpy() != alloc["trials"].to_numpy()).sum())
     yield AssetCheckResult(
-        check_name="rollouts_match_allocation",
-        asset_key="rollouts",
+        check_name=MATCH_ALLOCATION.name,
+        asset_key=MATCH_ALLOCATION.asset_key,
         passed=short == 0,
         metadata={"problems_with_wrong_count": short},
     )
+
+
+@config_mapping
+def rollouts_config(config: ShardedRolloutsConfig) -> dict:
+    """One config block for the asset (`ops: rollouts: config:`), handed to the ops inside it."""
+    settings = config.model_dump()
+    sampling = {k: v for k, v in settings.items() if k != "shards"}
+    return {
+        "shard_problems": {"config": settings},
+        "sample_shard": {"config": sampling},
+        "merge_shards": {"config": sampling},
+    }
+
+
+@graph_multi_asset(
+    outs={
+        "rollouts": AssetOut(description="Sampled completions, one row per (problem, sample index).",
+                             is_required=True),
+        "rollout_allocation": AssetOut(description="Per problem: rollouts spent and why sampling stopped.",
+                                       is_required=True),
+    },
+    ins={"problems": AssetIn()},
+    check_specs=[MATCH_ALLOCATION],
+    config=rollouts_config,
+    group_name="labelling",
+)
+def rollouts(problems):
+    """Sample rollouts from the target model, fanned out over problem shards (one step and one
+    engine each); everything already in the rollout cache is reused, so re-materializing with the
+    same settings generates nothing."""
+    allocation, stats = shard_problems(problems).map(lambda shard: sample_shard(problems, shard))
+    frame, alloc, check = merge_shards(problems, allocation.collect(), stats.collect())
+    return {"rollouts": frame, "rollout_allocation": alloc, MATCH_ALLOCATION.get_python_identifier(): check}
 
 
 class RewardsConfig(Config):

@@ -33,6 +33,9 @@ class DatasetConfig(Config):
     split: str = Field(default="train", description="split of a save_to_disk DatasetDict")
     name: Optional[str] = Field(default=None, description="source name (default: the file name)")
     limit: Optional[int] = Field(default=None, description="read at most this many rows")
+    id_field: Optional[str] = Field(
+        default=None, description="column with the source's own ids; an id reused for another problem is quarantined"
+    )
 
 
 DEFAULT_GENERATORS = ("basic_arithmetic", "chain_sum", "leg_counting")
@@ -69,7 +72,7 @@ def problems(context: AssetExecutionContext, config: ProblemsConfig, verifier: V
         datasets=[
             DatasetSource(
                 d.path,
-                FieldMapping(d.prompt_field, d.answer_field, d.category_field, d.system_prompt),
+                FieldMapping(d.prompt_field, d.answer_field, d.category_field, d.system_prompt, d.id_field),
                 d.verifier,
                 d.split,
                 d.name,

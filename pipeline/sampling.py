@@ -77,12 +77,13 @@ def sample_rollouts(
         requests = missing_requests(problems, wanted, store.existing(ids))
         log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
         if requests:
+            started_engine = engine()  # before the clock: a start-up is not generation time
             started = time.perf_counter()
 
             def progress(done: int, total: int, tok_s: float) -> None:
                 log(f"round {rounds}: generated {done}/{total} rollouts ({tok_s:.0f} tok/s)")
 
-            completions = engine().generate(requests, store.sampling, progress, on_batch=store.append)
+            completions = started_engine.generate(requests, store.sampling, progress, on_batch=store.append)
             seconds += time.perf_counter() - started
             generated += len(requests)
             tokens += sum(c.num_tokens for c in completions)

@@ -25,6 +25,23 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
 
 
 @pytest.fixture(scope="session")
+def tiny_llama(smollm2: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """A 2-layer random Llama with SmolLM2's tokenizer and chat template: real engines run it in
+    a fraction of a second per batch (its text is noise: every answer fails verification)."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm2.path)
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
+                         intermediate_size=64, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return ModelSpec(str(folder), "test/tiny-llama", "r1")
+
+
+@pytest.fixture(scope="session")
 def verifier_pool():
     """One verifier pool for the session: workers take a few seconds to import sympy."""
     from pipeline.verification import VerifierPool
