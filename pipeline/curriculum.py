@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.storage import safe_name, within, write_parquet_atomic, write_text_atomic
+from pipeline.storage import safe_name, swap_in, within, write_parquet_atomic, write_text_atomic
 from pipeline.strata import SOLVED, UNSOLVED, Strata
 
 MANIFEST = "manifest.json"
@@ -203,12 +203,7 @@ def build_curriculum(
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
 
-    old = root.with_name(f".{root.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if root.exists():
-        root.rename(old)
-    staging.rename(root)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(staging, root)
     return manifest
 
 

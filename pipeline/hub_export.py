@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.curriculum import manifest_problems, read_manifest
-from pipeline.storage import write_text_atomic
+from pipeline.storage import swap_in, write_text_atomic
 
 CARD = "README.md"
 NOTES_START = "<!-- gradus:notes:start -->"
@@ -261,18 +261,8 @@ def build_hub_folder(
     body = render_card(manifest, all_rates, all_trials, licences, name, repo_id or str(out), notes_of(old_body))
     card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
     write_text_atomic(card, staging / CARD)
-    _swap_in(staging, out)
+    swap_in(staging, out)
     return HubFolder(out, tuple(c["config_name"] for c in meta["configs"]), rows, licence)
-
-
-def _swap_in(staging: Path, target: Path) -> None:
-    """Replace `target` by `staging` with renames, so readers see the old or the new folder."""
-    old = target.with_name(f".{target.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        target.rename(old)
-    staging.rename(target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 class HubClient(Protocol):

@@ -23,7 +23,8 @@ log = logging.getLogger(__name__)
 
 EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MARKER = "gradus_model.json"
+MODEL_MARKER = "gradus_model.json"
+"""The file in a model folder that records its model id and revision."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,7 @@ def folder_revision(folder: Path, length: int = 12) -> str:
     names = sorted(
         p.name
         for p in folder.iterdir()
-        if p.suffix in {".safetensors", ".bin", ".json", ".gguf"} and p.name != _MARKER
+        if p.suffix in {".safetensors", ".bin", ".json", ".gguf"} and p.name != MODEL_MARKER
     )
     for name in names:
         h.update(name.encode())
@@ -125,7 +126,7 @@ def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
     """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after."""
     gguf = embedded_gguf_path()
     folder = gradus_home(home) / "models" / "smollm2-135m-instruct"
-    marker = folder / _MARKER
+    marker = folder / MODEL_MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text())
         if meta.get("gguf_size") == gguf.stat().st_size:
@@ -159,7 +160,7 @@ def resolve_model(
     folder = Path(path).expanduser().resolve()
     if not (folder / "config.json").is_file():
         raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")
-    marker = folder / _MARKER
+    marker = folder / MODEL_MARKER
     recorded = json.loads(marker.read_text()) if marker.is_file() else {}
     return ModelSpec(
         str(folder),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -78,3 +79,14 @@ def write_bytes_atomic(data: bytes, path: Path) -> None:
 def write_text_atomic(text: str, path: Path) -> None:
     """`write_bytes_atomic` for UTF-8 text."""
     write_bytes_atomic(text.encode("utf-8"), path)
+
+
+def swap_in(staging: Path, target: Path) -> None:
+    """Replace folder `target` by `staging` with renames, so readers see the old or the new
+    folder whole, never a mix."""
+    old = target.with_name(f".{target.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        target.rename(old)
+    staging.rename(target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -38,9 +38,15 @@ import pyarrow.parquet as pq
 
 from pipeline.curriculum import MANIFEST, manifest_problems, read_manifest
 from pipeline.extraction import extract_answer
-from pipeline.model import _MARKER as MODEL_MARKER
 from pipeline.model import ModelSpec, folder_revision, load_tokenizer
-from pipeline.storage import safe_name, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from pipeline.storage import (
+    safe_name,
+    swap_in,
+    within,
+    write_bytes_atomic,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.verification import VerificationTask, VerifierPool
 
 log = logging.getLogger(__name__)
@@ -478,12 +484,7 @@ def save_checkpoint(
         **provenance,
     }
     write_text_atomic(json.dumps(marker, indent=2, default=str), staging / MODEL_MARKER)
-    old = folder.with_name(f".{folder.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    staging.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_in(staging, folder)
     return ModelSpec(str(folder), base.model_id, revision)
 
 
