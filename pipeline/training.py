@@ -38,7 +38,7 @@ import pyarrow.parquet as pq
 
 from pipeline.curriculum import MANIFEST, manifest_problems, read_manifest
 from pipeline.extraction import extract_answer
-from pipeline.model import ModelSpec, folder_revision, load_tokenizer
+from pipeline.model import MODEL_MARKER, ModelSpec, folder_revision, load_tokenizer
 from pipeline.storage import (
     safe_name,
     swap_in,
