@@ -17,7 +17,7 @@ from pipeline.hidden_states import (
     compute_hidden_states,
     default_layers,
 )
-from pipeline.model import ModelSpec, embedded_gguf_path
+from pipeline.model import ModelSpec
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 3?"}],
@@ -29,27 +29,9 @@ PROMPTS = [
 
 
 @pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
-    """A 2-layer random Llama saved with the embedded tokenizer (read from the GGUF: no download)."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    gguf = embedded_gguf_path()
-    tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=2,
-        intermediate_size=64,
-        vocab_size=len(tokenizer),
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    folder = tmp_path_factory.mktemp("tiny-llama")
-    LlamaForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return ModelSpec(str(folder), "test/tiny-llama", "r1")
+def tiny_model(tiny_llama: ModelSpec) -> ModelSpec:
+    """The session's 2-layer random Llama (tests/conftest.py)."""
+    return tiny_llama
 
 
 @pytest.fixture(scope="module")
