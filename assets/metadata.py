@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import io
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
+
+from pipeline.plots import axes, png
 
 PREVIEW_ROWS = 8
 PREVIEW_CHARS = 80
@@ -47,12 +48,7 @@ def histogram_png(
     values: Mapping[str, Sequence[float]], title: str, xlabel: str = "pass rate", bins: int = 10
 ) -> bytes:
     """Overlaid histograms (one series per key), as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig, ax = axes(6, 3.2)
     edges = [i / bins for i in range(bins + 1)]
     for label, series in values.items():
         ax.hist(list(series), bins=edges, alpha=0.6, label=f"{label} (n={len(series)})")
@@ -61,8 +57,4 @@ def histogram_png(
     ax.set_title(title)
     if len(values) > 1:
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)

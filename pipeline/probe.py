@@ -35,6 +35,7 @@ from sklearn.model_selection import GroupKFold, KFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
+from pipeline.plots import axes, png
 from pipeline.records import canonical_json, content_hash
 from pipeline.storage import write_bytes_atomic, write_text_atomic
 
@@ -406,11 +407,8 @@ def probe_passes(probe: ProbeReport, min_spearman: float | None = None) -> tuple
 
 def probe_figures(probe: ProbeReport) -> dict[str, bytes]:
     """PNG figures: out-of-fold predicted vs measured pass rate, and the per-layer score curve."""
-    from matplotlib.figure import Figure
-
     figures = {}
-    fig = Figure(figsize=(4.5, 4.5), dpi=100)
-    ax = fig.add_subplot()
+    fig, ax = axes(4.5, 4.5)
     ax.scatter(probe.measured, probe.oof_pred, s=12, alpha=0.6)
     ax.plot([0, 1], [0, 1], color="grey", linewidth=1, linestyle="--")
     ax.plot(probe.calibration["mean_measured"], probe.calibration["mean_predicted"], marker="o", color="C3",
@@ -419,24 +417,17 @@ def probe_figures(probe: ProbeReport) -> dict[str, bytes]:
            ylabel="predicted pass rate (out of fold)",
            title=f"layer {probe.chosen_layer}: Spearman {probe.spearman:.2f}")
     ax.legend(loc="upper left")
-    figures["predicted_vs_measured.png"] = _png(fig)
+    figures["predicted_vs_measured.png"] = png(fig)
 
-    fig = Figure(figsize=(5, 3.5), dpi=100)
-    ax = fig.add_subplot()
+    fig, ax = axes(5, 3.5)
     scores = probe.layer_scores
     ax.plot(scores["layer"], scores["spearman"], marker="o", label="Spearman")
     ax.plot(scores["layer"], scores["pearson"], marker="s", label="Pearson")
     ax.axhline(probe.config.min_spearman, color="grey", linestyle="--", linewidth=1, label="floor")
     ax.set(xlabel="layer", ylabel="held-out correlation", title="probe score by layer")
     ax.legend()
-    figures["layer_scores.png"] = _png(fig)
+    figures["layer_scores.png"] = png(fig)
     return figures
-
-
-def _png(fig: Any) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", bbox_inches="tight")
-    return buffer.getvalue()
 
 
 # --- labels for a curriculum ---------------------------------------------------------------------

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import abc
 import importlib.util
-import io
 import json
 import logging
 import shutil
@@ -39,6 +38,7 @@ import pyarrow.parquet as pq
 from pipeline.curriculum import MANIFEST, manifest_problems, read_manifest
 from pipeline.extraction import extract_answer
 from pipeline.model import MODEL_MARKER, ModelSpec, folder_revision, load_tokenizer
+from pipeline.plots import axes, png
 from pipeline.storage import (
     safe_name,
     swap_in,
@@ -637,12 +637,7 @@ def _phase_callback(controller: PhaseController, end_phase: Callable[[Any, Any],
 
 def reward_plot_png(frame: pd.DataFrame) -> bytes:
     """Train reward per step, one colour per phase, with each phase's mean as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
+    fig, ax = axes(6, 3.2)
     for phase, part in frame.groupby("phase"):
         label = f"phase {phase}: stage {part['stage'].mode().iloc[0]} (mean {part['reward'].mean():.2f})"
         points = ax.plot(part["step"], part["reward"], marker="o", label=label)
@@ -653,11 +648,7 @@ def reward_plot_png(frame: pd.DataFrame) -> bytes:
     ax.set_ylim(-0.05, 1.05)
     ax.set_title("train reward per stage")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return png(fig)
 
 
 def _grpo_config(

@@ -1,7 +1,6 @@
 """The schedule and the checkpoint sensor against a real instance, and relabelling on the real
 SmolLM2 model: after a new problem or a new checkpoint, only stale or new problems are generated."""
 
-import json
 import os
 import shutil
 import time
