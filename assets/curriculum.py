@@ -87,11 +87,9 @@ def curriculum(
     manifest = build_curriculum(problems, labels, spec, home, provenance)
     folder = curriculum_folder(storage, config.name)
     staged = labels.merge(problems[["problem_id"]], on="problem_id")
-    series = {}
-    for stage in manifest["stages"]:
-        lo, hi = stage["pass_rate_bin"]
-        rates = staged["pass_rate"][(staged["pass_rate"] > lo) & (staged["pass_rate"] <= hi)]
-        series[stage["name"]] = list(rates)
+    # The builder's own rule, so excluded solved / unsolved problems stay out of the picture.
+    classes = spec.strata.stage_of(staged["pass_rate"], staged["successes"], staged["trials"])
+    series = {s["name"]: staged["pass_rate"][classes == s["stage"]].tolist() for s in manifest["stages"]}
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
