@@ -39,12 +39,12 @@ UNIFORM_NS = (4, 8, 16, 21, 32, 64)
 """Uniform baselines; 21 is a third of 64, the rollouts the adaptive policy is meant to fit in."""
 REFERENCE_N = 64
 ADAPTIVE = (
-    AllocationConfig(),
-    AllocationConfig(max_samples=128, confidence=0.9, min_gain=0.0003),
-    AllocationConfig(max_samples=128, confidence=0.95, min_gain=0.0008),
-    AllocationConfig(max_samples=128, confidence=0.95, min_gain=0.0005),
-    AllocationConfig(max_samples=128, confidence=0.99, min_gain=0.0005),
-    AllocationConfig(max_samples=128, confidence=0.99, min_gain=0.0003),
+    AllocationConfig(policy="adaptive"),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.9, min_gain=0.0003),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.95, min_gain=0.0008),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.95, min_gain=0.0005),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0005),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0003),
 )
 """Adaptive settings measured: the defaults, and a grid around them picked in exploratory runs."""
 
@@ -111,7 +111,7 @@ def evaluate(
 
 def _describe(config: AllocationConfig) -> str:
     if config.policy == "uniform":
-        return f"n={config.n_uniform}"
+        return f"n={config.samples_per_problem}"
     text = (
         f"conf={config.confidence} gain={config.min_gain} "
         f"n={config.min_samples}..{config.max_samples} +{config.batch_per_problem}"
@@ -144,7 +144,7 @@ def simulate(
     def run(config: AllocationConfig) -> dict:
         return evaluate(config, truth, streams, strata)
 
-    uniform_rows = [run(AllocationConfig(policy="uniform", n_uniform=n)) for n in UNIFORM_NS]
+    uniform_rows = [run(AllocationConfig(policy="uniform", samples_per_problem=n)) for n in UNIFORM_NS]
     adaptive_rows = [run(config) for config in adaptive]
     third_row = run(third)
     reference = next(r for r in uniform_rows if r["setting"] == f"n={REFERENCE_N}")
@@ -244,7 +244,7 @@ def real(strata: Strata) -> dict:
         def cached_only():
             raise RuntimeError("every rollout should come from the store here")
 
-        config = AllocationConfig(min_samples=4, max_samples=REAL_MAX, batch_per_problem=4)
+        config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=REAL_MAX, batch_per_problem=4)
         adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
         a_s, a_n = counts(adaptive.rollouts)
         spent = int(a_n.sum())

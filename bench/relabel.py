@@ -100,7 +100,7 @@ def label_run(problems: pd.DataFrame, home: Path, target: LabelTarget, n: int, t
 
     try:
         report = timed("sample", lambda: sample_rollouts(
-            problems, store, engine, AllocationConfig(policy="uniform", n_uniform=n), Strata()))
+            problems, store, engine, AllocationConfig(policy="uniform", samples_per_problem=n), Strata()))
     finally:
         engine.close()
     seconds["sample"] -= engine.start_s

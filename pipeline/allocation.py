@@ -21,7 +21,8 @@ p = 1 (`BetaPrior.fit_pool`), so "solved" and "unsolved" have real posterior pro
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from typing import Literal
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -40,23 +41,21 @@ the pool's prior a copy of their own pass rates."""
 class AllocationConfig:
     """How rollouts are spread over problems."""
 
-    policy: str = "adaptive"
-    """`adaptive` (rounds until each problem's class is settled) or `uniform` (n_uniform each)."""
-    n_uniform: int = 8
-    """Rollouts per problem under the uniform policy."""
-    min_samples: int = 4
-    """Adaptive: rollouts every problem gets in the first round, before any stopping rule applies."""
-    max_samples: int = 64
-    """Adaptive: no problem gets more rollouts than this."""
-    batch_per_problem: int = 4
-    """Adaptive: rollouts added per round to each problem still open."""
-    confidence: float = 0.95
-    """Adaptive: stop once the posterior probability that the assigned class is true reaches this."""
-    min_gain: float = 0.0005
-    """Adaptive: stop once more rollouts are expected to raise that probability by less than this,
-    per rollout."""
-    total_budget: int | None = None
-    """Cap on the total rollouts over all problems (counting those already done); None for no cap."""
+    policy: Literal["uniform", "adaptive"] = field(default="uniform", metadata={
+        "help": "uniform (samples_per_problem each) or adaptive (rounds until each problem's class is settled)"})
+    samples_per_problem: int = field(default=8, metadata={"help": "uniform: rollouts per problem"})
+    min_samples: int = field(default=4, metadata={
+        "help": "adaptive: rollouts every problem gets in the first round, before any stopping rule"})
+    max_samples: int = field(default=64, metadata={"help": "adaptive: cap on a problem's rollouts"})
+    batch_per_problem: int = field(default=4, metadata={
+        "help": "adaptive: rollouts added per round to each problem still open"})
+    confidence: float = field(default=0.95, metadata={
+        "help": "adaptive: stop once the posterior probability that the assigned class is true reaches this"})
+    min_gain: float = field(default=0.0005, metadata={
+        "help": "adaptive: stop once more rollouts are expected to raise that probability by less than "
+        "this, per rollout"})
+    total_budget: int | None = field(default=None, metadata={
+        "help": "cap on the total rollouts over all problems (counting those already done); empty: no cap"})
     prior: BetaPrior | None = None
     """Prior over pass rates; None fits one to the pool every round (`BetaPrior.fit_pool`), or uses
     a uniform Beta while fewer than 50 problems have trials (too few to fit; with no point masses,
@@ -69,8 +68,8 @@ class AllocationConfig:
             raise ValueError(
                 f"need 1 <= min_samples <= max_samples, got {self.min_samples}, {self.max_samples}"
             )
-        if self.n_uniform < 1 or self.batch_per_problem < 1:
-            raise ValueError("n_uniform and batch_per_problem must be >= 1")
+        if self.samples_per_problem < 1 or self.batch_per_problem < 1:
+            raise ValueError("samples_per_problem and batch_per_problem must be >= 1")
         if not 0 < self.confidence <= 1:
             raise ValueError(f"confidence must be in (0, 1], got {self.confidence}")
         if self.min_gain < 0:
@@ -128,7 +127,7 @@ def plan_round(
     s, n = _as_counts(successes, trials)
     budget = _budget_left(n, config, budget_left)
     if config.policy == "uniform":
-        want = np.maximum(config.n_uniform - n, 0)
+        want = np.maximum(config.samples_per_problem - n, 0)
         priority = np.zeros(n.shape)
     else:
         want = np.maximum(config.min_samples - n, 0)
@@ -153,12 +152,12 @@ def stop_reason(
     """Why each problem gets no more rollouts: `settled`, `max_samples`, `budget`, or "" (still open).
 
     `settled`: the adaptive rule stops it (confident, or more samples are not worth it).
-    `max_samples`: it reached the cap (`n_uniform` under the uniform policy) unsettled.
+    `max_samples`: it reached the cap (`samples_per_problem` under the uniform policy) unsettled.
     `budget`: it is still open but `config.total_budget` is spent.
     """
     s, n = _as_counts(successes, trials)
     if config.policy == "uniform":
-        capped, settled = n >= config.n_uniform, np.zeros(n.shape, dtype=bool)
+        capped, settled = n >= config.samples_per_problem, np.zeros(n.shape, dtype=bool)
     else:
         capped = n >= config.max_samples
         settled = (n >= config.min_samples) & _assess(s, n, strata, config).settled

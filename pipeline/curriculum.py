@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.storage import safe_name, swap_in, within, write_parquet_atomic, write_text_atomic
+from pipeline.storage import StorageLayout, staging_for, swap_in, write_parquet_atomic, write_text_atomic
 from pipeline.strata import SOLVED, UNSOLVED, Strata
+
+if TYPE_CHECKING:
+    from pipeline.labels import LabelTarget
 
 MANIFEST = "manifest.json"
 LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
@@ -32,12 +34,33 @@ LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
 class CurriculumSpec:
     """How to cut a labelled pool into stages."""
 
-    name: str = "default"
-    """Folder name under `$GRADUS_HOME/curricula/`."""
+    name: str = field(default="default", metadata={"help": "folder under $GRADUS_HOME/curricula/"})
     strata: Strata = Strata()
-    """Pass-rate bins and whether always-solved / never-solved problems are excluded."""
-    shuffle_seed: int | None = 0
-    """Rows within a stage are shuffled with this seed (None keeps pool order)."""
+    """Pass-rate bins and whether always-solved / never-solved problems are excluded (set by the
+    shared `strata` setting, not per curriculum)."""
+    shuffle_seed: int | None = field(default=0, metadata={
+        "help": "seed for shuffling rows within a stage; empty keeps pool order"})
+    labels: Literal["measured", "predicted", "both"] = field(default="measured", metadata={
+        "help": "which pass rates are staged: measured (pass_rates), predicted (the difficulty probe's, from "
+        "predicted_difficulty, for every problem) or both (measured where a problem has rollouts, predicted "
+        "elsewhere); rows record theirs in label_source"})
+
+
+def provenance(target: LabelTarget, extraction_policy: str, labels: str,
+               predicted: Any | None = None) -> dict[str, Any]:
+    """What a curriculum's manifest records about how its labels were made."""
+    out = {
+        "model": {"id": target.model.model_id, "revision": target.model.revision, "path": target.model.path},
+        "sampling": asdict(target.sampling),
+        "sampling_key": target.sampling.key,
+        "label_key": target.key,
+        "verifier_version": target.verifier_version,
+        "extraction_policy": extraction_policy,
+        "labels": labels,
+    }
+    if predicted is not None and len(predicted):
+        out["probe"] = str(predicted["probe_path"].iloc[0])
+    return out
 
 
 def _as_table(data: Any) -> pa.Table:
@@ -148,13 +171,11 @@ def build_curriculum(
     The folder is built beside the target and swapped in, so readers never see a half-written
     curriculum. Returns the manifest.
     """
-    root = within(home, "curricula", safe_name(spec.name))  # a bad name fails before any work
+    root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
     strata = spec.strata
     problems_t = _as_table(problems)
     table = stratify(problems_t, labels, strata)
-    staging = root.with_name(f".{root.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_for(root)
 
     stage_col = table.column("stage").to_numpy()
     orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)

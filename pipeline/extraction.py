@@ -9,8 +9,10 @@ the scanning ones look only at the tail, where a final answer lives.
 from __future__ import annotations
 
 import re
+from typing import Literal, get_args
 
-EXTRACTION_POLICIES = ("auto", "answer_tag", "boxed", "last_number", "full")
+ExtractionPolicy = Literal["auto", "answer_tag", "boxed", "last_number", "full"]
+EXTRACTION_POLICIES = get_args(ExtractionPolicy)
 
 # A final answer sits at the end; bounding the scanned tail bounds the work on runaway completions.
 _BOXED_TAIL_CHARS = 16_000

@@ -11,7 +11,10 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Literal
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +32,41 @@ Progress = Callable[[int, int], None]
 STORE_DTYPES = ("float16", "float32")
 # Bounds how much work an interrupted run loses: every chunk is persisted as its own part file.
 _ROWS_PER_PART = 1024
+
+
+@dataclass(frozen=True)
+class HiddenStateSpec:
+    """Which hidden states are extracted and how they are stored."""
+
+    layers: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "hidden-state indices (0 = embeddings, i = after layer i); empty: 6 spread over depth, "
+        "ending at the last layer"})
+    dtype: Literal["float16", "float32"] = field(default="float16", metadata={"help": "cache precision"})
+    batch_size: int = field(default=16, metadata={"help": "prompts per forward pass"})
+    threads: int = field(default=0, metadata={
+        "help": "torch CPU threads during extraction (0: torch's default); 1 is several times faster than 2 "
+        "on a 2-core machine that is busy with other work"})
+
+    def layers_for(self, model: ModelSpec) -> tuple[int, ...]:
+        """The configured layers, or the default spread for `model`."""
+        return tuple(self.layers) if self.layers else default_layers(num_hidden_layers(model))
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's thread count set for one block (0 leaves it alone): the setting is process-wide,
+    and other work in the same process must not inherit it."""
+    if not threads:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def default_layers(num_hidden_layers: int, k: int = 6) -> tuple[int, ...]:
@@ -239,8 +277,8 @@ def compute_hidden_states(
     problems: pd.DataFrame,
     store_root: Path,
     layers: Sequence[int] | None = None,
-    dtype: str = "float16",
-    batch_size: int = 16,
+    dtype: str = HiddenStateSpec.dtype,
+    batch_size: int = HiddenStateSpec.batch_size,
     progress: Progress | None = None,
 ) -> tuple[np.ndarray, tuple[int, ...], int]:
     """Hidden states for `problems` (columns `problem_id`, `prompt`), computing only uncached ones.
@@ -272,3 +310,18 @@ def compute_hidden_states(
 def _messages(prompt: object) -> list[dict[str, str]]:
     """Chat messages from a `prompt` cell (a list, or the numpy array Arrow gives pandas)."""
     return [{"role": str(m["role"]), "content": str(m["content"])} for m in prompt]  # type: ignore[attr-defined]
+
+
+def indexed_store(index: pd.DataFrame, store_root: Path, model: ModelSpec) -> HiddenStateStore:
+    """The cache that an index of stored states (the `hidden_states` asset: `model_key`, `layers`,
+    `dtype` per problem) points at, refused unless it was computed for `model`."""
+    if index.empty:
+        raise ValueError("hidden_states has no rows: materialize problems, then hidden_states")
+    keys = sorted(set(index["model_key"]))
+    if keys != [model.key]:
+        raise ValueError(
+            f"hidden_states were computed for {keys}, but the target model is {model.key}: "
+            "re-materialize hidden_states"
+        )
+    layers = [int(layer) for layer in index["layers"].iloc[0]]
+    return HiddenStateStore(store_root, model.key, layers, str(index["dtype"].iloc[0]))

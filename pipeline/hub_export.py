@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 import shutil
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.curriculum import manifest_problems, read_manifest
-from pipeline.storage import swap_in, write_text_atomic
+from pipeline.storage import staging_for, swap_in, write_text_atomic
 
 CARD = "README.md"
 NOTES_START = "<!-- gradus:notes:start -->"
@@ -32,6 +32,32 @@ SOURCE_LICENCES = {"reasoning_gym/": ("apache-2.0", "Apache-2.0 (reasoning-gym g
 UNKNOWN_LICENCE = "not recorded: check the source's licence before publishing"
 HISTOGRAM_BINS = 10
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.S)
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Which curriculum is exported and how its card describes it."""
+
+    curriculum: str = field(default="", metadata={
+        "help": "curriculum name under $GRADUS_HOME/curricula/; empty: the latest one materialized"})
+    license: str | None = field(default=None, metadata={
+        "help": "licence id for the card; empty: derived from the sources (reasoning-gym: apache-2.0)"})
+    pretty_name: str | None = field(default=None, metadata={"help": "dataset title on the card"})
+
+
+@dataclass(frozen=True)
+class PublishSpec:
+    """Where and how an exported folder is pushed to the Hugging Face Hub (a dry run by default)."""
+
+    repo_id: str = field(default="", metadata={"help": "dataset repository, e.g. me/my-curriculum"})
+    token: str | None = field(default=None, metadata={
+        "help": "Hub token; give it as {env: HF_TOKEN}, never inline"})
+    dry_run: bool = field(default=True, metadata={
+        "help": "build the folder and report the upload without contacting the Hub"})
+    overwrite: bool = field(default=False, metadata={"help": "allow replacing an existing repository or branch"})
+    private: bool = field(default=True, metadata={"help": "visibility of a repository this creates"})
+    revision: str | None = field(default=None, metadata={
+        "help": "branch to push to (created if missing); empty: main"})
 
 
 class OverwriteRefused(RuntimeError):
@@ -236,9 +262,7 @@ def build_hub_folder(
         raise ValueError(f"curriculum {curriculum} disagrees with its manifest: {'; '.join(issues)}")
     manifest = read_manifest(curriculum)
     old_meta, old_body = split_card((out / CARD).read_text()) if (out / CARD).is_file() else ({}, "")
-    staging = out.with_name(f".{out.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    staging = staging_for(out)
 
     rows, stages, rates, trials = {}, [], [], []
     for stage in manifest["stages"]:

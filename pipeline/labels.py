@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from datetime import datetime, timezone
 
 import numpy as np
@@ -10,8 +11,27 @@ import pandas as pd
 
 from pipeline.engines.base import SamplingConfig
 from pipeline.estimators import BetaPrior, credible_interval
-from pipeline.model import ModelSpec
+from pipeline.extraction import ExtractionPolicy
+from pipeline.model import ModelSpec, resolve_model
 from pipeline.records import PassRate
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The model labels are measured against, as configured, and how its answers are read."""
+
+    model_path: str = field(default="", metadata={
+        "help": "local HF model folder (e.g. a trainer checkpoint); empty: the embedded SmolLM2-135M-Instruct"})
+    model_id: str = field(default="", metadata={
+        "help": "name recorded in labels; empty: the folder's recorded id or its name"})
+    revision: str = field(default="", metadata={
+        "help": "revision recorded in labels; empty: a content hash of the weights"})
+    extraction_policy: ExtractionPolicy = field(default="auto", metadata={
+        "help": "how the final answer is read from a completion: auto, answer_tag, boxed, last_number, full"})
+
+    def model(self, home: Path) -> ModelSpec:
+        """The model folder and identity, converting the embedded model under `home` on first use."""
+        return resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home)
 
 
 @dataclass(frozen=True)

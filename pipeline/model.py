@@ -12,12 +12,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 import importlib.util
 from pathlib import Path
 
-from pipeline.storage import gradus_home, slug
+from pipeline.storage import StorageLayout, safe_name, slug, staging_for, swap_in, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +24,13 @@ EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MODEL_MARKER = "gradus_model.json"
 """The file in a model folder that records its model id and revision."""
+COMPLETE_MARKERS = (MODEL_MARKER, "trainer_state.json", "model.safetensors", "model.safetensors.index.json",
+                    "pytorch_model.bin")
+"""Any one of these beside `config.json` marks a folder as a finished checkpoint."""
+SETTLE_SECONDS = 60.0
+"""A folder with a file written more recently than this is still being saved: wait for it."""
+CHECKPOINT_DEPTH = 2
+"""How deep under a checkpoint directory model folders are looked for."""
 
 
 @dataclass(frozen=True)
@@ -100,9 +106,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    tmp.chmod(0o755)
+    tmp = staging_for(out)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
@@ -114,9 +118,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
             model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        swap_in(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -125,7 +127,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
 def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
     """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after."""
     gguf = embedded_gguf_path()
-    folder = gradus_home(home) / "models" / "smollm2-135m-instruct"
+    folder = StorageLayout(str(home or "")).models / "smollm2-135m-instruct"
     marker = folder / MODEL_MARKER
     if marker.is_file():
         meta = json.loads(marker.read_text())
@@ -134,12 +136,13 @@ def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
     log.info("converting %s into %s (once)", gguf, folder)
     revision = "gguf-q4_1-" + file_digest(gguf, 10)
     convert_gguf(gguf, folder)
-    marker.write_text(
+    write_text_atomic(
         json.dumps(
             {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
              "gguf_size": gguf.stat().st_size},
             indent=2,
-        )
+        ),
+        marker,
     )
     return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
 
@@ -167,3 +170,32 @@ def resolve_model(
         model_id or recorded.get("model_id") or folder.name,
         revision or recorded.get("revision") or folder_revision(folder),
     )
+
+
+def ready_checkpoints(root: Path, now: float, settle_s: float = SETTLE_SECONDS) -> dict[str, Path]:
+    """Finished HF model folders under `root`, keyed by their path relative to it.
+
+    A folder counts when it has `config.json` plus one of `COMPLETE_MARKERS` and nothing written in
+    the last `settle_s` seconds. Folders are looked for up to `CHECKPOINT_DEPTH` levels down, so a
+    training run's `<run>/stage_k/` (or a trainer's `<output>/checkpoint-N/`) is found; names that are
+    not usable path components, such as hidden staging folders, are skipped.
+    """
+    ready: dict[str, Path] = {}
+
+    def visit(folder: Path, depth: int) -> None:
+        for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+            try:
+                safe_name(child.name)
+            except ValueError:
+                continue
+            files = [p for p in child.iterdir() if p.is_file()]
+            names = {p.name for p in files}
+            if "config.json" in names and names.intersection(COMPLETE_MARKERS):
+                if max(p.stat().st_mtime for p in files) <= now - settle_s:
+                    ready[child.relative_to(root).as_posix()] = child
+            elif depth < CHECKPOINT_DEPTH:
+                visit(child, depth + 1)
+
+    if root.is_dir():
+        visit(root, 1)
+    return ready

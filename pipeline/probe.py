@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -38,10 +38,12 @@ from sklearn.preprocessing import StandardScaler
 from pipeline.plots import axes, png
 from pipeline.records import canonical_json, content_hash
 from pipeline.storage import write_bytes_atomic, write_text_atomic
+from pipeline.strata import Strata
 
 log = logging.getLogger(__name__)
 
-KINDS = ("ridge", "logistic", "hist_gbt")
+ProbeKind = Literal["ridge", "logistic", "hist_gbt"]
+KINDS = get_args(ProbeKind)
 LINEAR_KINDS = ("ridge", "logistic")
 FORMAT = "gradus-probe/1"
 
@@ -54,7 +56,8 @@ SKOPS_TRUSTED_TYPES = ("sklearn.ensemble._hist_gradient_boosting.predictor.TreeP
 class ProbeConfig:
     """How a probe is fitted and judged."""
 
-    kind: str = "ridge"
+    kind: ProbeKind = field(default="ridge", metadata={
+        "help": "ridge on the logit pass rate, logistic on ever solved, or hist_gbt (gradient-boosted trees)"})
     """`ridge`: regularised linear regression on the logit of the smoothed pass rate;
     `logistic`: classifier of solvable (some trial passed) vs never solved, whose probability
     stands in for the pass rate; `hist_gbt`: gradient-boosted trees on the same logit target."""
@@ -62,12 +65,13 @@ class ProbeConfig:
     """L2 strengths tried by an inner leave-one-out (ridge) or 3-fold (logistic, as C = 1/alpha)
     search inside each training fold. Hidden states are wide (hundreds of dimensions) and labelled
     sets small, so the grid reaches strong regularisation. Unused by `hist_gbt`."""
-    cv_folds: int = 5
-    """Grouped cross-validation folds (fewer when there are fewer groups)."""
-    min_spearman: float = 0.3
-    """Floor on the held-out Spearman correlation used by the blocking check `probe_passes`."""
-    layers: tuple[int, ...] | None = None
-    """Hidden-state layers to sweep; None sweeps every layer the features carry."""
+    cv_folds: int = field(default=5, metadata={
+        "help": "grouped cross-validation folds, groups = category (fewer when there are fewer groups)"})
+    min_spearman: float = field(default=0.3, metadata={
+        "help": "floor on the held-out Spearman correlation; below it the blocking check "
+        "difficulty_probe_is_good_enough fails and predicted_difficulty does not run"})
+    layers: tuple[int, ...] | None = field(default=None, metadata={
+        "help": "hidden-state layers to sweep; empty: every stored layer"})
     pseudocount: float = 0.5
     """Added to successes and failures before the logit, so 0/n and n/n stay finite:
     p = (s + 0.5) / (n + 1) by default."""
@@ -358,6 +362,73 @@ def predict(probe: ProbeReport, features: np.ndarray) -> tuple[np.ndarray, np.nd
     z = float(norm.ppf(0.5 + probe.config.interval / 2))
     uncertainty = (expit(link + z * sd) - expit(link - z * sd)) / 2
     return expit(link), uncertainty
+
+
+def probe_id(report: ProbeReport) -> str:
+    """A probe's folder name: a hash of what it was fitted on and how, so refitting the same labels
+    with the same settings lands in the same folder."""
+    identity = canonical_json({
+        "provenance": {k: v for k, v in report.provenance.items() if k != "created_at"},
+        "config": asdict(report.config),
+    })
+    return content_hash(identity, length=16)
+
+
+@dataclass(frozen=True)
+class PredictionSpec:
+    """Which unmeasured problems the predictions mark as the best use of the next rollouts."""
+
+    select_for_rollouts: int = field(default=16, metadata={
+        "help": "unmeasured problems to mark as most worth rollouts: those whose stratum the probe is least "
+        "sure of (prediction nearest a class boundary, in units of its uncertainty)"})
+
+
+def prediction_frame(
+    probe: ProbeReport,
+    features: np.ndarray,
+    problems: pd.DataFrame,
+    measured: pd.DataFrame,
+    strata: Strata,
+    spec: PredictionSpec,
+) -> pd.DataFrame:
+    """The probe's pass rate for every problem (rows of `features` follow `problems`), with its
+    uncertainty, `ci_low` / `ci_high` = prediction ± uncertainty clipped to [0, 1], whether and what
+    was measured (`measured` has `PassRate` columns), and the `spec.select_for_rollouts`
+    unmeasured problems nearest a class boundary of `strata` ranked in `rollout_rank` (1 first)."""
+    ids = problems["problem_id"].astype(str).tolist()
+    pred, uncertainty = predict(probe, features)
+    measured_rate = measured.set_index("problem_id")["pass_rate"].reindex(ids).to_numpy(np.float64)
+    was_measured = ~np.isnan(measured_rate)
+    candidates = np.flatnonzero(~was_measured)
+    picked = candidates[select_for_rollouts(
+        pred[candidates], uncertainty[candidates], strata.boundaries(), spec.select_for_rollouts
+    )]
+    rank = pd.array([pd.NA] * len(ids), dtype="Int64")
+    rank[picked] = np.arange(1, len(picked) + 1)
+    return pd.DataFrame({
+        "problem_id": ids,
+        "category": problems["category"].to_numpy(),
+        "pass_rate": pred,
+        "uncertainty": uncertainty,
+        "ci_low": np.clip(pred - uncertainty, 0.0, 1.0),
+        "ci_high": np.clip(pred + uncertainty, 0.0, 1.0),
+        "label_source": "predicted",
+        "measured": was_measured,
+        "measured_pass_rate": measured_rate,
+        "select_for_rollouts": np.isin(np.arange(len(ids)), picked),
+        "rollout_rank": rank,
+    })
+
+
+def check_predictions(predicted: pd.DataFrame, label_key: str) -> pd.DataFrame:
+    """`predicted` (the `predicted_difficulty` rows), refused unless made for `label_key`."""
+    keys = sorted(set(predicted["label_key"]))
+    if keys and keys != [label_key]:
+        raise ValueError(
+            f"predicted_difficulty predicts labels for {keys}, not for the current target {label_key}: "
+            "re-materialize predicted_difficulty (probe_job)"
+        )
+    return predicted
 
 
 def select_for_rollouts(

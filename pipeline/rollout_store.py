@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.model import ModelSpec
 from pipeline.records import Rollout
-from pipeline.storage import slug, within, write_parquet_atomic, write_text_atomic
+from pipeline.storage import StorageLayout, write_parquet_atomic, write_text_atomic
 
 
 class RolloutStore:
@@ -34,7 +34,7 @@ class RolloutStore:
         self.model = model
         self.sampling = sampling
         self.engine = engine
-        self.root = within(home, "rollouts", slug(model.model_id) + "@" + slug(model.revision), sampling.key)
+        self.root = StorageLayout(str(home)).rollouts(model, sampling)
         self.root.mkdir(parents=True, exist_ok=True)
         params = self.root / "sampling.json"
         if not params.exists():

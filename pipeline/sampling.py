@@ -67,7 +67,7 @@ def sample_rollouts(
 
     while True:
         if allocation.policy == "uniform":
-            extra = np.maximum(allocation.n_uniform - trials, 0) if rounds == 0 else np.zeros(n, np.int64)
+            extra = np.maximum(allocation.samples_per_problem - trials, 0) if rounds == 0 else np.zeros(n, np.int64)
         else:
             extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds))
         if extra.sum() == 0:

@@ -37,15 +37,13 @@ MAX_RAW_CHARS = 2_000
 class ReasoningGymSource:
     """Problems from a `reasoning-gym` generator at several difficulty levels."""
 
-    name: str
-    """Generator name, e.g. `basic_arithmetic`, `chain_sum`, `leg_counting`."""
-    levels: tuple[int, ...] = (0, 1, 2)
-    """Curriculum levels (reasoning-gym's `set_global_level`); 0 is the easiest."""
-    size_per_level: int = 8
-    """Problems generated per level."""
-    seed: int | None = None
-    """Base seed. Default: derived from the generator name, because the same seed in two generators
-    can yield identical numbers."""
+    name: str = field(metadata={"help": "reasoning-gym generator name, e.g. chain_sum"})
+    levels: tuple[int, ...] = field(default=(0, 1, 2), metadata={
+        "help": "curriculum levels (reasoning-gym's set_global_level); 0 is the easiest"})
+    size_per_level: int = field(default=8, metadata={"help": "problems generated per level"})
+    seed: int | None = field(default=None, metadata={
+        "help": "base seed; empty: derived from the generator name (the same seed in two generators "
+        "can yield identical numbers)"})
     config: dict[str, Any] = field(default_factory=dict)
     """Extra generator config applied on top of each level's configuration."""
 
@@ -55,37 +53,45 @@ class ReasoningGymSource:
 
 
 @dataclass(frozen=True)
-class FieldMapping:
-    """Which columns of a tabular dataset hold what."""
-
-    prompt: str = "problem"
-    """Column with the question text, or with chat messages (a list of {role, content})."""
-    answer: str = "answer"
-    """Column with the gold answer."""
-    category: str | None = None
-    """Optional column used as the category (default: the source name)."""
-    system_prompt: str | None = None
-    """Optional system message prepended to text prompts."""
-    id_field: str | None = None
-    """Optional column with the source's own problem id. When set, every row needs one, and an id
-    reused for a different problem is quarantined (`duplicate_source_id`): the first usable row
-    keeps it."""
-
-
-@dataclass(frozen=True)
 class DatasetSource:
     """Problems from local files: JSONL and CSV read row by row (one undecodable row is quarantined,
     not fatal), Parquet/JSON files and `save_to_disk` folders through `datasets`. Nothing is
     downloaded."""
 
-    path: str
-    fields: FieldMapping = FieldMapping()
-    verifier: str = "math"
-    """`math` (math-verify) or `reasoning_gym` (needs `metadata.source_dataset` per row)."""
-    split: str = "train"
-    name: str | None = None
-    """Source name in reports; default: the file or folder name."""
-    limit: int | None = None
+    path: str = field(metadata={"help": "local file or folder; nothing is downloaded"})
+    prompt_field: str = field(default="problem", metadata={
+        "help": "column with the question text, or with chat messages (a list of {role, content})"})
+    answer_field: str = field(default="answer", metadata={"help": "column with the gold answer"})
+    category_field: str | None = field(default=None, metadata={
+        "help": "column used as the category; empty: the source name"})
+    system_prompt: str | None = field(default=None, metadata={"help": "system message prepended to text prompts"})
+    id_field: str | None = field(default=None, metadata={
+        "help": "column with the source's own ids; every row needs one, and an id reused for a different "
+        "problem is quarantined (duplicate_source_id): the first usable row keeps it"})
+    verifier: str = field(default="math", metadata={
+        "help": "math (math-verify) or reasoning_gym (needs metadata.source_dataset per row)"})
+    split: str = field(default="train", metadata={"help": "split of a save_to_disk DatasetDict"})
+    name: str | None = field(default=None, metadata={"help": "source name in reports; empty: the file or folder name"})
+    limit: int | None = field(default=None, metadata={"help": "read at most this many rows"})
+
+
+DEFAULT_GENERATORS = tuple(
+    ReasoningGymSource(name, (0, 1, 2), 4) for name in ("basic_arithmetic", "chain_sum", "leg_counting")
+)
+
+
+@dataclass(frozen=True)
+class ProblemsSpec:
+    """Which problems to label: the default is three reasoning-gym generators at three levels."""
+
+    generators: tuple[ReasoningGymSource, ...] = field(default=DEFAULT_GENERATORS, metadata={
+        "help": "reasoning-gym generators"})
+    datasets: tuple[DatasetSource, ...] = field(default=(), metadata={"help": "local datasets"})
+    max_prompt_chars: int = field(default=8_000, metadata={"help": "longer prompts are quarantined"})
+
+    def load(self, pool: VerifierPool | None = None) -> Normalised:
+        """Every configured source, normalised into one pool."""
+        return load_problems(self.generators, self.datasets, max_prompt_chars=self.max_prompt_chars, pool=pool)
 
 
 @dataclass
@@ -165,7 +171,6 @@ def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
     records = local_records(src.path, src.split)
     name = src.name or Path(src.path).name
     source = f"dataset/{name}"
-    f = src.fields
 
     def rows() -> Iterator[RawRow]:
         for index, record in enumerate(records):
@@ -175,18 +180,18 @@ def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
                 yield RawRow(source, index, _MISSING, _MISSING, None, {}, src.verifier, unreadable=record)
                 continue
             source_id = None
-            if f.id_field:
-                source_id = record.get(f.id_field)
+            if src.id_field:
+                source_id = record.get(src.id_field)
                 source_id = _MISSING if source_id is None else source_id
             yield RawRow(
                 source=source,
                 index=index,
-                prompt=record.get(f.prompt, _MISSING),
-                answer=record.get(f.answer, _MISSING),
-                category=record.get(f.category) if f.category else name,
-                metadata={k: v for k, v in record.items() if k not in {f.prompt, f.answer}},
+                prompt=record.get(src.prompt_field, _MISSING),
+                answer=record.get(src.answer_field, _MISSING),
+                category=record.get(src.category_field) if src.category_field else name,
+                metadata={k: v for k, v in record.items() if k not in {src.prompt_field, src.answer_field}},
                 verifier=src.verifier,
-                system_prompt=f.system_prompt,
+                system_prompt=src.system_prompt,
                 source_id=source_id,
             )
 
@@ -452,7 +457,7 @@ def _candidate(row: RawRow, max_prompt_chars: int) -> tuple[Problem, str | None]
 def normalise(
     rows: Iterable[RawRow],
     *,
-    max_prompt_chars: int = 8_000,
+    max_prompt_chars: int = ProblemsSpec.max_prompt_chars,
     pool: VerifierPool | None = None,
     seen: dict[str, str] | None = None,
 ) -> Normalised:
@@ -499,7 +504,7 @@ def load_problems(
     reasoning_gym: Sequence[ReasoningGymSource] = (),
     datasets: Sequence[DatasetSource] = (),
     *,
-    max_prompt_chars: int = 8_000,
+    max_prompt_chars: int = ProblemsSpec.max_prompt_chars,
     pool: VerifierPool | None = None,
 ) -> Normalised:
     """Read every configured source and normalise all rows into one pool."""

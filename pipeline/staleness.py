@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from pipeline.labels import LabelTarget
 from pipeline.records import canonical_json
-from pipeline.storage import within, write_parquet_atomic
+from pipeline.storage import StorageLayout, within, write_parquet_atomic
 from pipeline.strata import Strata
 
 PROVENANCE = ("model_id", "revision", "sampling_key", "verifier_version", "label_key")
@@ -176,7 +176,7 @@ class LabelHistory:
     what the next version's drift is measured against."""
 
     def __init__(self, home: Path) -> None:
-        self.root = within(home, "history")
+        self.root = StorageLayout(str(home)).history
         self.summary_path = self.root / "difficulty_history.parquet"
 
     def summaries(self) -> pd.DataFrame:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -29,12 +29,12 @@ UNSOLVED = -1
 class Strata:
     """Pass-rate bins, easy → hard: edges from 1 down to 0, e.g. (1.0, 2/3, 1/3, 0.0) → 3 stages."""
 
-    edges: tuple[float, ...] = (1.0, 2 / 3, 1 / 3, 0.0)
-    """Bin edges, strictly descending, starting at 1 and ending at 0; K + 1 edges make K stages."""
-    exclude_solved: bool = True
-    """p == 1 (every trial passed) is its own `solved` class (0) rather than part of stage 1."""
-    exclude_unsolved: bool = True
-    """p == 0 (no trial passed) is its own `unsolved` class (-1) rather than part of stage K."""
+    edges: tuple[float, ...] = field(default=(1.0, 2 / 3, 1 / 3, 0.0), metadata={
+        "help": "pass-rate bin edges, strictly descending from 1 to 0; K+1 edges make K stages"})
+    exclude_solved: bool = field(default=True, metadata={
+        "help": "keep always-solved problems (p == 1) out of the stages as their own class"})
+    exclude_unsolved: bool = field(default=True, metadata={
+        "help": "keep never-solved problems (p == 0) out of the stages as their own class"})
 
     def __post_init__(self) -> None:
         edges = tuple(float(e) for e in self.edges)
@@ -106,6 +106,16 @@ class Strata:
         if self.exclude_unsolved:
             stage = np.where(none_passed, UNSOLVED, stage)
         return stage.astype(np.int64)
+
+    def boundaries(self) -> list[float]:
+        """Pass rates where a problem changes class: the interior edges, plus 1 and 0 when
+        always-solved and never-solved problems are classes of their own."""
+        bounds = list(self.edges[1:-1])
+        if self.exclude_solved:
+            bounds.append(1.0)
+        if self.exclude_unsolved:
+            bounds.append(0.0)
+        return bounds
 
     def observed_class(self, successes: ArrayLike, trials: ArrayLike) -> NDArray[np.int64]:
         """The class the pipeline assigns from measured counts: `stage_of(s / n, s, n)`."""

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -80,6 +80,19 @@ class Verdict:
     detail: str = ""
 
 
+@dataclass(frozen=True)
+class VerifierSpec:
+    """How answers are verified: isolated worker processes with a hard per-answer timeout."""
+
+    workers: int = field(default=1, metadata={
+        "help": "verifier worker processes (each imports sympy and reasoning-gym: ~0.3 GB)"})
+    timeout_s: float = field(default=5.0, metadata={
+        "help": "wall-clock limit per answer; an answer that takes longer scores 0 (status timeout)"})
+
+    def pool(self) -> VerifierPool:
+        return VerifierPool(self.workers, self.timeout_s)
+
+
 class VerifierPool:
     """Persistent verification workers with a hard per-task timeout. Use as a context manager.
 
@@ -89,7 +102,8 @@ class VerifierPool:
     applies only if this process has not started its fork server yet; workers import anyway.
     """
 
-    def __init__(self, workers: int = 1, timeout_s: float = 5.0, max_answer_chars: int = 10_000) -> None:
+    def __init__(self, workers: int = VerifierSpec.workers, timeout_s: float = VerifierSpec.timeout_s,
+                 max_answer_chars: int = 10_000) -> None:
         if workers < 1:
             raise ValueError("workers must be at least 1")
         if timeout_s <= 0:

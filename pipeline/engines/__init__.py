@@ -1,18 +1,11 @@
 """Inference engines: one interface, a vLLM and a transformers implementation."""
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+from pipeline.engines.options import ENGINES, engine_options
 
-__all__ = ["Completion", "Engine", "GenerationRequest", "SamplingConfig", "create_engine"]
+__all__ = ["Completion", "ENGINES", "Engine", "GenerationRequest", "SamplingConfig", "create_engine"]
 
 
 def create_engine(kind: str, model, **options) -> Engine:
-    """Build an engine by name (`vllm` or `transformers`) for a `ModelSpec`; imports lazily."""
-    if kind == "vllm":
-        from pipeline.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, **options)
-    if kind == "transformers":
-        from pipeline.engines.transformers_engine import TransformersEngine
-
-        return TransformersEngine(model, **options)
-    raise ValueError(f"unknown engine {kind!r}: use 'vllm' or 'transformers'")
+    """Build an engine by name (`vllm` or `transformers`, see `ENGINES`) for a `ModelSpec`."""
+    return engine_options(kind, **options).create(model)

@@ -6,7 +6,7 @@ import abc
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 from pipeline.model import ModelSpec
 from pipeline.records import canonical_json, content_hash
@@ -21,14 +21,13 @@ Progress = Callable[[int, int, float], None]
 class SamplingConfig:
     """Sampling parameters; part of every label key, so changing one gives new labels."""
 
-    temperature: float = 0.8
-    """Softmax temperature. Pass rates depend on it: label with what the RL trainer will sample."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    max_tokens: int = 128
-    """Generation cap per rollout; a truncated answer usually fails verification."""
-    seed: int = 0
-    """Base seed; each (problem, sample index) derives its own, independent of batching."""
+    temperature: float = field(default=0.8, metadata={
+        "help": "sampling temperature; pass rates depend on it: label at the temperature your RL trainer samples at"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    max_tokens: int = field(default=96, metadata={
+        "help": "generation cap per rollout; a truncated answer usually fails verification"})
+    seed: int = field(default=0, metadata={
+        "help": "base sampling seed; each (problem, sample index) derives its own, independent of batching"})
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.temperature <= 5.0:

@@ -6,6 +6,7 @@ import logging
 from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+from pipeline.engines.options import TransformersOptions
 from pipeline.model import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
@@ -25,9 +26,9 @@ class TransformersEngine(Engine):
         self,
         model: ModelSpec,
         *,
-        device: str = "auto",
+        device: str = TransformersOptions.device,
         dtype: str = "float32",
-        batch_size: int = 16,
+        batch_size: int = TransformersOptions.batch_size,
         threads: int | None = None,
     ) -> None:
         super().__init__(model)

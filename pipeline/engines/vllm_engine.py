@@ -8,6 +8,7 @@ import os
 from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+from pipeline.engines.options import VLLMOptions
 from pipeline.model import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -36,12 +37,12 @@ class VLLMEngine(Engine):
         model: ModelSpec,
         *,
         dtype: str = "auto",
-        max_model_len: int = 2048,
-        enforce_eager: bool = True,
-        tensor_parallel_size: int = 1,
-        data_parallel_size: int = 1,
-        gpu_memory_utilization: float = 0.85,
-        cpu_kvcache_gib: int = 2,
+        max_model_len: int = VLLMOptions.max_model_len,
+        enforce_eager: bool = VLLMOptions.enforce_eager,
+        tensor_parallel_size: int = VLLMOptions.tensor_parallel_size,
+        data_parallel_size: int = VLLMOptions.data_parallel_size,
+        gpu_memory_utilization: float = VLLMOptions.gpu_memory_utilization,
+        cpu_kvcache_gib: int = VLLMOptions.cpu_kvcache_gib,
         batch_size: int | None = None,
         shutdown_timeout_s: float = 30.0,
     ) -> None:

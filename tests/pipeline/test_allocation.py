@@ -25,7 +25,7 @@ def mixed_pool(size: int, seed: int = 0) -> np.ndarray:
 
 def test_uniform_gives_exactly_n_in_one_round() -> None:
     p = mixed_pool(300)
-    config = AllocationConfig(policy="uniform", n_uniform=8)
+    config = AllocationConfig(policy="uniform", samples_per_problem=8)
     result = run_allocation(bernoulli(p), p.size, STRATA, config)
     assert np.all(result.trials == 8)
     assert result.rounds == 1
@@ -35,7 +35,7 @@ def test_uniform_gives_exactly_n_in_one_round() -> None:
 
 def test_adaptive_respects_min_and_max_samples() -> None:
     p = np.concatenate([mixed_pool(400), np.full(100, 2 / 3 - 0.01)])  # some sit on a stratum edge
-    config = AllocationConfig(min_samples=4, max_samples=24, batch_per_problem=4)
+    config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=24, batch_per_problem=4)
     first = plan_round(np.zeros(p.size, dtype=int), np.zeros(p.size, dtype=int), STRATA, config)
     assert np.all(first == 4)
     result = run_allocation(bernoulli(p), p.size, STRATA, config)
@@ -49,7 +49,7 @@ def test_adaptive_respects_min_and_max_samples() -> None:
 @pytest.mark.parametrize("policy", ["adaptive", "uniform"])
 def test_budget_is_never_exceeded(policy: str) -> None:
     p = mixed_pool(500)
-    config = AllocationConfig(policy=policy, n_uniform=16, total_budget=3_001)
+    config = AllocationConfig(policy=policy, samples_per_problem=16, total_budget=3_001)
     result = run_allocation(bernoulli(p), p.size, STRATA, config, rng=np.random.default_rng(0))
     assert result.total_rollouts <= 3_001
     assert "budget" in set(result.stop_reasons)
@@ -58,7 +58,7 @@ def test_budget_is_never_exceeded(policy: str) -> None:
 def test_plan_round_respects_an_explicit_budget_and_serves_unsampled_problems_first() -> None:
     trials = np.array([8, 8, 0, 0])
     successes = np.array([4, 5, 0, 0])
-    config = AllocationConfig(max_samples=64, min_gain=0.0, confidence=1.0, prior=BetaPrior())
+    config = AllocationConfig(policy="adaptive", max_samples=64, min_gain=0.0, confidence=1.0, prior=BetaPrior())
     extra = plan_round(successes, trials, STRATA, config, budget_left=10)
     assert extra.sum() == 10
     assert extra[2:].tolist() == [4, 4]
@@ -68,7 +68,7 @@ def test_settled_problems_get_nothing_more() -> None:
     # 0 of 8 and 8 of 8 under a prior that is almost all point mass, 15 of 30 far from any edge
     prior = BetaPrior(2.0, 2.0, solved_mass=0.45, unsolved_mass=0.5)
     successes, trials = np.array([0, 8, 15, 10]), np.array([8, 8, 30, 15])
-    config = AllocationConfig(prior=prior, confidence=0.95)
+    config = AllocationConfig(policy="adaptive", prior=prior, confidence=0.95)
     extra = plan_round(successes, trials, STRATA, config)
     reasons = stop_reason(successes, trials, STRATA, config)
     assert extra[:3].tolist() == [0, 0, 0]
@@ -79,7 +79,7 @@ def test_settled_problems_get_nothing_more() -> None:
 def test_all_fail_problems_stop_at_min_samples_under_an_empirical_prior() -> None:
     rng = np.random.default_rng(3)
     p = np.where(rng.random(1_000) < 0.9, 0.0, rng.uniform(0.4, 0.9, 1_000))
-    result = run_allocation(bernoulli(p, seed=3), p.size, STRATA, AllocationConfig(min_samples=4))
+    result = run_allocation(bernoulli(p, seed=3), p.size, STRATA, AllocationConfig(policy="adaptive", min_samples=4))
     never = result.successes == 0
     assert never.sum() >= 0.9 * (p == 0).sum()
     assert np.all(result.trials[never] == 4)
@@ -88,7 +88,7 @@ def test_all_fail_problems_stop_at_min_samples_under_an_empirical_prior() -> Non
 
 def test_run_allocation_is_deterministic_with_a_fixed_seed() -> None:
     p = mixed_pool(400, seed=5)
-    config = AllocationConfig(total_budget=4_000)
+    config = AllocationConfig(policy="adaptive", total_budget=4_000)
     runs = [
         run_allocation(bernoulli(p, seed=7), p.size, STRATA, config, rng=np.random.default_rng(11))
         for _ in range(2)
@@ -100,14 +100,14 @@ def test_run_allocation_is_deterministic_with_a_fixed_seed() -> None:
 
 def test_adaptive_spends_less_than_its_cap_on_an_easy_pool() -> None:
     p = mixed_pool(500, seed=2)
-    result = run_allocation(bernoulli(p), p.size, STRATA, AllocationConfig(max_samples=64))
+    result = run_allocation(bernoulli(p), p.size, STRATA, AllocationConfig(policy="adaptive", max_samples=64))
     assert result.total_rollouts < 0.9 * 64 * p.size
     assert "" not in set(result.stop_reasons)
 
 
 def test_run_allocation_rejects_impossible_sample_counts() -> None:
     with pytest.raises(ValueError, match="sample_fn"):
-        run_allocation(lambda extra: extra + 1, 3, STRATA, AllocationConfig())
+        run_allocation(lambda extra: extra + 1, 3, STRATA, AllocationConfig(policy="adaptive"))
 
 
 @pytest.mark.parametrize(
@@ -129,6 +129,6 @@ def test_config_validation(kwargs: dict) -> None:
 
 def test_a_pool_too_small_to_fit_uses_a_uniform_prior() -> None:
     # a uniform Beta has no mass on p == 1, so an always-passing problem is never "settled" as solved
-    result = run_allocation(bernoulli(np.ones(3)), 3, STRATA, AllocationConfig(max_samples=16))
+    result = run_allocation(bernoulli(np.ones(3)), 3, STRATA, AllocationConfig(policy="adaptive", max_samples=16))
     assert result.trials.tolist() == [16, 16, 16]
     assert set(result.stop_reasons) == {"max_samples"}

@@ -21,7 +21,6 @@ from pipeline.records import QuarantinedRow
 from pipeline.sources import (
     MAX_RAW_CHARS,
     DatasetSource,
-    FieldMapping,
     RawRow,
     ReasoningGymSource,
     load_problems,
@@ -33,9 +32,9 @@ DATA = Path(__file__).resolve().parents[1] / "data"
 _DECLARED = re.compile(rb"expected_reason\W+(\w+)")
 
 CORPUS = (
-    DatasetSource(str(DATA / "bad_rows.jsonl"), FieldMapping(id_field="id")),
+    DatasetSource(str(DATA / "bad_rows.jsonl"), id_field="id"),
     DatasetSource(str(DATA / "bad_bytes.jsonl")),
-    DatasetSource(str(DATA / "bad_rows.csv"), FieldMapping(prompt="question")),
+    DatasetSource(str(DATA / "bad_rows.csv"), prompt_field="question"),
 )
 """The corpus files as sources, with the field mapping each needs."""
 

@@ -57,7 +57,7 @@ def sample(model_path: str, home: Path, log: Path) -> None:
         return generate_batch(requests, sampling)
 
     engine._generate_batch = logged
-    uniform = AllocationConfig("uniform", n_uniform=SAMPLES)
+    uniform = AllocationConfig("uniform", samples_per_problem=SAMPLES)
     report = sample_rollouts(problems(), store, lambda: engine, uniform, Strata())
     with open(log, "a") as fh:
         fh.write(json.dumps({"generated": report.generated}) + "\n")

@@ -44,7 +44,7 @@ def scorer(frame: pd.DataFrame) -> pd.DataFrame:
 def test_uniform_generates_once_and_then_only_for_new_problems(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     engine = ScriptedEngine(set())
-    config = AllocationConfig(policy="uniform", n_uniform=3)
+    config = AllocationConfig(policy="uniform", samples_per_problem=3)
     first = sample_rollouts(problems(4), store, lambda: engine, config, Strata())
     assert first.generated == 12 and engine.requests == 12 and len(first.rollouts) == 12
 
@@ -61,7 +61,7 @@ def test_adaptive_stops_settled_problems_early_and_respects_caps(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     pool = problems(60)
     engine = ScriptedEngine(set(pool["problem_id"][:30]))
-    config = AllocationConfig(min_samples=4, max_samples=16, batch_per_problem=4)
+    config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=16, batch_per_problem=4)
     report = sample_rollouts(pool, store, lambda: engine, config, Strata(), scorer)
     alloc = report.allocation
     assert alloc["trials"].between(4, 16).all()
@@ -79,7 +79,7 @@ def test_adaptive_stops_settled_problems_early_and_respects_caps(tmp_path):
 
 def test_total_budget_is_never_exceeded(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
-    config = AllocationConfig(min_samples=2, max_samples=32, batch_per_problem=2, total_budget=50)
+    config = AllocationConfig(policy="adaptive", min_samples=2, max_samples=32, batch_per_problem=2, total_budget=50)
     report = sample_rollouts(problems(10), store, lambda: ScriptedEngine(set()), config, Strata(), scorer)
     assert report.allocation["trials"].sum() <= 50
 
@@ -87,4 +87,4 @@ def test_total_budget_is_never_exceeded(tmp_path):
 def test_adaptive_needs_a_scorer(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     with pytest.raises(ValueError, match="scorer"):
-        sample_rollouts(problems(2), store, lambda: ScriptedEngine(set()), AllocationConfig(), Strata())
+        sample_rollouts(problems(2), store, lambda: ScriptedEngine(set()), AllocationConfig(policy="adaptive"), Strata())

@@ -7,7 +7,6 @@ import pytest
 from pipeline.records import Problem
 from pipeline.sources import (
     DatasetSource,
-    FieldMapping,
     RawRow,
     ReasoningGymSource,
     load_problems,
@@ -107,7 +106,7 @@ def test_local_dataset_files_with_field_mapping(tmp_path, suffix, verifier_pool)
         path.write_text("\n".join(json.dumps(r) for r in frame.to_dict("records")))
     else:
         frame.to_csv(path, index=False)
-    out = load_problems(datasets=[DatasetSource(str(path), FieldMapping("question", "gold", "topic"))],
+    out = load_problems(datasets=[DatasetSource(str(path), prompt_field="question", answer_field="gold", category_field="topic")],
                         pool=verifier_pool)
     assert [p.answer for p in out.problems] == ["2", "5"]
     assert {p.category for p in out.problems} == {"add"}
