@@ -1,47 +1,27 @@
 """`curriculum`: difficulty-stratified Parquet stages plus a manifest, for verl / TRL trainers."""
 
 
-from dataclasses import asdict
-from pathlib import Path
-from typing import Literal
+from typing import Optional
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    Config,
     MaterializeResult,
     MetadataValue,
     asset,
 )
-from pydantic import Field
 
-from assets.config import StrataConfig
+from assets.config import spec_config
 from assets.metadata import counts_table, histogram_png, picture
-from assets.probes import predicted_labels
-from assets.resources import GradusStorage, TargetModel
-from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems
-from pipeline.probe import merge_labels
-from pipeline.storage import safe_name
+from assets.resources import GradusStorage, StrataResource, TargetModel
+from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems, provenance
+from pipeline.probe import check_predictions, merge_labels
 
 
-class CurriculumConfig(Config):
-    """How the labelled pool is cut into stages."""
-
-    name: str = Field(default="default", description="folder under $GRADUS_HOME/curricula/")
-    strata: StrataConfig = Field(default=StrataConfig(), description="pass-rate bins, easy → hard")
-    shuffle_seed: int = Field(default=0, description="seed for shuffling rows within a stage")
-    labels: Literal["measured", "predicted", "both"] = Field(
-        default="measured",
-        description="which pass rates are staged: measured (pass_rates), predicted (the difficulty "
-        "probe's, from predicted_difficulty, for every problem) or both (measured where a problem "
-        "has rollouts, predicted elsewhere); rows record theirs in `label_source`",
-    )
-
-
-def curriculum_folder(storage: GradusStorage, name: str) -> Path:
-    return storage.root() / "curricula" / safe_name(name)
+class CurriculumConfig(spec_config(CurriculumSpec)):
+    """How the labelled pool is cut into stages (the bins come from the shared `strata` resource)."""
 
 
 @asset(
@@ -58,34 +38,35 @@ def curriculum(
     config: CurriculumConfig,
     problems: pd.DataFrame,
     pass_rates: pd.DataFrame,
+    predicted_difficulty: Optional[pd.DataFrame],
     storage: GradusStorage,
     target_model: TargetModel,
+    strata: StrataResource,
 ):
     """Stages from easy to hard (bins of pass rate) as one Parquet file each, in verl's RL schema
     plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts.
-    Config `labels` stages measured pass rates, the difficulty probe's predictions, or both."""
+    Config `labels` stages measured pass rates, the difficulty probe's predictions
+    (`predicted_difficulty`, needed only then), or both."""
     home = storage.root()
     target = target_model.target(home)
-    spec = CurriculumSpec(config.name, config.strata.strata(), config.shuffle_seed)
-    provenance = {
-        "model": {"id": target.model.model_id, "revision": target.model.revision, "path": target.model.path},
-        "sampling": asdict(target.sampling),
-        "sampling_key": target.sampling.key,
-        "label_key": target.key,
-        "verifier_version": target.verifier_version,
-        "extraction_policy": target_model.extraction_policy,
-    }
-    predicted = None if config.labels == "measured" else predicted_labels(home, target.key)
+    spec = config.to_spec(strata=strata.strata())
+    predicted = None
+    if spec.labels != "measured":
+        if predicted_difficulty is None:
+            raise FileNotFoundError(
+                f"curriculum labels: {spec.labels} needs predicted_difficulty: materialize hidden_states, "
+                "difficulty_probe and predicted_difficulty (probe_job) first, or stage measured labels only "
+                "(labels: measured)"
+            )
+        predicted = check_predictions(predicted_difficulty, target.key)
     labels = merge_labels(
-        None if config.labels == "predicted" else pass_rates,
+        None if spec.labels == "predicted" else pass_rates,
         predicted,
         trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
     )
-    provenance["labels"] = config.labels
-    if predicted is not None and len(predicted):
-        provenance["probe"] = str(predicted["probe_path"].iloc[0])
-    manifest = build_curriculum(problems, labels, spec, home, provenance)
-    folder = curriculum_folder(storage, config.name)
+    made = provenance(target, target_model.extraction_policy, spec.labels, predicted)
+    manifest = build_curriculum(problems, labels, spec, home, made)
+    folder = storage.layout().curriculum(spec.name)
     staged = labels.merge(problems[["problem_id"]], on="problem_id")
     # The builder's own rule, so excluded solved / unsolved problems stay out of the picture.
     classes = spec.strata.stage_of(staged["pass_rate"], staged["successes"], staged["trials"])

@@ -1,4 +1,4 @@
-"""Stores DataFrames as Parquet files under `$GRADUS_HOME`: assets under `assets/`, and the frames
+"""Stores DataFrames as Parquet files under the storage root: assets under `assets/`, and the frames
 that ops inside a graph-backed asset hand each other (the rollout shards) under `steps/`."""
 
 from __future__ import annotations
@@ -9,8 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster._core.types.dagster_type import DagsterTypeKind
 
-from pipeline.storage import gradus_home, within, write_parquet_atomic
+from assets.resources import GradusStorage
+from pipeline.storage import write_parquet_atomic
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -21,21 +23,15 @@ class ParquetIOManager(ConfigurableIOManager):
     executors), so they meet on the shared storage root rather than in memory.
     """
 
-    home: str = ""
-    """Storage root; empty means `$GRADUS_HOME` or `.gradus/`."""
+    storage: GradusStorage
 
     def path_for(self, key_path: list[str]) -> Path:
-        root = gradus_home(self.home or None)
-        return within(root, "assets", *key_path[:-1], f"{key_path[-1]}.parquet")
-
-    def step_path(self, identifier: list[str]) -> Path:
-        root = gradus_home(self.home or None)
-        return within(root, "steps", *identifier[:-1], f"{identifier[-1]}.parquet")
+        return self.storage.layout().asset(key_path)
 
     def _output_path(self, context: OutputContext) -> Path:
         if context.has_asset_key:
             return self.path_for(list(context.asset_key.path))
-        return self.step_path(context.get_identifier())
+        return self.storage.layout().step(context.get_identifier())
 
     def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
         if obj is None:
@@ -44,13 +40,18 @@ class ParquetIOManager(ConfigurableIOManager):
         write_parquet_atomic(pa.Table.from_pandas(obj, preserve_index=False), path)
         context.add_output_metadata({"path": str(path), "rows": len(obj)})
 
-    def load_input(self, context: InputContext) -> pd.DataFrame:
+    def load_input(self, context: InputContext) -> pd.DataFrame | None:
+        """The stored frame; an asset input typed `Optional[...]` whose file does not exist (its
+        asset never materialized) is None, any other missing file an error."""
         if context.has_asset_key:
             path = self.path_for(list(context.asset_key.path))
             if not path.exists():
+                if context.dagster_type.kind == DagsterTypeKind.NULLABLE:
+                    return None
                 raise FileNotFoundError(
                     f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
                 )
         else:
             path = self._output_path(context.upstream_output)
         return pq.read_table(path).to_pandas()
+

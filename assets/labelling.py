@@ -28,9 +28,10 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.config import RolloutsConfig
+from assets.config import spec_config
 from assets.metadata import counts_table, histogram_png, picture, preview
-from assets.resources import GradusStorage, InferenceEngine, TargetModel, Verifier
+from assets.resources import GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from pipeline.allocation import AllocationConfig
 from pipeline.labels import pass_rates as aggregate_pass_rates
 from pipeline.rollout_store import RolloutStore
 from pipeline.sampling import sample_rollouts
@@ -46,6 +47,10 @@ MATCH_ALLOCATION = AssetCheckSpec(
     "rollouts_match_allocation", asset="rollouts", blocking=True,
     description="Every problem has exactly the rollouts its allocation asked for.",
 )
+
+
+class RolloutsConfig(spec_config(AllocationConfig)):
+    """How many rollouts each problem gets."""
 
 
 class ShardedRolloutsConfig(RolloutsConfig):
@@ -93,6 +98,7 @@ def sample_shard(
     target_model: TargetModel,
     engine: InferenceEngine,
     verifier: Verifier,
+    strata: StrataResource,
 ):
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
@@ -101,13 +107,13 @@ def sample_shard(
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
-    allocation = replace(config.allocation(), total_budget=budget)
+    allocation = replace(config.to_spec(), total_budget=budget)
 
     def scorer(frame: pd.DataFrame) -> pd.DataFrame:
         return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        shard, store, lambda: engine.engine(model), allocation, config.strata.strata(), scorer, context.log.info
+        shard, store, lambda: engine.engine(model), allocation, strata.strata(), scorer, context.log.info
     )
     stats = {
         "shard": int(context.get_mapping_key() or 0),

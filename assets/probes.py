@@ -8,46 +8,36 @@ the best use of the next rollouts. `curriculum` can stage these predictions (its
 """
 
 import math
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
-import numpy as np
 import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
     AssetExecutionContext,
-    Config,
     Failure,
     MetadataValue,
     Output,
     asset,
 )
-from pydantic import Field
 
-from assets.config import StrataConfig
-from assets.io_manager import ParquetIOManager
+from assets.config import spec_config
 from assets.metadata import histogram_png, picture, preview
-from assets.resources import GradusStorage, TargetModel
-from pipeline.hidden_states import HiddenStateStore, compute_hidden_states, default_layers, num_hidden_layers
-from pipeline.model import ModelSpec
+from assets.resources import GradusStorage, StrataResource, TargetModel
+from pipeline.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
 from pipeline.probe import (
+    PredictionSpec,
     ProbeConfig,
-    ProbeReport,
     fit_probe,
     load_probe,
-    predict,
+    prediction_frame,
     probe_figures,
+    probe_id,
     probe_passes,
     save_probe,
-    select_for_rollouts,
 )
-from pipeline.records import canonical_json, content_hash
-from pipeline.storage import slug, within
-from pipeline.strata import Strata
 
 GROUP = "probes"
 PROBE_CHECK = "difficulty_probe_is_good_enough"
@@ -55,66 +45,11 @@ PROBE_CHECK = "difficulty_probe_is_good_enough"
 _PROGRESS_LINES = 20
 
 
-def hidden_state_root(home: Path) -> Path:
-    """Where the hidden-state cache lives: `$GRADUS_HOME/hidden_states/`."""
-    return within(home, "hidden_states")
-
-
-def hidden_state_store(index: pd.DataFrame, home: Path, model: ModelSpec) -> HiddenStateStore:
-    """The cache the `hidden_states` asset filled (`index` is its output), for `model`."""
-    if index.empty:
-        raise ValueError("hidden_states has no rows: materialize problems, then hidden_states")
-    keys = sorted(set(index["model_key"]))
-    if keys != [model.key]:
-        raise ValueError(
-            f"hidden_states were computed for {keys}, but the target model is {model.key}: "
-            "re-materialize hidden_states"
-        )
-    layers = [int(layer) for layer in index["layers"].iloc[0]]
-    return HiddenStateStore(hidden_state_root(home), model.key, layers, str(index["dtype"].iloc[0]))
-
-
-def predicted_difficulty_path(home: Path) -> Path:
-    """The `predicted_difficulty` asset's Parquet file."""
-    return ParquetIOManager(home=str(home)).path_for(["predicted_difficulty"])
-
-
-def predicted_labels(home: Path, label_key: str) -> pd.DataFrame:
-    """The stored `predicted_difficulty` rows, refused unless they were made for `label_key`."""
-    path = predicted_difficulty_path(home)
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} does not exist: materialize hidden_states, difficulty_probe and predicted_difficulty "
-            "(probe_job) first, or stage measured labels only (labels: measured)"
-        )
-    frame = pd.read_parquet(path)
-    keys = sorted(set(frame["label_key"]))
-    if keys and keys != [label_key]:
-        raise ValueError(
-            f"{path} predicts labels for {keys}, not for the current target {label_key}: "
-            "re-materialize predicted_difficulty"
-        )
-    return frame
-
-
 # --- hidden_states -------------------------------------------------------------------------------
 
 
-class HiddenStatesConfig(Config):
+class HiddenStatesConfig(spec_config(HiddenStateSpec)):
     """Which hidden states are extracted and how they are stored."""
-
-    layers: Optional[list[int]] = Field(
-        default=None,
-        description="hidden-state indices (0 = embeddings, i = after layer i); "
-        "default: 6 spread over depth, ending at the last layer",
-    )
-    dtype: Literal["float16", "float32"] = Field(default="float16", description="cache precision")
-    batch_size: int = Field(default=16, description="prompts per forward pass")
-    threads: int = Field(
-        default=0,
-        description="torch CPU threads during extraction (0: torch's default); 1 is several times "
-        "faster than 2 on a 2-core machine that is busy with other work",
-    )
 
 
 @asset(group_name=GROUP)
@@ -130,10 +65,11 @@ def hidden_states(
     under `$GRADUS_HOME/hidden_states/`, keyed by model, revision, layers and dtype, and are never
     recomputed: the model is not even loaded when nothing is missing. This asset is the index, one
     row per problem with whether this run computed it."""
-    home = storage.root()
-    model = target_model.spec(home)
-    layers = tuple(config.layers) if config.layers else default_layers(num_hidden_layers(model))
-    store = HiddenStateStore(hidden_state_root(home), model.key, layers, config.dtype)
+    layout = storage.layout()
+    model = target_model.spec(storage.root())
+    spec = config.to_spec()
+    layers = spec.layers_for(model)
+    store = HiddenStateStore(layout.hidden_states, model.key, layers, config.dtype)
     ids = problems["problem_id"].astype(str)
     missing = set(store.missing(list(ids)))
     computed = ids.isin(missing).to_numpy()
@@ -147,9 +83,9 @@ def hidden_states(
 
     context.log.info(f"hidden states for {model.key}, layers {list(layers)}: "
                      f"{len(missing)} to compute, {len(ids) - len(missing)} cached")
-    with _torch_threads(config.threads):
+    with torch_threads(config.threads):
         compute_hidden_states(
-            model, problems[computed], hidden_state_root(home), layers, config.dtype, config.batch_size, progress
+            model, problems[computed], layout.hidden_states, layers, config.dtype, config.batch_size, progress
         )
     frame = pd.DataFrame({
         "problem_id": ids.to_numpy(),
@@ -172,50 +108,11 @@ def hidden_states(
     )
 
 
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[None]:
-    """torch's thread count set for one block: the setting is process-wide, and other steps of an
-    in-process run must not inherit it."""
-    if not threads:
-        yield
-        return
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 # --- difficulty_probe ----------------------------------------------------------------------------
 
 
-class DifficultyProbeConfig(Config):
+class DifficultyProbeConfig(spec_config(ProbeConfig)):
     """How the probe is fitted, and the floor it must reach."""
-
-    kind: Literal["ridge", "logistic", "hist_gbt"] = Field(
-        default="ridge",
-        description="ridge on the logit pass rate, logistic on ever solved, or gradient-boosted trees",
-    )
-    min_spearman: float = Field(
-        default=0.3,
-        description="floor on the held-out Spearman correlation; below it the blocking check "
-        f"{PROBE_CHECK} fails and predicted_difficulty does not run",
-    )
-    cv_folds: int = Field(default=5, description="grouped cross-validation folds (groups = category)")
-    layers: Optional[list[int]] = Field(default=None, description="layers to sweep; default: every stored layer")
-
-
-def probe_folder(home: Path, report: ProbeReport) -> Path:
-    """`$GRADUS_HOME/probes/<model key>/<id>`: the id hashes what the probe was fitted on and how,
-    so refitting the same labels with the same settings lands in the same folder."""
-    identity = canonical_json({
-        "provenance": {k: v for k, v in report.provenance.items() if k != "created_at"},
-        "config": asdict(report.config),
-    })
-    return within(home, "probes", slug(report.provenance["model_key"]), content_hash(identity, length=16))
 
 
 @asset(
@@ -236,17 +133,12 @@ def difficulty_probe(
     rollouts. Layers are swept with grouped cross-validation (groups = category, so a held-out fold
     is a generator at a level the probe never saw) and the best held-out Spearman picks the layer.
     Saved under `$GRADUS_HOME/probes/<model key>/`; this asset is a one-row card pointing at it."""
-    home = storage.root()
-    target = target_model.target(home)
-    store = hidden_state_store(hidden_states, home, target.model)
+    layout = storage.layout()
+    target = target_model.target(storage.root())
+    store = indexed_store(hidden_states, layout.hidden_states, target.model)
     labelled = pass_rates.merge(problems[["problem_id", "category"]], on="problem_id")
     labelled = labelled[labelled["problem_id"].isin(hidden_states["problem_id"])]
-    probe_config = ProbeConfig(
-        kind=config.kind,
-        cv_folds=config.cv_folds,
-        min_spearman=config.min_spearman,
-        layers=tuple(config.layers) if config.layers else None,
-    )
+    probe_config = config.to_spec()
     context.log.info(f"fitting a {config.kind} probe on {len(labelled)} labelled problems, layers {list(store.layers)}")
     report = fit_probe(
         store.load(labelled["problem_id"].tolist()),
@@ -261,7 +153,7 @@ def difficulty_probe(
     report = replace(report, provenance={
         **report.provenance, "label_key": target.key, "verifier_version": target.verifier_version,
     })
-    folder = save_probe(report, probe_folder(home, report))
+    folder = save_probe(report, layout.probe(target.model.key, probe_id(report)))
     passed, reason = probe_passes(report)
     m = report.metrics
     context.log.info(f"probe saved to {folder}: {reason}")
@@ -309,26 +201,8 @@ def _number(value: float) -> Optional[float]:
 # --- predicted_difficulty ------------------------------------------------------------------------
 
 
-class PredictedDifficultyConfig(Config):
-    """How many problems are marked for rollouts, and which boundaries make a prediction doubtful."""
-
-    select_for_rollouts: int = Field(
-        default=16,
-        description="unmeasured problems to mark as most worth rollouts: those whose stratum the probe "
-        "is least sure of (prediction nearest a class boundary, in units of its uncertainty)",
-    )
-    strata: StrataConfig = Field(default=StrataConfig(), description="the strata whose boundaries count")
-
-
-def class_boundaries(strata: Strata) -> list[float]:
-    """Pass rates where a problem changes class: interior edges, plus 1 and 0 when always-solved
-    and never-solved problems are classes of their own."""
-    bounds = list(strata.edges[1:-1])
-    if strata.exclude_solved:
-        bounds.append(1.0)
-    if strata.exclude_unsolved:
-        bounds.append(0.0)
-    return bounds
+class PredictedDifficultyConfig(spec_config(PredictionSpec)):
+    """How many unmeasured problems are marked for rollouts (the boundaries come from `strata`)."""
 
 
 @asset(group_name=GROUP)
@@ -341,13 +215,13 @@ def predicted_difficulty(
     difficulty_probe: pd.DataFrame,
     storage: GradusStorage,
     target_model: TargetModel,
+    strata: StrataResource,
 ) -> Output[pd.DataFrame]:
     """The probe's pass rate for every problem in the pool, rolled out or not, with its uncertainty
     (`ci_low`/`ci_high` = prediction ± uncertainty, clipped to [0, 1]) and `label_source` =
     `predicted`. `select_for_rollouts` marks the unmeasured problems most worth rollouts (ranked
     by `rollout_rank`, 1 first). `curriculum` stages these rows with `labels: predicted | both`."""
-    home = storage.root()
-    target = target_model.target(home)
+    target = target_model.target(storage.root())
     card = difficulty_probe.iloc[0]
     if not bool(card["passes"]):
         raise Failure(
@@ -358,39 +232,18 @@ def predicted_difficulty(
         raise Failure(description=f"the probe was fitted for {card['label_key']}, not {target.key}: "
                                   "re-materialize difficulty_probe")
     probe = load_probe(Path(card["probe_path"]))
-    store = hidden_state_store(hidden_states, home, target.model)
+    store = indexed_store(hidden_states, storage.layout().hidden_states, target.model)
     if tuple(probe.layers) != store.layers:
         raise Failure(description=f"the probe reads layers {list(probe.layers)}, hidden_states holds "
                                   f"{list(store.layers)}: re-materialize difficulty_probe")
-    ids = problems["problem_id"].astype(str).tolist()
-    pred, uncertainty = predict(probe, store.load(ids))
-    measured_rate = pass_rates.set_index("problem_id")["pass_rate"].reindex(ids).to_numpy(np.float64)
-    measured = ~np.isnan(measured_rate)
-
-    candidates = np.flatnonzero(~measured)
-    picked = candidates[select_for_rollouts(
-        pred[candidates], uncertainty[candidates], class_boundaries(config.strata.strata()),
-        config.select_for_rollouts,
-    )]
-    rank = pd.array([pd.NA] * len(ids), dtype="Int64")
-    rank[picked] = np.arange(1, len(picked) + 1)
-    frame = pd.DataFrame({
-        "problem_id": ids,
-        "category": problems["category"].to_numpy(),
-        "pass_rate": pred,
-        "uncertainty": uncertainty,
-        "ci_low": np.clip(pred - uncertainty, 0.0, 1.0),
-        "ci_high": np.clip(pred + uncertainty, 0.0, 1.0),
-        "label_source": "predicted",
-        "measured": measured,
-        "measured_pass_rate": measured_rate,
-        "select_for_rollouts": np.isin(np.arange(len(ids)), picked),
-        "rollout_rank": rank,
-        "label_key": target.key,
-        "probe_path": str(card["probe_path"]),
-    })
+    frame = prediction_frame(probe, store.load(problems["problem_id"].astype(str).tolist()), problems,
+                             pass_rates, strata.strata(), config.to_spec())
+    frame = frame.assign(label_key=target.key, probe_path=str(card["probe_path"]))
+    pred, measured = frame["pass_rate"].to_numpy(), frame["measured"].to_numpy()
+    candidates = int((~measured).sum())
+    picked = int(frame["select_for_rollouts"].sum())
     context.log.info(f"predicted {len(frame)} problems ({int(measured.sum())} also measured); "
-                     f"{len(picked)} of {len(candidates)} unmeasured marked for rollouts")
+                     f"{picked} of {candidates} unmeasured marked for rollouts")
     series = {"measured": pred[measured].tolist(), "unmeasured": pred[~measured].tolist()}
     chosen = frame[frame["select_for_rollouts"]].sort_values("rollout_rank")
     return Output(
@@ -398,10 +251,10 @@ def predicted_difficulty(
         metadata={
             "rows": len(frame),
             "measured": int(measured.sum()),
-            "unmeasured": len(candidates),
-            "selected_for_rollouts": len(picked),
+            "unmeasured": candidates,
+            "selected_for_rollouts": picked,
             "mean_predicted_pass_rate": _number(float(pred.mean())) if len(pred) else None,
-            "mean_uncertainty": _number(float(uncertainty.mean())) if len(pred) else None,
+            "mean_uncertainty": _number(float(frame["uncertainty"].mean())) if len(pred) else None,
             "histogram": picture(histogram_png(series, "predicted pass rate"), "predicted pass rate"),
             "selected_preview": preview(chosen, ["rollout_rank", "problem_id", "category", "pass_rate", "uncertainty"]),
             "probe": MetadataValue.path(str(card["probe_path"])),

