@@ -15,14 +15,15 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.storage import gradus_home
+from pipeline.curriculum import MANIFEST, CurriculumSpec
+from pipeline.storage import StorageLayout
 
 
-def _instance():
+def _instance(layout: StorageLayout):
     from dagster import DagsterInstance
 
     if not os.environ.get("DAGSTER_HOME"):
-        dagster_home = gradus_home() / "dagster"
+        dagster_home = layout.dagster
         dagster_home.mkdir(parents=True, exist_ok=True)
         settings = dagster_home / "dagster.yaml"
         if not settings.exists():
@@ -46,11 +47,11 @@ def summary(manifest: dict, by_category: dict[str, tuple[float, int]] | None = N
     return "\n".join(lines)
 
 
-def pass_rate_by_category(home: Path) -> dict[str, tuple[float, int]]:
+def pass_rate_by_category(layout: StorageLayout) -> dict[str, tuple[float, int]]:
     import pandas as pd
 
-    problems = pd.read_parquet(home / "assets" / "problems.parquet", columns=["problem_id", "category"])
-    rates = pd.read_parquet(home / "assets" / "pass_rates.parquet", columns=["problem_id", "pass_rate"])
+    problems = pd.read_parquet(layout.asset(["problems"]), columns=["problem_id", "category"])
+    rates = pd.read_parquet(layout.asset(["pass_rates"]), columns=["problem_id", "pass_rate"])
     grouped = rates.merge(problems, on="problem_id").groupby("category")["pass_rate"]
     return {c: (float(v.mean()), len(v)) for c, v in grouped}
 
@@ -64,25 +65,27 @@ def main(argv: list[str] | None = None) -> int:
 
     from assets.definitions import defs
 
+    layout = defs.resources["storage"].layout()
+
     run_config = {}
     if args.config:
         import yaml
 
         run_config = yaml.safe_load(args.config.read_text()) or {}
     started = time.perf_counter()
-    with _instance() as instance:
+    with _instance(layout) as instance:
         job = defs.resolve_job_def("label_job")
         result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
     elapsed = time.perf_counter() - started
     if not result.success:
         print(f"gradus: the run failed after {elapsed:.0f} s (run id {result.run_id}); see the log above", file=sys.stderr)
         return 1
-    name = (run_config.get("ops", {}).get("curriculum", {}).get("config", {}) or {}).get("name", "default")
-    folder = gradus_home() / "curricula" / name
-    manifest = json.loads((folder / "manifest.json").read_text())
-    print(summary(manifest, pass_rate_by_category(gradus_home())))
+    name = (run_config.get("ops", {}).get("curriculum", {}).get("config", {}) or {}).get("name", CurriculumSpec.name)
+    manifest_path = layout.curriculum(name) / MANIFEST
+    manifest = json.loads(manifest_path.read_text())
+    print(summary(manifest, pass_rate_by_category(layout)))
     print(f"gradus: done in {elapsed:.0f} s (run id {result.run_id})")
-    print(f"gradus: curriculum manifest: {folder / 'manifest.json'}")
+    print(f"gradus: curriculum manifest: {manifest_path}")
     return 0
 
 

@@ -8,9 +8,9 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from assets.definitions import all_assets
-from assets.io_manager import ParquetIOManager
-from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier
+from assets.jobs import all_assets, probe_assets
+from assets.resources import resources as gradus_resources
+from pipeline.storage import StorageLayout
 from tests.pipeline.test_bad_inputs import CORPUS, corpus_source_name, expected_reasons
 
 INGEST = AssetSelection.assets("problems", "quarantined_problems")
@@ -18,9 +18,8 @@ INGEST = AssetSelection.assets("problems", "quarantined_problems")
 
 def resources(home, model_path: str = "") -> dict:
     """Every resource the graph names; the engine and model are never started by these tests."""
-    return {"io_manager": ParquetIOManager(home=str(home)), "storage": GradusStorage(home=str(home)),
-            "verifier": Verifier(), "target_model": TargetModel(model_path=model_path),
-            "engine": TransformersEngineResource()}
+    return gradus_resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": model_path,
+                             "GRADUS_ENGINE": "transformers"})
 
 
 @pytest.fixture
@@ -30,13 +29,13 @@ def instance(tmp_path):
 
 
 def dataset_config(src) -> dict:
-    f = src.fields
-    return {"path": src.path, "prompt_field": f.prompt, "answer_field": f.answer, "id_field": f.id_field}
+    return {"path": src.path, "prompt_field": src.prompt_field, "answer_field": src.answer_field,
+            "id_field": src.id_field}
 
 
 def ingest(home, instance, datasets, raise_on_error=True):
     return materialize(
-        all_assets,
+        all_assets + probe_assets,
         selection=INGEST,
         instance=instance,
         resources=resources(home),
@@ -83,18 +82,18 @@ def test_curriculum_name_cannot_leave_the_curricula_folder(home, instance, tmp_p
     model = tmp_path / "model"  # a folder is enough: labels only record its id and content hash
     model.mkdir()
     (model / "config.json").write_text("{}")
-    io = ParquetIOManager(home=str(home))
+    layout = StorageLayout(str(home))
     problems = pd.DataFrame({"problem_id": ["p0"], "source": ["s"], "prompt": [[{"role": "user", "content": "q"}]],
                              "answer": ["1"], "verifier": ["math"], "category": ["c"], "metadata": ["{}"]})
     labels = pd.DataFrame({"problem_id": ["p0"], "successes": [1], "trials": [2], "pass_rate": [0.5],
                            "ci_low": [0.1], "ci_high": [0.9]})
-    io.path_for(["problems"]).parent.mkdir(parents=True)
-    problems.to_parquet(io.path_for(["problems"]))
-    labels.to_parquet(io.path_for(["pass_rates"]))
+    layout.asset(["problems"]).parent.mkdir(parents=True)
+    problems.to_parquet(layout.asset(["problems"]))
+    labels.to_parquet(layout.asset(["pass_rates"]))
     before = sorted(p for p in tmp_path.rglob("*") if "dagster" not in p.parts)
 
     result = materialize(
-        all_assets,
+        all_assets + probe_assets,
         selection=AssetSelection.assets("curriculum"),
         instance=instance,
         resources=resources(home, str(model)),

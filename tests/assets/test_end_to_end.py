@@ -7,29 +7,27 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.definitions import all_assets
-from assets.io_manager import ParquetIOManager
-from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier, VLLMEngineResource
+from assets.jobs import all_assets, probe_assets
+from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource, resources
 
 pytestmark = pytest.mark.e2e
 
 
-def graph_resources(home, model, engine, **target):
-    return {
-        "storage": GradusStorage(home=str(home)),
-        "io_manager": ParquetIOManager(home=str(home)),
-        "target_model": TargetModel(model_path=model.path, **target),
-        "engine": engine,
-        "verifier": Verifier(),
-    }
+GRAPH = all_assets + probe_assets
+"""What the labelling graph reads: `curriculum` takes `predicted_difficulty` (here never materialized)."""
 
 
-def run_config(generators, n, name="e2e", include_all=False):
-    strata = {"include_solved": include_all, "include_unsolved": include_all}
+def graph_resources(home, model, engine, include_all=False, **target):
+    return resources({"GRADUS_HOME": str(home)}, engine=engine,
+                     target_model=TargetModel(model_path=model.path, **target),
+                     strata=StrataResource(exclude_solved=not include_all, exclude_unsolved=not include_all))
+
+
+def run_config(generators, n, name="e2e"):
     return {"ops": {
         "problems": {"config": {"generators": generators}},
         "rollouts": {"config": {"samples_per_problem": n}},
-        "curriculum": {"config": {"name": name, "strata": strata}},
+        "curriculum": {"config": {"name": name}},
     }}
 
 
@@ -47,10 +45,10 @@ def instance(tmp_path):
 def test_vllm_graph_builds_a_curriculum_that_tracks_difficulty(home, smollm2, instance):
     generators = [{"name": "basic_arithmetic", "levels": [0, 2], "size_per_level": 4},
                   {"name": "chain_sum", "levels": [0, 2], "size_per_level": 4}]
-    resources = graph_resources(home, smollm2, VLLMEngineResource(), max_tokens=48)
-    config = run_config(generators, n=4, include_all=True)
+    resources = graph_resources(home, smollm2, VLLMEngineResource(), include_all=True, max_tokens=48)
+    config = run_config(generators, n=4)
 
-    result = materialize(all_assets, resources=resources, instance=instance, run_config=config)
+    result = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=config)
     assert result.success
     assert generated(result) == 16 * 4
     checks = result.get_asset_check_evaluations()
@@ -68,7 +66,7 @@ def test_vllm_graph_builds_a_curriculum_that_tracks_difficulty(home, smollm2, in
     mean_stage = stages.groupby(level)["stage"].mean()
     assert mean_stage[0] < mean_stage[2], mean_stage.to_dict()
 
-    again = materialize(all_assets, resources=resources, instance=instance, run_config=config)
+    again = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=config)
     assert again.success and generated(again) == 0
 
 
@@ -77,9 +75,9 @@ def test_transformers_graph_generates_only_for_new_problems(home, smollm2, insta
     small = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 3}]
     bigger = [{"name": "basic_arithmetic", "levels": [0, 1], "size_per_level": 3}]
 
-    first = materialize(all_assets, resources=resources, instance=instance, run_config=run_config(small, 2))
+    first = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=run_config(small, 2))
     assert first.success and generated(first) == 3 * 2
-    second = materialize(all_assets, resources=resources, instance=instance, run_config=run_config(bigger, 2))
+    second = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=run_config(bigger, 2))
     assert second.success and generated(second) == 3 * 2
     rollouts = pq.read_table(home / "assets" / "rollouts.parquet").to_pandas()
     assert len(rollouts) == 6 * 2
@@ -90,14 +88,14 @@ def test_transformers_graph_generates_only_for_new_problems(home, smollm2, insta
 def test_rescoring_never_touches_the_engine(home, smollm2, instance):
     generators = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 2}]
     config = run_config(generators, 2)
-    ok = materialize(all_assets, instance=instance, run_config=config,
+    ok = materialize(GRAPH, selection=all_assets, instance=instance, run_config=config,
                      resources=graph_resources(home, smollm2, TransformersEngineResource(), max_tokens=16))
     assert ok.success
     # An engine that cannot start: rescoring with another extraction policy must not need it.
     broken = TransformersEngineResource(device="no-such-device")
     resources = graph_resources(home, smollm2, broken, max_tokens=16, extraction_policy="full")
     downstream = {"ops": {"curriculum": config["ops"]["curriculum"]}}
-    rescored = materialize(all_assets, instance=instance, run_config=downstream, resources=resources,
+    rescored = materialize(GRAPH, instance=instance, run_config=downstream, resources=resources,
                            selection=["rewards", "pass_rates", "curriculum"])
     assert rescored.success
     rewards = pq.read_table(home / "assets" / "rewards.parquet").to_pandas()

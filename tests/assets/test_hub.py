@@ -11,13 +11,14 @@ import pytest
 from dagster import EnvVar, SourceAsset, instance_for_test, materialize, serialize_value
 
 from assets.curriculum import curriculum
-from assets.hub import HubPublisher, hub_curriculum
-from assets.io_manager import ParquetIOManager
-from assets.resources import GradusStorage, TargetModel
+from assets.hub import hub_curriculum
+from assets.resources import HubPublisher
+from assets.resources import resources as gradus_resources
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels import LabelTarget, pass_rates
 from pipeline.model import ModelSpec
 from pipeline.records import Problem
+from pipeline.storage import StorageLayout
 from pipeline.verification import VERIFIER_VERSION
 from tests.pipeline.test_hub_export import FakeHub
 
@@ -49,9 +50,8 @@ def labelled(home, tmp_path):
     outcomes = [[True, True, True, False], [True, False, False, False], [True, True, False, False]] * 2
     rewards = pd.DataFrame([(pid, p) for pid, o in zip(problems["problem_id"], outcomes) for p in o],
                            columns=["problem_id", "passed"])
-    io = ParquetIOManager(home=str(home))
     for name, frame in (("problems", problems), ("pass_rates", pass_rates(rewards, target))):
-        path = io.path_for([name])
+        path = StorageLayout(str(home)).asset([name])
         path.parent.mkdir(parents=True, exist_ok=True)
         frame.to_parquet(path)
     return model
@@ -65,9 +65,9 @@ def instance(tmp_path):
 
 
 def export(home, model, instance, hub, config=None):
-    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), curriculum, hub_curriculum]
-    resources = {"storage": GradusStorage(home=str(home)), "io_manager": ParquetIOManager(home=str(home)),
-                 "target_model": TargetModel(model_path=str(model)), "hub": hub}
+    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
+              curriculum, hub_curriculum]
+    resources = gradus_resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": str(model)}, hub=hub)
     run_config = {"ops": {"curriculum": {"config": {"name": "nightly"}}, **(config or {})}}
     return materialize(assets, resources=resources, instance=instance, run_config=run_config, raise_on_error=False)
 

@@ -11,16 +11,11 @@ import pytest
 import yaml
 from dagster import DagsterRunStatus, Definitions, build_schedule_context, build_sensor_context, instance_for_test
 
-from assets.definitions import all_assets
-from assets.io_manager import ParquetIOManager
-from assets.operations import (
-    CHECKPOINT_TAG,
-    difficulty_history,
-    model_checkpoint_sensor,
-    relabel_job,
-    relabel_schedule_from_env,
-)
-from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier
+from assets.history import difficulty_history
+from assets.jobs import all_assets, probe_assets, relabel_job
+from assets.resources import TargetModel, TransformersEngineResource, resources
+from assets.schedules import relabel_schedule_from_env
+from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
 from pipeline.staleness import LabelHistory, stale_or_new
 from pipeline.strata import Strata
 
@@ -52,16 +47,16 @@ def run_config_file(tmp_path, monkeypatch):
     return write
 
 
-def definitions(home, model_path):
-    resources = {
-        "storage": GradusStorage(home=str(home)),
-        "io_manager": ParquetIOManager(home=str(home)),
-        "target_model": TargetModel(model_path=model_path, max_tokens=MAX_TOKENS),
-        "engine": TransformersEngineResource(batch_size=8),
-        "verifier": Verifier(),
-    }
-    return Definitions(assets=all_assets + [difficulty_history], jobs=[relabel_job],
-                       schedules=[relabel_schedule_from_env()], sensors=[model_checkpoint_sensor], resources=resources)
+def deployment(home, checkpoints="", **replace):
+    """The deployment's resources, as `definitions.py` builds them from the environment."""
+    return resources({"GRADUS_HOME": str(home), "GRADUS_CHECKPOINT_DIR": str(checkpoints)}, **replace)
+
+
+def definitions(home, model_path, checkpoints=""):
+    return Definitions(assets=all_assets + probe_assets + [difficulty_history], jobs=[relabel_job],
+                       schedules=[relabel_schedule_from_env()], sensors=[model_checkpoint_sensor],
+                       resources=deployment(home, checkpoints, engine=TransformersEngineResource(batch_size=8),
+                                            target_model=TargetModel(model_path=model_path, max_tokens=MAX_TOKENS)))
 
 
 def test_schedule_cron_and_timezone_come_from_the_environment(monkeypatch):
@@ -111,11 +106,10 @@ def evaluate(sensor, instance, resources, cursor):
     return data
 
 
-def test_sensor_launches_each_finished_checkpoint_once(home, tmp_path, instance, monkeypatch):
+def test_sensor_launches_each_finished_checkpoint_once(home, tmp_path, instance):
     root = tmp_path / "checkpoints"
-    monkeypatch.setenv("GRADUS_CHECKPOINT_DIR", str(root))
-    resources = {"storage": GradusStorage(home=str(home)),
-                 "target_model": TargetModel(temperature=1.0, max_tokens=32, model_id="pinned", revision="pinned")}
+    resources = deployment(home, root, target_model=TargetModel(temperature=1.0, max_tokens=32, model_id="pinned",
+                                                                revision="pinned"))
     assert evaluate(model_checkpoint_sensor, instance, resources, None).skip_message  # no folder yet
 
     fake_checkpoint(root, "step-100")
@@ -174,11 +168,10 @@ def relabel(job, instance, run_config, tags=None):
 
 
 @pytest.mark.e2e
-def test_relabelling_generates_only_for_stale_or_new_problems(home, tmp_path, smollm2, instance, monkeypatch,
+def test_relabelling_generates_only_for_stale_or_new_problems(home, tmp_path, smollm2, instance,
                                                               run_config_file):
     root = tmp_path / "checkpoints"
-    monkeypatch.setenv("GRADUS_CHECKPOINT_DIR", str(root))
-    defs = definitions(home, smollm2.path)
+    defs = definitions(home, smollm2.path, root)
     job = defs.resolve_job_def("relabel_job")
     strata = Strata()
 
@@ -198,9 +191,8 @@ def test_relabelling_generates_only_for_stale_or_new_problems(home, tmp_path, sm
     # A new checkpoint appears: the sensor points relabel_job at it, and every label is stale.
     perturbed_copy(smollm2.path, root / "ckpt-1")
     sensor = defs.resolve_sensor_def("model_checkpoint_sensor")
-    [request] = evaluate(sensor, instance, {"storage": GradusStorage(home=str(home)),
-                                            "target_model": TargetModel(model_path=smollm2.path, max_tokens=MAX_TOKENS)},
-                         None).run_requests
+    deployed = deployment(home, root, target_model=TargetModel(model_path=smollm2.path, max_tokens=MAX_TOKENS))
+    [request] = evaluate(sensor, instance, deployed, None).run_requests
     target_b = TargetModel(**request.run_config["resources"]["target_model"]["config"]).target(home)
     assert target_b.model.revision != target_a.model.revision and target_b.sampling == target_a.sampling
     stale = stale_or_new(problems, labels_a, target_b)

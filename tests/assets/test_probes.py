@@ -18,13 +18,13 @@ from dagster import DagsterInstance, materialize
 from scipy.special import expit
 from scipy.stats import spearmanr
 
-from assets.definitions import all_assets, probe_assets
-from assets.io_manager import ParquetIOManager
-from assets.probes import PROBE_CHECK, class_boundaries, hidden_state_store
-from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier
+from assets.jobs import all_assets, probe_assets
+from assets.probes import PROBE_CHECK
+from assets.resources import StrataResource, TargetModel, resources
 from pipeline.labels import pass_rates as aggregate_pass_rates
+from pipeline.hidden_states import indexed_store
 from pipeline.probe import load_probe, select_for_rollouts
-from pipeline.storage import write_parquet_atomic
+from pipeline.storage import StorageLayout, write_parquet_atomic
 from pipeline.strata import Strata
 
 ASSETS = all_assets + probe_assets
@@ -34,24 +34,16 @@ PICK = 3
 PLANT_LAYER = 10
 
 
-def resources(home, model):
-    return {
-        "storage": GradusStorage(home=str(home)),
-        "io_manager": ParquetIOManager(home=str(home)),
-        "target_model": TargetModel(model_path=model.path),
-        "engine": TransformersEngineResource(),
-        "verifier": Verifier(),
-    }
-
-
-def run(home, model, instance, selection, **ops):
-    return materialize(ASSETS, selection=selection, resources=resources(home, model), instance=instance,
+def run(home, model, instance, selection, strata=StrataResource(), **ops):
+    deployed = resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": model.path, "GRADUS_ENGINE": "transformers"},
+                         strata=strata)
+    return materialize(ASSETS, selection=selection, resources=deployed, instance=instance,
                        run_config={"ops": {name: {"config": cfg} for name, cfg in ops.items()}},
                        raise_on_error=False)
 
 
 def read(home, name) -> pd.DataFrame:
-    return pq.read_table(ParquetIOManager(home=str(home)).path_for([name])).to_pandas()
+    return pq.read_table(StorageLayout(str(home)).asset([name])).to_pandas()
 
 
 def metadata(result, asset: str) -> dict:
@@ -66,7 +58,7 @@ def plant_pass_rates(home, model, measured_ids, successes) -> None:
     target = TargetModel(model_path=model.path).target(home)
     frame = aggregate_pass_rates(rewards, target)
     table = pa.Table.from_pandas(frame, preserve_index=False)
-    write_parquet_atomic(table, ParquetIOManager(home=str(home)).path_for(["pass_rates"]))
+    write_parquet_atomic(table, StorageLayout(str(home)).asset(["pass_rates"]))
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +76,7 @@ def pool(tmp_path_factory, smollm2, instance):
                 problems={"generators": GENERATORS}, hidden_states={"threads": 1})
     assert first.success
     index = read(home, "hidden_states")
-    store = hidden_state_store(index, home, TargetModel(model_path=smollm2.path).spec(home))
+    store = indexed_store(index, StorageLayout(str(home)).hidden_states, TargetModel(model_path=smollm2.path).spec(home))
     x = store.load(index["problem_id"].tolist())[:, store.layers.index(PLANT_LAYER), :].astype(np.float64)
     x = (x - x.mean(0)) / (x.std(0) + 1e-6)
     pc1 = np.linalg.svd(x, full_matrices=False)[0][:, 0]
@@ -155,16 +147,15 @@ def test_probe_learns_planted_labels_and_predicts_the_whole_pool(pool, fitted, s
     assert chosen["rollout_rank"].tolist() == [1, 2, 3]
     unmeasured = predicted[~predicted["measured"]]
     expected = select_for_rollouts(unmeasured["pass_rate"].to_numpy(), unmeasured["uncertainty"].to_numpy(),
-                                   class_boundaries(Strata()), PICK)
+                                   Strata().boundaries(), PICK)
     assert chosen.index.tolist() == unmeasured.index[expected].tolist()
 
 
 def test_curriculum_stages_measured_labels_first_and_predictions_for_the_rest(pool, fitted, smollm2, instance):
     assert fitted.success
     home = pool["home"]
-    strata = {"include_solved": True, "include_unsolved": True}
-    both = run(home, smollm2, instance, ["curriculum"], curriculum={"name": "both", "labels": "both",
-                                                                  "strata": strata})
+    strata = StrataResource(exclude_solved=False, exclude_unsolved=False)
+    both = run(home, smollm2, instance, ["curriculum"], strata, curriculum={"name": "both", "labels": "both"})
     assert both.success
     files = (home / "curricula" / "both").glob("stage_*.parquet")
     stages = pd.concat(pq.read_table(f).to_pandas() for f in files).set_index("problem_id").loc[pool["ids"]]
@@ -181,7 +172,7 @@ def test_curriculum_stages_measured_labels_first_and_predictions_for_the_rest(po
     manifest = json.loads((home / "curricula" / "both" / "manifest.json").read_text())
     assert manifest["labels"] == "both" and manifest["probe"] == predicted["probe_path"].iloc[0]
 
-    measured_only = run(home, smollm2, instance, ["curriculum"], curriculum={"name": "measured", "strata": strata})
+    measured_only = run(home, smollm2, instance, ["curriculum"], strata, curriculum={"name": "measured"})
     assert measured_only.success
     rows = pd.concat(pq.read_table(p).to_pandas() for p in (home / "curricula" / "measured").glob("stage_*.parquet"))
     assert len(rows) == 20 and set(rows["label_source"]) == {"measured"}
@@ -190,19 +181,19 @@ def test_curriculum_stages_measured_labels_first_and_predictions_for_the_rest(po
 def test_predicted_labels_require_the_predicted_difficulty_file(pool, smollm2, tmp_path):
     home = tmp_path / "fresh"
     for name in ("problems", "pass_rates"):
-        target = ParquetIOManager(home=str(home)).path_for([name])
+        target = StorageLayout(str(home)).asset([name])
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(ParquetIOManager(home=str(pool["home"])).path_for([name]), target)
+        shutil.copy(StorageLayout(str(pool["home"])).asset([name]), target)
     with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")) as inst:
         result = run(home, smollm2, inst, ["curriculum"], curriculum={"labels": "both"})
     assert not result.success
-    assert "predicted_difficulty.parquet does not exist" in step_error(result)
+    assert "labels: both needs predicted_difficulty" in step_error(result)
 
 
 def test_blocking_check_stops_a_probe_without_signal(pool, fitted, smollm2, tmp_path):
     home = tmp_path / "shuffled"
     shutil.copytree(pool["home"], home)
-    (ParquetIOManager(home=str(home)).path_for(["predicted_difficulty"])).unlink()
+    (StorageLayout(str(home)).asset(["predicted_difficulty"])).unlink()
     ids = pool["ids"][pool["measured"]]
     plant_pass_rates(home, smollm2, ids, np.random.default_rng(1).permutation(pool["successes"][pool["measured"]]))
 
@@ -215,7 +206,7 @@ def test_blocking_check_stops_a_probe_without_signal(pool, fitted, smollm2, tmp_
         materialized = {m.asset_key.path[0] for m in result.asset_materializations_for_node("difficulty_probe")}
         assert materialized == {"difficulty_probe"}
         assert not result.asset_materializations_for_node("predicted_difficulty")
-        assert not ParquetIOManager(home=str(home)).path_for(["predicted_difficulty"]).exists()
+        assert not StorageLayout(str(home)).asset(["predicted_difficulty"]).exists()
 
         # Run on its own later, predicted_difficulty still refuses the failed probe.
         alone = run(home, smollm2, inst, ["predicted_difficulty"])

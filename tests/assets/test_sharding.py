@@ -19,9 +19,8 @@ import pyarrow.parquet as pq
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, materialize
 
-from assets.definitions import all_assets
-from assets.io_manager import ParquetIOManager
-from assets.resources import GradusStorage, TargetModel, TransformersEngineResource, Verifier
+from assets.jobs import all_assets, probe_assets
+from assets.resources import TargetModel, TransformersEngineResource, resources
 from pipeline.sharding import shard_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,17 +68,13 @@ def test_two_shards_through_the_multiprocess_executor_equal_one_shard(tiny_llama
                                start_new_session=True)
 
     # Meanwhile, the one-shard run in this process.
-    resources = {
-        "storage": GradusStorage(home=str(one)),
-        "io_manager": ParquetIOManager(home=str(one)),
-        "target_model": TargetModel(model_path=tiny_llama.path, max_tokens=MAX_TOKENS),
-        "engine": TransformersEngineResource(batch_size=1),
-        "verifier": Verifier(),
-    }
+    deployed = resources({"GRADUS_HOME": str(one)}, engine=TransformersEngineResource(batch_size=1),
+                         target_model=TargetModel(model_path=tiny_llama.path, max_tokens=MAX_TOKENS))
     single = {"ops": {**OPS, "rollouts": {"config": {"samples_per_problem": SAMPLES, "shards": 1}}}}
     try:
         with DagsterInstance.ephemeral(tempdir=str(tmp_path / "ephemeral")) as instance:
-            assert materialize(all_assets, resources=resources, instance=instance, run_config=single).success
+            assert materialize(all_assets + probe_assets, selection=all_assets, resources=deployed,
+                               instance=instance, run_config=single).success
         assert cli.wait(timeout=600) == 0, log.read_text()[-4000:]
     finally:
         if cli.poll() is None:  # the CLI and its step processes
