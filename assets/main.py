@@ -63,8 +63,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from dagster import DagsterInstance  # noqa: F401  (import cost before the clock starts)
 
-    from assets.definitions import defs
+    from assets.definitions import build_definitions
 
+    defs = build_definitions()
     layout = defs.resources["storage"].layout()
 
     run_config = {}

@@ -1,0 +1,53 @@
+"""The labelling assets (`rollouts`, `rewards`, `pass_rates`) on the tiny random Llama with the
+transformers engine: the counts each policy asks for, the check, and the label key."""
+
+import pandas as pd
+import pytest
+from dagster import DagsterInstance, materialize
+
+from assets.jobs import all_assets, probe_assets
+from assets.resources import TargetModel, TransformersEngineResource, resources
+from pipeline.storage import StorageLayout
+
+LABELLING = ["problems", "quarantined_problems", "rollouts", "rollout_allocation", "rewards", "pass_rates"]
+PROBLEMS = {"generators": [{"name": "chain_sum", "levels": [0, 1], "size_per_level": 2}]}
+
+
+@pytest.fixture
+def label(home, tiny_llama):
+    def run(rollouts: dict):
+        deployed = resources({"GRADUS_HOME": str(home)}, engine=TransformersEngineResource(batch_size=8),
+                             target_model=TargetModel(model_path=tiny_llama.path, max_tokens=4))
+        with DagsterInstance.ephemeral() as instance:
+            result = materialize(all_assets + probe_assets, selection=LABELLING, resources=deployed,
+                                 instance=instance, run_config={"ops": {"problems": {"config": PROBLEMS},
+                                                                        "rollouts": {"config": rollouts}}})
+        layout = StorageLayout(str(home))
+        return result, {name: pd.read_parquet(layout.asset([name])) for name in LABELLING[2:]}
+
+    return run
+
+
+def test_uniform_policy_gives_every_problem_samples_per_problem(label, tiny_llama, home):
+    result, frames = label({"samples_per_problem": 3})
+    assert result.success
+    assert frames["rollouts"].groupby("problem_id").size().tolist() == [3] * 4
+    assert frames["rollout_allocation"]["trials"].tolist() == [3] * 4
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rollouts_match_allocation"]
+    assert check.passed
+    assert len(frames["rewards"]) == 12 and not frames["rewards"]["passed"].any()  # random weights: noise
+    rates = frames["pass_rates"]
+    assert rates["trials"].tolist() == [3] * 4 and (rates["pass_rate"] == 0).all()
+    assert rates["label_key"].str.startswith(TargetModel(model_path=tiny_llama.path).spec(home).key + "/").all()
+    meta = {m.asset_key.path[0]: m.metadata for m in result.asset_materializations_for_node("rollouts")}
+    assert meta["rollout_allocation"]["uniform_equivalent"].value == 12
+    assert meta["rollouts"]["generated"].value == 12
+
+
+def test_adaptive_policy_runs_unsettled_problems_to_max_samples(label):
+    # Every rollout fails and the pool is too small to fit a prior, so no problem settles early.
+    result, frames = label({"policy": "adaptive", "min_samples": 2, "max_samples": 4, "batch_per_problem": 2})
+    assert result.success
+    alloc = frames["rollout_allocation"]
+    assert alloc["trials"].tolist() == [4] * 4 and set(alloc["stop_reason"]) == {"max_samples"}
+    assert frames["rollouts"].groupby("problem_id").size().tolist() == [4] * 4

@@ -1,0 +1,50 @@
+"""The command line: its summary of a manifest, and a whole run that writes where the layout says."""
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from assets.main import main, summary
+from pipeline.curriculum import CurriculumSpec, build_curriculum
+from pipeline.model import resolve_model
+from pipeline.records import Problem
+from pipeline.storage import StorageLayout
+from pipeline.strata import Strata
+
+
+def test_summary_lists_every_stage_and_the_excluded_counts(home):
+    prompts = [[{"role": "user", "content": f"{i}?"}] for i in range(5)]
+    problems = Problem.to_frame([Problem(Problem.make_id(p, str(i)), "s", p, str(i), "math", "c")
+                                 for i, p in enumerate(prompts)])
+    successes = np.array([4, 3, 1, 0, 2])
+    labels = pd.DataFrame({"problem_id": problems["problem_id"], "successes": successes, "trials": 4,
+                           "pass_rate": successes / 4, "ci_low": 0.0, "ci_high": 1.0})
+    manifest = build_curriculum(problems, labels, CurriculumSpec("s", Strata((1.0, 0.5, 0.0))), home,
+                                {"model": {"id": "org/m", "revision": "r1"}, "label_key": "org-m@r1/s-1"})
+    text = summary(manifest, {"c": (0.5, 5)}).splitlines()
+    assert text[0] == "model org/m @ r1  (org-m@r1/s-1)"
+    assert text[1] == "  stage_1:     1 problems, pass rate in (0.50, 1.00], mean 0.75"
+    assert text[2] == "  stage_2:     2 problems, pass rate in (0.00, 0.50], mean 0.38"
+    assert text[3] == "  excluded: 1 always solved, 1 never solved"
+    assert text[-1].split() == ["c", "0.500", "(5", "problems)"]
+
+
+def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    monkeypatch.setenv("GRADUS_ENGINE", "transformers")
+    monkeypatch.setenv("GRADUS_MODEL_PATH", tiny_llama.path)
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump({
+        "ops": {"problems": {"config": {"generators": [{"name": "chain_sum", "levels": [0], "size_per_level": 2}]}},
+                "rollouts": {"config": {"samples_per_problem": 2}},
+                "curriculum": {"config": {"name": "cli"}}},
+        "resources": {"target_model": {"config": {"model_path": tiny_llama.path, "max_tokens": 4}}},
+    }))
+    assert main(["--config", str(config)]) == 0
+    layout = StorageLayout(str(home))
+    out = capsys.readouterr().out
+    assert f"curriculum manifest: {layout.curriculum('cli') / 'manifest.json'}" in out
+    model = resolve_model(tiny_llama.path)
+    assert f"model {model.model_id} @ {model.revision}" in out
+    assert pd.read_parquet(layout.asset(["rollouts"]))["sample_index"].tolist() == [0, 1, 0, 1]
+    assert (layout.dagster / "dagster.yaml").is_file() and any((layout.dagster).iterdir())
