@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import types
 import typing
-from typing import Any, Literal, Optional, Union, get_args, get_origin, get_type_hints
+from typing import Any, Optional, Union, get_args, get_origin, get_type_hints
 
 import pydantic
 from dagster import Config
@@ -45,12 +45,8 @@ def _config_type(hint: Any) -> Any:
         args = [a for a in get_args(hint) if a is not type(None)]
         inner = _config_type(Union[tuple(args)]) if len(args) > 1 else _config_type(args[0])
         return Optional[inner] if len(args) < len(get_args(hint)) else inner
-    if origin is tuple:
+    if origin in (tuple, list):
         return list[_config_type(get_args(hint)[0])]
-    if origin is list:
-        return list[_config_type(get_args(hint)[0])]
-    if origin is Literal:
-        return hint
     return hint
 
 

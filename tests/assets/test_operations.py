@@ -100,7 +100,9 @@ def age(folder, seconds):
 
 
 def evaluate(sensor, instance, resources, cursor):
-    data = sensor.evaluate_tick(build_sensor_context(instance=instance, cursor=cursor, resources=resources))
+    # The deployment's resources include ones with teardown: they open inside the context manager.
+    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
+        data = sensor.evaluate_tick(context)
     for request in data.dynamic_partitions_requests or []:  # what the daemon does with them
         instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
     return data

@@ -20,7 +20,7 @@ import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, materialize
 
 from assets.jobs import all_assets, probe_assets
-from assets.resources import TargetModel, TransformersEngineResource, resources
+from assets.resources import StrataResource, TargetModel, TransformersEngineResource, resources
 from pipeline.sharding import shard_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,8 +31,8 @@ ENGINE_MODULES = ["pipeline.engines.transformers_engine", "transformers.models.l
 OPS = {
     "problems": {"config": {"generators": GENERATORS}},
     "rollouts": {"config": {"samples_per_problem": SAMPLES}},
-    "curriculum": {"config": {"strata": {"include_solved": True, "include_unsolved": True}}},
 }
+STRATA = {"exclude_solved": False, "exclude_unsolved": False}
 
 
 def table(home: Path, name: str, drop: str | None = None) -> pd.DataFrame:
@@ -49,7 +49,7 @@ def test_two_shards_through_the_multiprocess_executor_equal_one_shard(tiny_llama
     sharded = {
         "ops": OPS,
         "resources": {"target_model": {"config": {"model_path": tiny_llama.path, "max_tokens": MAX_TOKENS}},
-                      "engine": {"config": {"batch_size": 1}}},
+                      "engine": {"config": {"batch_size": 1}}, "strata": {"config": STRATA}},
         # A fork server that has imported the code location and the engine's model code once
         # starts each step in about a second, rather than every step importing them itself.
         "execution": {"config": {"multiprocess": {
@@ -69,7 +69,8 @@ def test_two_shards_through_the_multiprocess_executor_equal_one_shard(tiny_llama
 
     # Meanwhile, the one-shard run in this process.
     deployed = resources({"GRADUS_HOME": str(one)}, engine=TransformersEngineResource(batch_size=1),
-                         target_model=TargetModel(model_path=tiny_llama.path, max_tokens=MAX_TOKENS))
+                         target_model=TargetModel(model_path=tiny_llama.path, max_tokens=MAX_TOKENS),
+                         strata=StrataResource(**STRATA))
     single = {"ops": {**OPS, "rollouts": {"config": {"samples_per_problem": SAMPLES, "shards": 1}}}}
     try:
         with DagsterInstance.ephemeral(tempdir=str(tmp_path / "ephemeral")) as instance:
