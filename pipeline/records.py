@@ -36,9 +36,7 @@ def canonical_json(value: Any) -> str:
 def _jsonable(value: Any) -> Any:
     if isinstance(value, (set, frozenset, tuple)):
         return list(value)
-    if hasattr(value, "item"):  # numpy scalars
-        return value.item()
-    if hasattr(value, "tolist"):
+    if hasattr(value, "tolist"):  # numpy scalars and arrays (`item` would refuse arrays)
         return value.tolist()
     return str(value)
 

@@ -1,4 +1,5 @@
-"""Smoke test: the real `dagster dev` webserver loads the code location and serves the asset graph."""
+"""Smoke test: the real `dagster dev` webserver loads the code location, serves the same assets and
+jobs as `assets.definitions`, and stops with its whole process group on SIGTERM."""
 
 import json
 import os
@@ -10,11 +11,15 @@ import time
 import urllib.request
 from pathlib import Path
 
+import dagster
 import pytest
 
+from assets.definitions import defs
+
 REPO = Path(__file__).resolve().parents[2]
-EXPECTED = {"problems", "quarantined_problems", "rollouts", "rollout_allocation", "rewards", "pass_rates",
-            "curriculum"}
+LOCATION_QUERY = """{ workspaceOrError { ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message }
+    ... on RepositoryLocation { repositories { jobs { name } assetNodes { assetKey { path } description } } } } } } } }"""
 
 # `dagster dev` started from a non-interactive shell ignores SIGINT and routes SIGTERM to the same
 # handler; resetting both to the default before exec makes SIGTERM stop it and its children.
@@ -35,38 +40,64 @@ def get(url: str, body: dict | None = None, timeout: float = 5):
         return json.loads(resp.read())
 
 
+def group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_for(predicate, seconds: float, what: str, proc: subprocess.Popen):
+    """Poll `predicate` until it returns a truthy value; fail naming `what` (with the server's
+    output if it died) after `seconds`."""
+    deadline = time.monotonic() + seconds
+    while True:
+        assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-3000:]
+        try:
+            value = predicate()
+        except OSError:
+            value = None
+        if value:
+            return value
+        assert time.monotonic() < deadline, f"dagster dev: {what} within {seconds} s"
+        time.sleep(1)
+
+
+def loaded_location(base: str) -> dict | None:
+    """The code location's entry once it has loaded (None while it is still loading)."""
+    workspace = get(f"{base}/graphql", {"query": LOCATION_QUERY}, timeout=30)["data"]["workspaceOrError"]
+    entries = workspace["locationEntries"]
+    return entries[0] if entries and entries[0]["loadStatus"] == "LOADED" else None
+
+
 @pytest.mark.timeout(240)
 def test_dagster_dev_serves_the_asset_graph(tmp_path):
+    expected_assets = {key.to_user_string() for key in defs.resolve_asset_graph().get_all_asset_keys()}
+    expected_jobs = {job.name for job in defs.resolve_all_job_defs() if not job.name.startswith("__")}
     port = free_port()
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path / "dagster"), "GRADUS_HOME": str(tmp_path / "gradus")}
     (tmp_path / "dagster").mkdir()
     (tmp_path / "dagster" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    dagster = str(Path(sys.executable).with_name("dagster"))
+    dagster_cli = str(Path(sys.executable).with_name("dagster"))
     proc = subprocess.Popen(
-        [sys.executable, "-c", LAUNCHER, dagster, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-c", LAUNCHER, dagster_cli, "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 150
-        while True:
-            assert proc.poll() is None, proc.stdout.read().decode(errors="replace")[-3000:]
-            try:
-                get(f"{base}/server_info")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "dagster dev did not come up"
-                time.sleep(1)
-        query = {"query": "{ assetNodes { assetKey { path } description } }"}
-        deadline = time.monotonic() + 60
-        while True:
-            nodes = get(f"{base}/graphql", query, timeout=30).get("data", {}).get("assetNodes") or []
-            names = {"/".join(n["assetKey"]["path"]) for n in nodes}
-            if EXPECTED <= names or time.monotonic() > deadline:
-                break
-            time.sleep(1)
-        assert EXPECTED <= names
-        assert all(n["description"] for n in nodes)
+        info = wait_for(lambda: get(f"{base}/server_info"), 150, "no answer on /server_info", proc)
+        assert info["dagster_version"] == dagster.__version__
+
+        entry = wait_for(lambda: loaded_location(base), 60, "the code location did not load", proc)
+        location = entry["locationOrLoadError"]
+        assert location["__typename"] == "RepositoryLocation", location.get("message")
+        [repository] = location["repositories"]
+        served_assets = {"/".join(n["assetKey"]["path"]) for n in repository["assetNodes"]}
+        assert served_assets == expected_assets
+        assert all(n["description"] for n in repository["assetNodes"])
+        assert {j["name"] for j in repository["jobs"] if not j["name"].startswith("__")} == expected_jobs
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -74,4 +105,14 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
-    assert proc.returncode is not None
+    # on SIGTERM `dagster dev` shuts its services down and exits 0 (not a crash, not the SIGKILL
+    # fallback), and within the bound so does every process it started: the webserver, the daemon
+    # and the code server share its process group
+    assert proc.returncode == 0, proc.stdout.read().decode(errors="replace")[-3000:]
+    deadline = time.monotonic() + 30
+    while group_alive(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    survivors = group_alive(proc.pid)
+    if survivors:
+        os.killpg(proc.pid, signal.SIGKILL)
+    assert not survivors, "processes of dagster dev outlived SIGTERM by 30 s"

@@ -11,6 +11,7 @@ import pytest
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.model import ModelSpec, resolve_model
 from pipeline.training import (
+    GenerationSettings,
     PhaseController,
     SamplerSpec,
     SequentialSampler,
@@ -229,6 +230,37 @@ def test_load_curriculum_reads_the_stages_and_refuses_tampering(home):
         load_curriculum(home, "missing")
 
 
+# --- sampling follows the labels ------------------------------------------------------------------
+
+LABELLED_AT = {"sampling": {"temperature": 1.0, "top_p": 0.95, "max_tokens": 4, "seed": 0},
+               "extraction_policy": "last_number"}
+
+
+def test_generation_settings_come_from_the_labels_unless_overridden():
+    assert TrainingSpec().generation_settings(LABELLED_AT, "c") == GenerationSettings(1.0, 0.95, 4, "last_number")
+    spec = TrainingSpec(temperature=0.5, max_completion_length=9, extraction_policy="auto")
+    assert spec.generation_settings(LABELLED_AT, "c") == GenerationSettings(0.5, 0.95, 9, "auto")
+    explicit = TrainingSpec(temperature=0.7, top_p=1.0, max_completion_length=3, extraction_policy="auto")
+    assert explicit.generation_settings({}, "c") == GenerationSettings(0.7, 1.0, 3, "auto")
+
+
+def test_a_curriculum_without_sampling_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="Rebuild it with the `curriculum` asset") as raised:
+        TrainingSpec(temperature=0.7).generation_settings({"extraction_policy": "auto"}, "curricula/old")
+    message = str(raised.value)
+    assert "curricula/old" in message and "sampling.top_p" in message and "sampling.max_tokens" in message
+    assert "sampling.temperature" not in message  # set explicitly, so not missing
+
+
+def test_a_curriculum_without_sampling_stops_training_before_any_model_loads(home, verifier_pool):
+    problems, labels = problems_and_labels([(7, 8), (1, 8)])
+    build_curriculum(problems, labels, CurriculumSpec("bare"), home)
+    missing_model = ModelSpec(str(home / "no-model"), "test/none", "r0")
+    with pytest.raises(ValueError, match="does not record how its labels were sampled"):
+        train_curriculum(TrainingSpec("bare"), missing_model, verifier_pool, home)
+    assert not (home / "checkpoints").exists()
+
+
 # --- a tiny random model through TRL -------------------------------------------------------------
 
 
@@ -290,13 +322,16 @@ def test_save_checkpoint_gets_a_content_revision(tmp_path):
 def test_adaptive_samplers_train_through_trl(home, tmp_path, verifier_pool, sampler):
     base = tiny_model(tmp_path / "tiny")
     problems, labels = problems_and_labels([(7, 8), (6, 8), (3, 8), (2, 8), (1, 8), (1, 8)])
-    build_curriculum(problems, labels, CurriculumSpec("digits"), home, {"sampling": {"temperature": 1.0}})
+    build_curriculum(problems, labels, CurriculumSpec("digits"), home, LABELLED_AT)
     spec = TrainingSpec("digits", sampler=SamplerSpec(sampler), schedule=StageSchedule("fixed", steps_per_stage=2),
-                        prompts_per_step=2, num_generations=4, max_completion_length=4, learning_rate=1e-2)
+                        prompts_per_step=2, num_generations=4, learning_rate=1e-2)
 
     run = train_curriculum(spec, base, verifier_pool, home)
 
     assert run.generation == "transformers"
+    # nothing set in the spec: the run samples as the labels were sampled
+    assert run.settings == GenerationSettings(temperature=1.0, top_p=0.95, max_completion_length=4,
+                                              extraction_policy="last_number")
     assert [s.phase for s in run.stages] == [1, 2, 3] and all(s.stage is None for s in run.stages)
     assert run.log["step"].tolist() == list(range(1, 7)) and run.log["phase"].tolist() == [1, 1, 2, 2, 3, 3]
     assert run.log["samples_seen"].iloc[-1] == 6 * 8
@@ -317,13 +352,14 @@ def test_threshold_schedule_through_trl_stops_at_the_cap_without_reward(home, tm
     base = tiny_model(tmp_path / "tiny")
     # gold answers the digit-only model can never write: every reward is 0
     problems, labels = problems_and_labels([(6, 8), (2, 8)], answers=["x", "y"])
-    build_curriculum(problems, labels, CurriculumSpec("words"), home)
+    build_curriculum(problems, labels, CurriculumSpec("words"), home)  # a manifest without sampling
     schedule = StageSchedule("threshold", threshold=0.5, window=1, max_steps_per_stage=2)
-    spec = TrainingSpec("words", run="words-run", schedule=schedule, prompts_per_step=1, num_generations=2,
-                        max_completion_length=2)
+    spec = TrainingSpec("words", run_name="words-run", schedule=schedule, prompts_per_step=1, num_generations=2,
+                        temperature=1.0, top_p=1.0, max_completion_length=2, extraction_policy="auto")
 
     run = train_curriculum(spec, base, verifier_pool, home)
 
+    assert run.settings == GenerationSettings(1.0, 1.0, 2, "auto")
     assert [(s.stage, s.steps, s.mean_reward) for s in run.stages] == [(1, 2, 0.0), (3, 2, 0.0)]
     assert (run.log["frac_reward_zero_std"] == 1).all()
     # no group ever disagreed, so no step moved the weights and both stages save the same revision

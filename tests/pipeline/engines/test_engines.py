@@ -18,7 +18,8 @@ def check_records(completions, sampling):
         assert isinstance(c.text, str)
         assert 1 <= c.num_tokens <= sampling.max_tokens
         assert c.finish_reason in {"stop", "length"}
-        assert (c.finish_reason == "length") == (c.num_tokens == sampling.max_tokens) or c.finish_reason == "stop"
+        if c.finish_reason == "length":
+            assert c.num_tokens == sampling.max_tokens  # only the cap reports `length`
 
 
 def test_sampling_config_validates():
@@ -44,6 +45,40 @@ def test_transformers_engine_records_and_reproducibility(smollm2):
     check_records(first, sampling)
     assert [c.text for c in first] == [c.text for c in again]
     assert seen[-1] == (6, 6)
+
+
+def greedy_next_token(model, tokenizer, request, text):
+    """The token SmolLM2 would write next after `text`, greedily."""
+    import torch
+
+    prompt = tokenizer.apply_chat_template(request.chat(), tokenize=False, add_generation_prompt=True)
+    ids = tokenizer(prompt + text, return_tensors="pt", add_special_tokens=False)["input_ids"]
+    with torch.inference_mode():
+        return int(model(ids).logits[0, -1].argmax())
+
+
+def test_finish_reasons_say_what_ended_the_text(smollm2):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    reqs = requests(1)
+    with create_engine("transformers", smollm2, batch_size=1) as engine:
+        capped = engine.generate(reqs, SamplingConfig(temperature=0.0, max_tokens=1))
+        free = engine.generate(reqs, SamplingConfig(temperature=0.0, max_tokens=96))
+    # one token is never a whole answer: the cap ended every text
+    assert [(c.finish_reason, c.num_tokens) for c in capped] == [("length", 1)] * len(reqs)
+
+    # short questions, greedy: the model ends its answers itself, and the token it would write
+    # next after each stopped text is its end-of-sequence token
+    stopped = [(r, c) for r, c in zip(reqs, free) if c.finish_reason == "stop"]
+    assert stopped, [c.text for c in free]
+    model = AutoModelForCausalLM.from_pretrained(smollm2.path)
+    tokenizer = AutoTokenizer.from_pretrained(smollm2.path)
+    eos = model.generation_config.eos_token_id
+    eos = set(eos) if isinstance(eos, (list, tuple)) else {eos}
+    for request, completion in stopped:
+        assert completion.num_tokens < 96 and completion.text.strip()
+        assert greedy_next_token(model, tokenizer, request, completion.text) in eos, completion.text
+    assert all(c.num_tokens == 96 for c in free if c.finish_reason == "length")
 
 
 @pytest.mark.e2e

@@ -1,0 +1,38 @@
+"""Checkpoints: a policy saved as a Hugging Face folder with a `gradus_model.json` marker (model id
+and a content-hash revision), so relabelling the checkpoint gives labels under a new key."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pipeline.model import MODEL_MARKER, ModelSpec, folder_revision
+from pipeline.storage import swap_in, write_text_atomic
+
+
+def save_checkpoint(
+    model: Any, tokenizer: Any, folder: Path, base: ModelSpec, provenance: dict[str, Any]
+) -> ModelSpec:
+    """Save a policy as a Hugging Face folder that `resolve_model` loads with a new revision.
+
+    The revision is the content hash of the saved files, recorded in the `gradus_model.json`
+    marker with the base model's id, so labels of the checkpoint never mix with the base's. The
+    folder is written beside its final place and swapped in whole.
+    """
+    staging = folder.with_name(f".{folder.name}.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    revision = folder_revision(staging)
+    marker = {
+        "model_id": base.model_id,
+        "revision": revision,
+        "base_model": {"model_id": base.model_id, "revision": base.revision, "path": base.path},
+        **provenance,
+    }
+    write_text_atomic(json.dumps(marker, indent=2, default=str), staging / MODEL_MARKER)
+    swap_in(staging, folder)
+    return ModelSpec(str(folder), base.model_id, revision)
