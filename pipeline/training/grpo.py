@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from pipeline.model import ModelSpec, load_tokenizer
 from pipeline.plots import axes, png
-from pipeline.storage import within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from pipeline.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from pipeline.training.checkpoints import save_checkpoint
 from pipeline.training.pool import load_curriculum
 from pipeline.training.rewards import reward_function
@@ -195,7 +195,7 @@ def train_curriculum(
     spec: TrainingSpec,
     start: ModelSpec,
     pool: VerifierPool,
-    home: Path,
+    layout: StorageLayout,
     progress: Callable[[str], None] = log.info,
 ) -> TrainingRun:
     """Train `start` with GRPO through the curriculum `spec.curriculum`, one phase per non-empty
@@ -205,14 +205,14 @@ def train_curriculum(
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
 
-    curriculum = load_curriculum(home, spec.curriculum)
+    curriculum = load_curriculum(layout, spec.curriculum)
     manifest = curriculum.manifest
     labelled_by = manifest.get("model", {}).get("revision")
     if labelled_by and labelled_by != start.revision:
         progress(f"warning: {spec.curriculum} was labelled by revision {labelled_by}, training starts from "
                  f"{start.key}: its stages measure another model's difficulty")
     settings = spec.generation_settings(manifest, str(curriculum.folder))
-    folder = within(home, "checkpoints", spec.folder_name)
+    folder = within(layout.checkpoints, spec.folder_name)
     folder.mkdir(parents=True, exist_ok=True)
 
     sampler = spec.sampler.build(curriculum.pass_rate, curriculum.stage, spec.seed)

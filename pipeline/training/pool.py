@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.curriculum import MANIFEST, manifest_problems, read_manifest
-from pipeline.storage import safe_name, within
+from pipeline.storage import StorageLayout
 
 
 @dataclass(frozen=True)
@@ -32,9 +32,9 @@ class CurriculumPool:
         return self.table.column("stage").to_numpy()
 
 
-def load_curriculum(home: Path, name: str) -> CurriculumPool:
-    """The curriculum `name` under `home/curricula/`, checked against its manifest first."""
-    folder = within(home, "curricula", safe_name(name))
+def load_curriculum(layout: StorageLayout, name: str) -> CurriculumPool:
+    """The curriculum `name` of `layout`, checked against its manifest first."""
+    folder = layout.curriculum(name)
     if not (folder / MANIFEST).is_file():
         raise FileNotFoundError(f"no curriculum at {folder}: materialize `curriculum` with name {name!r} first")
     issues = manifest_problems(folder)

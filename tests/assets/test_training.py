@@ -11,8 +11,7 @@ import torch
 from dagster import DagsterInstance, materialize
 
 from assets.definitions import defs
-from assets.io_manager import ParquetIOManager
-from assets.resources import GradusStorage, TargetModel, Verifier
+from assets.resources import resources as gradus_resources
 from assets.training import TrainingConfig, staged_rl_policy
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.model import resolve_model
@@ -49,8 +48,8 @@ def test_training_config_mirrors_the_training_spec():
     assert list(config) == list(spec)  # same names, same order
     assert config == spec  # same defaults, nested sampler and schedule included
     assert all(info.description for info in TrainingConfig.model_fields.values())
-    assert TrainingConfig().spec() == TrainingSpec()
-    changed = TrainingConfig(sampler={"kind": "ucb", "window": 3}, schedule={"kind": "threshold"}, top_p=0.9).spec()
+    assert TrainingConfig().to_spec() == TrainingSpec()
+    changed = TrainingConfig(sampler={"kind": "ucb", "window": 3}, schedule={"kind": "threshold"}, top_p=0.9).to_spec()
     assert (changed.sampler.kind, changed.sampler.window, changed.schedule.kind, changed.top_p) == (
         "ucb", 3, "threshold", 0.9)
 
@@ -74,12 +73,7 @@ def test_staged_rl_policy_trains_smollm2_stage_by_stage(home, smollm2, tmp_path)
                   "sampling": {"temperature": 1.0, "top_p": 1.0, "max_tokens": 16, "seed": 0},
                   "extraction_policy": "auto"}
     build_curriculum(problems, labels, CurriculumSpec("rl"), home, provenance)
-    resources = {
-        "storage": GradusStorage(home=str(home)),
-        "io_manager": ParquetIOManager(home=str(home)),
-        "target_model": TargetModel(model_path=smollm2.path),
-        "verifier": Verifier(),
-    }
+    resources = gradus_resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": smollm2.path})
     # no sampling settings: they follow the labels' (16 tokens); 4 completions per problem so that,
     # at this seed, some group's rewards disagree and GRPO has a gradient
     config = {"ops": {"staged_rl_policy": {"config": {

@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.model import ModelSpec, resolve_model
+from pipeline.storage import StorageLayout
 from pipeline.training import (
     GenerationSettings,
     PhaseController,
@@ -218,16 +219,16 @@ def problems_and_labels(rates, answers=None):
 def test_load_curriculum_reads_the_stages_and_refuses_tampering(home):
     problems, labels = problems_and_labels([(7, 8), (4, 8), (1, 8), (8, 8)])
     build_curriculum(problems, labels, CurriculumSpec("c"), home, {"sampling": {"temperature": 0.7}})
-    pool = load_curriculum(home, "c")
+    pool = load_curriculum(StorageLayout(str(home)), "c")
     assert pool.stage.tolist() == [1, 2, 3]
     assert pool.pass_rate.tolist() == [7 / 8, 4 / 8, 1 / 8]
     assert pool.manifest["sampling"]["temperature"] == 0.7
     stage_file = home / "curricula" / "c" / "stage_2.parquet"
     pq.write_table(pq.read_table(stage_file).slice(0, 0), stage_file)
     with pytest.raises(ValueError, match="disagrees with its manifest"):
-        load_curriculum(home, "c")
+        load_curriculum(StorageLayout(str(home)), "c")
     with pytest.raises(FileNotFoundError):
-        load_curriculum(home, "missing")
+        load_curriculum(StorageLayout(str(home)), "missing")
 
 
 # --- sampling follows the labels ------------------------------------------------------------------
@@ -257,7 +258,7 @@ def test_a_curriculum_without_sampling_stops_training_before_any_model_loads(hom
     build_curriculum(problems, labels, CurriculumSpec("bare"), home)
     missing_model = ModelSpec(str(home / "no-model"), "test/none", "r0")
     with pytest.raises(ValueError, match="does not record how its labels were sampled"):
-        train_curriculum(TrainingSpec("bare"), missing_model, verifier_pool, home)
+        train_curriculum(TrainingSpec("bare"), missing_model, verifier_pool, StorageLayout(str(home)))
     assert not (home / "checkpoints").exists()
 
 
@@ -326,7 +327,7 @@ def test_adaptive_samplers_train_through_trl(home, tmp_path, verifier_pool, samp
     spec = TrainingSpec("digits", sampler=SamplerSpec(sampler), schedule=StageSchedule("fixed", steps_per_stage=2),
                         prompts_per_step=2, num_generations=4, learning_rate=1e-2)
 
-    run = train_curriculum(spec, base, verifier_pool, home)
+    run = train_curriculum(spec, base, verifier_pool, StorageLayout(str(home)))
 
     assert run.generation == "transformers"
     # nothing set in the spec: the run samples as the labels were sampled
@@ -357,7 +358,7 @@ def test_threshold_schedule_through_trl_stops_at_the_cap_without_reward(home, tm
     spec = TrainingSpec("words", run_name="words-run", schedule=schedule, prompts_per_step=1, num_generations=2,
                         temperature=1.0, top_p=1.0, max_completion_length=2, extraction_policy="auto")
 
-    run = train_curriculum(spec, base, verifier_pool, home)
+    run = train_curriculum(spec, base, verifier_pool, StorageLayout(str(home)))
 
     assert run.settings == GenerationSettings(1.0, 1.0, 2, "auto")
     assert [(s.stage, s.steps, s.mean_reward) for s in run.stages] == [(1, 2, 0.0), (3, 2, 0.0)]
