@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -90,3 +91,76 @@ def swap_in(staging: Path, target: Path) -> None:
         target.rename(old)
     staging.rename(target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+class IntegrityError(ValueError):
+    """A stored file no longer has the bytes gradus wrote; the message names it and the fix."""
+
+
+SHA256_SUFFIX = ".sha256"
+"""Checksum sidecar of a file, in `sha256sum` format (so `sha256sum -c` verifies it too)."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SHA256_SUFFIX)
+
+
+def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
+    """`write_parquet_atomic` plus a checksum sidecar, written before the file appears: a file
+    that exists always has its checksum (a crash between the two leaves only an orphan sidecar).
+    Returns the sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        digest = file_sha256(Path(tmp))
+        write_text_atomic(f"{digest}  {path.name}\n", sha256_sidecar(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def verify_sha256(path: Path, fix: str) -> None:
+    """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`."""
+    sidecar = sha256_sidecar(path)
+    try:
+        recorded = sidecar.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise IntegrityError(f"{path} has no readable checksum ({sidecar} is missing or garbled), so its "
+                             f"content cannot be trusted: {fix}") from None
+    if file_sha256(path) != recorded:
+        raise IntegrityError(f"{path} does not match the sha256 recorded when it was written ({sidecar}): "
+                             f"it was changed or damaged since. {fix}")
+
+
+def inside_home(path: str | os.PathLike[str], home: Path, what: str) -> Path:
+    """`path` resolved, refusing one outside the storage root (e.g. a path read from an event log
+    that another home or a hand-edited record put there)."""
+    resolved, root = Path(path).expanduser().resolve(), home.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"{what} {resolved} lies outside GRADUS_HOME ({root}): refusing to use it; "
+                         "name it explicitly in the config if it belongs to this home")
+    return resolved
+
+
+def unique_staging(target: Path) -> Path:
+    """A fresh staging folder beside `target` for this build alone (concurrent builds of the same
+    target never share one); `swap_in` moves it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
+    return staging
