@@ -33,6 +33,7 @@ from assets.io_manager import ParquetIOManager
 from assets.metadata import histogram_png, picture, preview
 from assets.resources import GradusStorage, TargetModel
 from pipeline.hidden_states import HiddenStateStore, compute_hidden_states, default_layers, num_hidden_layers
+from pipeline.labels import check_counts
 from pipeline.model import ModelSpec
 from pipeline.probe import (
     ProbeConfig,
@@ -239,6 +240,7 @@ def difficulty_probe(
     home = storage.root()
     target = target_model.target(home)
     store = hidden_state_store(hidden_states, home, target.model)
+    check_counts(pass_rates, "pass_rates")
     labelled = pass_rates.merge(problems[["problem_id", "category"]], on="problem_id")
     labelled = labelled[labelled["problem_id"].isin(hidden_states["problem_id"])]
     probe_config = ProbeConfig(

@@ -21,7 +21,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.storage import safe_name, swap_in, within, write_parquet_atomic, write_text_atomic
+from pipeline.labels import check_counts
+from pipeline.locks import locked
+from pipeline.storage import safe_name, swap_in, unique_staging, within, write_parquet_atomic, write_text_atomic
 from pipeline.strata import SOLVED, UNSOLVED, Strata
 
 MANIFEST = "manifest.json"
@@ -53,9 +55,12 @@ def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
 def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
 
-    Problems without a label are left out (they have no pass rate yet).
+    Problems without a label are left out (they have no pass rate yet). Measured labels whose
+    pass rate contradicts their counts are refused (`labels.check_counts`).
     """
     p, lab = _as_table(problems), _as_table(labels)
+    check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
+                 .to_pandas(), "the labels to stage")
     keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
     # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
     where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
@@ -145,16 +150,32 @@ def build_curriculum(
 ) -> dict[str, Any]:
     """Write `stage_<k>.parquet` files and `manifest.json` under `home/curricula/<name>/`.
 
-    The folder is built beside the target and swapped in, so readers never see a half-written
-    curriculum. Returns the manifest.
+    The folder is built in a staging folder of its own and swapped in under the curriculum's
+    lock, so readers never see a half-written curriculum and concurrent builds of one name never
+    mix their files: the last swap wins whole. A stage no problem falls in gets no file (a 0-row
+    Parquet file is unreadable to `datasets` and verl): the manifest records it with 0 rows,
+    `file` null and a note. Returns the manifest.
     """
     root = within(home, "curricula", safe_name(spec.name))  # a bad name fails before any work
     strata = spec.strata
     problems_t = _as_table(problems)
     table = stratify(problems_t, labels, strata)
-    staging = root.with_name(f".{root.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    with locked(home, "curriculum", spec.name):
+        staging = unique_staging(root)
+        try:
+            manifest = _write_stages(problems_t, table, spec, staging, provenance)
+            swap_in(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return manifest
+
+
+def _write_stages(
+    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, provenance: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Write the stage files and the manifest into `staging`; returns the manifest."""
+    strata = spec.strata
 
     stage_col = table.column("stage").to_numpy()
     orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
@@ -165,8 +186,9 @@ def build_curriculum(
     for k, rows in enumerate(orders, start=1):
         part = staged.slice(start, rows.size)
         start += rows.size
-        file = f"stage_{k}.parquet"
-        write_parquet_atomic(part, staging / file)
+        file = f"stage_{k}.parquet" if part.num_rows else None
+        if file:
+            write_parquet_atomic(part, staging / file)
         rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
         hi, lo = strata.edges[k - 1], strata.edges[k]
         stages.append(
@@ -177,8 +199,8 @@ def build_curriculum(
                 "rows": part.num_rows,
                 "pass_rate_bin": [lo, hi],
                 "mean_pass_rate": float(rates.mean()) if len(rates) else None,
-                "sha256": _sha256(staging / file),
-                "note": None if part.num_rows else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]",
+                "sha256": _sha256(staging / file) if file else None,
+                "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
             }
         )
     excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum())}
@@ -202,29 +224,47 @@ def build_curriculum(
         **(dict(provenance) if provenance else {}),
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
-
-    swap_in(staging, root)
     return manifest
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / MANIFEST).read_text())
+    """The curriculum's manifest; a missing, truncated or garbled one is an error that says how
+    to rebuild it."""
+    path = folder / MANIFEST
+    fix = f"rematerialize `curriculum` to rebuild {folder}"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is truncated or garbled ({exc}): {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), list):
+        raise ValueError(f"{path} is not a gradus curriculum manifest (no list of stages): {fix}")
+    return manifest
 
 
 def manifest_problems(folder: Path) -> list[str]:
     """Why a curriculum folder disagrees with its manifest, one line per problem (empty: agrees)."""
     manifest = read_manifest(folder)
     problems = []
-    listed = {s["file"] for s in manifest["stages"]}
+    listed = {s["file"] for s in manifest["stages"] if s.get("file")}
     on_disk = {p.name for p in folder.glob("stage_*.parquet")}
     for name in sorted(on_disk - listed):
         problems.append(f"{name} is on disk but not in the manifest")
     for s in manifest["stages"]:
+        if not s.get("file"):
+            if s["rows"]:
+                problems.append(f"{s['name']} has {s['rows']} rows in the manifest but no file")
+            continue
         path = folder / s["file"]
         if not path.exists():
             problems.append(f"{s['file']} is listed but missing")
             continue
-        rows = pq.ParquetFile(path).metadata.num_rows
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # any damage pyarrow reports: the file is not the one written
+            problems.append(f"{s['file']} is not readable Parquet ({type(exc).__name__}: {exc})")
+            continue
         if rows != s["rows"]:
             problems.append(f"{s['file']} has {rows} rows, the manifest says {s['rows']}")
         if _sha256(path) != s["sha256"]:

@@ -357,6 +357,10 @@ def predict(probe: ProbeReport, features: np.ndarray) -> tuple[np.ndarray, np.nd
     sd = np.sqrt(probe.residual_sd**2 + spread**2)
     z = float(norm.ppf(0.5 + probe.config.interval / 2))
     uncertainty = (expit(link + z * sd) - expit(link - z * sd)) / 2
+    if not (np.isfinite(link).all() and np.isfinite(uncertainty).all()):
+        rows = np.flatnonzero(~(np.isfinite(link) & np.isfinite(uncertainty)))
+        raise ValueError(f"the probe predicts NaN or inf for {rows.size} of {len(link)} problems (first row "
+                         f"{rows[0]}): non-finite hidden states or probe weights; refusing to stage them")
     return expit(link), uncertainty
 
 
@@ -534,6 +538,10 @@ def load_probe(folder: Path) -> ProbeReport:
     config = ProbeConfig(**config_fields)
     with np.load(folder / "probe.npz", allow_pickle=False) as npz:
         arrays = {name: npz[name] for name in npz.files}
+    weights = [name for name in ("mean", "scale", "coef", "intercept", "alpha") if name in arrays]
+    if broken := [name for name in weights if not np.isfinite(arrays[name]).all()]:
+        raise ValueError(f"{folder / 'probe.npz'} holds non-finite weights ({', '.join(broken)}): every "
+                         "prediction would be NaN. Delete the folder and rematerialize `difficulty_probe`")
     if config.kind in LINEAR_KINDS:
         models = _linear_models(config.kind, arrays)
     else:
