@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableIOManager, InputContext, OutputContext
 
-from pipeline.storage import gradus_home, within, write_parquet_atomic
+from pipeline.storage import gradus_home, verify_sha256, within, write_parquet_checksummed
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -41,7 +41,7 @@ class ParquetIOManager(ConfigurableIOManager):
         if obj is None:
             return
         path = self._output_path(context)
-        write_parquet_atomic(pa.Table.from_pandas(obj, preserve_index=False), path)
+        write_parquet_checksummed(pa.Table.from_pandas(obj, preserve_index=False), path)
         context.add_output_metadata({"path": str(path), "rows": len(obj)})
 
     def load_input(self, context: InputContext) -> pd.DataFrame:
@@ -51,6 +51,8 @@ class ParquetIOManager(ConfigurableIOManager):
                 raise FileNotFoundError(
                     f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
                 )
+            verify_sha256(path, f"rematerialize {context.asset_key.to_user_string()}")
         else:
             path = self._output_path(context.upstream_output)
+            verify_sha256(path, "rerun the job")
         return pq.read_table(path).to_pandas()

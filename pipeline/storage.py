@@ -134,17 +134,25 @@ def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
     return digest
 
 
-def verify_sha256(path: Path, fix: str) -> None:
-    """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`."""
+def verify_sha256(path: Path, fix: str) -> bool:
+    """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`.
+
+    A file without a sidecar was written before gradus recorded checksums: its checksum is
+    recorded now (returns False), so any later change is caught; True when it was verified.
+    """
     sidecar = sha256_sidecar(path)
+    if not sidecar.exists():
+        write_text_atomic(f"{file_sha256(path)}  {path.name}\n", sidecar)
+        return False
     try:
         recorded = sidecar.read_text(encoding="ascii").split()[0]
     except (OSError, UnicodeDecodeError, IndexError):
-        raise IntegrityError(f"{path} has no readable checksum ({sidecar} is missing or garbled), so its "
-                             f"content cannot be trusted: {fix}") from None
+        raise IntegrityError(f"the checksum file {sidecar} is unreadable, so {path} cannot be trusted: "
+                             f"{fix}") from None
     if file_sha256(path) != recorded:
         raise IntegrityError(f"{path} does not match the sha256 recorded when it was written ({sidecar}): "
                              f"it was changed or damaged since. {fix}")
+    return True
 
 
 def inside_home(path: str | os.PathLike[str], home: Path, what: str) -> Path:
