@@ -18,7 +18,7 @@ from assets.metadata import counts_table
 from assets.resources import GradusStorage
 from pipeline.curriculum import read_manifest
 from pipeline.hub_export import CARD, HubClient, HubFolder, Publication, build_hub_folder, publish, split_card
-from pipeline.storage import safe_name
+from pipeline.storage import inside_home, safe_name
 
 
 class HubPublisher(ConfigurableResource):
@@ -70,7 +70,9 @@ def _source_folder(context: AssetExecutionContext, config: HubCurriculumConfig, 
         return curriculum_folder(storage, config.curriculum)
     latest = context.instance.get_latest_materialization_event(AssetKey("curriculum"))
     path = latest and latest.asset_materialization and latest.asset_materialization.metadata.get("path")
-    return Path(path.value) if path else curriculum_folder(storage, "default")
+    if not path:
+        return curriculum_folder(storage, "default")
+    return inside_home(path.value, storage.root(), "the latest curriculum's path in the event log")
 
 
 @asset(group_name="curriculum", deps=[curriculum])

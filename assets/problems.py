@@ -7,7 +7,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ass
 from pydantic import Field
 
 from assets.metadata import counts_table, preview, schema
-from assets.resources import Verifier
+from assets.resources import GradusStorage, TargetModel, Verifier
+from pipeline.model import load_tokenizer, special_token_strings
 from pipeline.records import Problem, QuarantinedRow
 from pipeline.sources import DatasetSource, FieldMapping, ReasoningGymSource, load_problems
 
@@ -36,6 +37,9 @@ class DatasetConfig(Config):
     id_field: Optional[str] = Field(
         default=None, description="column with the source's own ids; an id reused for another problem is quarantined"
     )
+    special_tokens: str = Field(
+        default="quarantine", description="text holding the target model's special tokens: quarantine or escape"
+    )
 
 
 DEFAULT_GENERATORS = ("basic_arithmetic", "chain_sum", "leg_counting")
@@ -63,8 +67,16 @@ class ProblemsConfig(Config):
                                 description="No two problems share a problem_id.")],
     group_name="labelling",
 )
-def problems(context: AssetExecutionContext, config: ProblemsConfig, verifier: Verifier):
-    """Ingest every configured source into one schema; bad rows go to `quarantined_problems`."""
+def problems(
+    context: AssetExecutionContext,
+    config: ProblemsConfig,
+    verifier: Verifier,
+    storage: GradusStorage,
+    target_model: TargetModel,
+):
+    """Ingest every configured source into one schema; bad rows go to `quarantined_problems`,
+    among them text holding a special token of the target model's tokenizer."""
+    tokenizer = load_tokenizer(target_model.spec(storage.root()))
     normalised = load_problems(
         reasoning_gym=[
             ReasoningGymSource(g.name, tuple(g.levels), g.size_per_level, g.seed) for g in config.generators
@@ -77,11 +89,13 @@ def problems(context: AssetExecutionContext, config: ProblemsConfig, verifier: V
                 d.split,
                 d.name,
                 d.limit,
+                special_tokens=d.special_tokens,
             )
             for d in config.datasets
         ],
         max_prompt_chars=config.max_prompt_chars,
         pool=verifier.pool(),
+        special_tokens=special_token_strings(tokenizer),
     )
     good = Problem.to_frame(normalised.problems)
     bad = QuarantinedRow.to_frame(normalised.quarantined)
