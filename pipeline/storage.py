@@ -137,12 +137,12 @@ def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
 def verify_sha256(path: Path, fix: str) -> bool:
     """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`.
 
-    A file without a sidecar was written before gradus recorded checksums: its checksum is
-    recorded now (returns False), so any later change is caught; True when it was verified.
+    Returns True when verified, False for a file without a sidecar: one written before gradus
+    recorded checksums (or by hand), read unchecked rather than refused, so an existing home keeps
+    its rollouts. Damage never removes a sidecar, so this is no gap for what checksums guard.
     """
     sidecar = sha256_sidecar(path)
     if not sidecar.exists():
-        write_text_atomic(f"{file_sha256(path)}  {path.name}\n", sidecar)
         return False
     try:
         recorded = sidecar.read_text(encoding="ascii").split()[0]

@@ -216,7 +216,7 @@ def test_a_damaged_rollout_part_is_an_error_naming_it_and_the_fix(tmp_path, dama
             read(RolloutStore(tmp_path, MODEL, SamplingConfig()))
 
 
-def test_a_garbled_checksum_is_an_error_and_a_part_from_before_checksums_is_adopted(tmp_path):
+def test_a_garbled_checksum_is_an_error_and_a_part_from_before_checksums_is_read(tmp_path):
     store = filled_store(tmp_path)
     [part] = store.parts()
     sidecar = sha256_sidecar(part)
@@ -225,10 +225,7 @@ def test_a_garbled_checksum_is_an_error_and_a_part_from_before_checksums_is_adop
         RolloutStore(tmp_path, MODEL, SamplingConfig()).existing()
     sidecar.unlink()  # a part written before gradus recorded checksums
     assert len(RolloutStore(tmp_path, MODEL, SamplingConfig()).load(["p000"])) == 4
-    assert sidecar.exists()
-    flip(part, part.stat().st_size // 2)
-    with pytest.raises(IntegrityError):
-        RolloutStore(tmp_path, MODEL, SamplingConfig()).existing()
+    assert not sidecar.exists()
 
 
 def stage_table(folder: Path, file: str):
@@ -354,7 +351,7 @@ from pipeline.strata import Strata
 from tests.pipeline.test_faults import MODEL, ScriptedEngine, problems
 
 store = RolloutStore(Path(sys.argv[1]), MODEL, SamplingConfig())
-report = sample_rollouts(problems(12), store, lambda: ScriptedEngine(delay=0.5),
+report = sample_rollouts(problems(12), store, lambda: ScriptedEngine(delay=2.0),
                          AllocationConfig(policy="uniform", n_uniform=4), Strata())
 print(json.dumps({"generated": report.generated, "rollouts": len(report.rollouts)}))
 """
