@@ -290,19 +290,31 @@ def test_pass_rates_that_contradict_their_counts_are_refused(home):
     check_counts(predicted, "labels")
 
 
-def test_a_probe_with_nonfinite_weights_refuses_to_load(tmp_path):
+@pytest.fixture
+def saved_probe(tmp_path) -> Path:
     rng = np.random.default_rng(0)
     features = rng.normal(size=(40, 2, 8)).astype(np.float32)
     rates = rng.integers(0, 9, 40) / 8
     probe = fit_probe(features, rates, 8, np.array([f"g{i % 4}" for i in range(40)]), (1, 2),
                       ProbeConfig(cv_folds=2))
-    folder = save_probe(probe, tmp_path / "probe")
-    with np.load(folder / "probe.npz") as npz:
+    return save_probe(probe, tmp_path / "probe")
+
+
+def test_a_probe_with_nonfinite_weights_refuses_to_load(saved_probe):
+    with np.load(saved_probe / "probe.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
     arrays["coef"][0, 0] = np.nan
-    np.savez(folder / "probe.npz", **arrays)
+    np.savez(saved_probe / "probe.npz", **arrays)
     with pytest.raises(ValueError, match="non-finite weights \\(coef\\).*rematerialize `difficulty_probe`"):
-        load_probe(folder)
+        load_probe(saved_probe)
+
+
+@pytest.mark.parametrize("file", ["probe.json", "probe.npz"])
+@pytest.mark.parametrize("damage", [truncate, lambda p: p.write_bytes(b"\x00garbage\xff")])
+def test_a_damaged_probe_file_is_an_error_saying_how_to_rebuild(saved_probe, file, damage):
+    damage(saved_probe / file)
+    with pytest.raises(ValueError, match=f"{file} is truncated or garbled.*rematerialize `difficulty_probe`"):
+        load_probe(saved_probe)
 
 
 @pytest.mark.parametrize("garble", [b'{"model_id": "org/m", "revi', b"\x00\x00\x00", b"[]"])
