@@ -229,7 +229,8 @@ def test_a_garbled_checksum_is_an_error_and_a_part_from_before_checksums_is_read
 
 
 def stage_table(folder: Path, file: str):
-    return datasets.load_dataset("parquet", data_files=str(folder / file), split="train")
+    """A stage file read as verl 0.9.1's `RLHFDataset._read_files_and_tokenize` reads it."""
+    return datasets.load_dataset("parquet", data_files=str(folder / file))["train"]
 
 
 def test_an_empty_stage_has_no_file_and_every_consumer_reads_the_curriculum(home, tmp_path):
