@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 
 from pipeline.labels import check_counts
 from pipeline.locks import locked
-from pipeline.storage import safe_name, swap_in, unique_staging, within, write_parquet_atomic, write_text_atomic
+from pipeline.storage import (
+    file_sha256,
+    safe_name,
+    swap_in,
+    unique_staging,
+    within,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.strata import SOLVED, UNSOLVED, Strata
 
 MANIFEST = "manifest.json"
@@ -109,14 +117,6 @@ def to_verl(table: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _ids_digest(ids: pa.ChunkedArray) -> str:
     """sha256 of the sorted ids joined by newlines, without making a million Python strings
     (UTF-8 byte order, which Arrow sorts by, is code point order, which `sorted` uses)."""
@@ -199,7 +199,7 @@ def _write_stages(
                 "rows": part.num_rows,
                 "pass_rate_bin": [lo, hi],
                 "mean_pass_rate": float(rates.mean()) if len(rates) else None,
-                "sha256": _sha256(staging / file) if file else None,
+                "sha256": file_sha256(staging / file) if file else None,
                 "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
             }
         )
@@ -267,6 +267,6 @@ def manifest_problems(folder: Path) -> list[str]:
             continue
         if rows != s["rows"]:
             problems.append(f"{s['file']} has {rows} rows, the manifest says {s['rows']}")
-        if _sha256(path) != s["sha256"]:
+        if file_sha256(path) != s["sha256"]:
             problems.append(f"{s['file']} does not match its recorded sha256")
     return problems
