@@ -17,6 +17,7 @@ from assets.metadata import counts_table
 from assets.resources import GradusStorage, HubPublisher
 from pipeline.curriculum import CurriculumSpec, read_manifest
 from pipeline.hub_export import CARD, ExportSpec, build_hub_folder, split_card
+from pipeline.storage import inside_home
 
 
 class HubCurriculumConfig(spec_config(ExportSpec)):
@@ -28,7 +29,9 @@ def _source_folder(context: AssetExecutionContext, config: HubCurriculumConfig, 
         return storage.layout().curriculum(config.curriculum)
     latest = context.instance.get_latest_materialization_event(AssetKey("curriculum"))
     path = latest and latest.asset_materialization and latest.asset_materialization.metadata.get("path")
-    return Path(path.value) if path else storage.layout().curriculum(CurriculumSpec.name)
+    if not path:
+        return storage.layout().curriculum(CurriculumSpec.name)
+    return inside_home(path.value, storage.root(), "the latest curriculum's path in the event log")
 
 
 @asset(group_name="curriculum", deps=[curriculum])

@@ -12,7 +12,7 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from dagster._core.types.dagster_type import DagsterTypeKind
 
 from assets.resources import GradusStorage
-from pipeline.storage import write_parquet_atomic
+from pipeline.storage import verify_sha256, write_parquet_checksummed
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -37,7 +37,7 @@ class ParquetIOManager(ConfigurableIOManager):
         if obj is None:
             return
         path = self._output_path(context)
-        write_parquet_atomic(pa.Table.from_pandas(obj, preserve_index=False), path)
+        write_parquet_checksummed(pa.Table.from_pandas(obj, preserve_index=False), path)
         context.add_output_metadata({"path": str(path), "rows": len(obj)})
 
     def load_input(self, context: InputContext) -> pd.DataFrame | None:
@@ -51,7 +51,9 @@ class ParquetIOManager(ConfigurableIOManager):
                 raise FileNotFoundError(
                     f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
                 )
+            verify_sha256(path, f"rematerialize {context.asset_key.to_user_string()}")
         else:
             path = self._output_path(context.upstream_output)
+            verify_sha256(path, "rerun the job")
         return pq.read_table(path).to_pandas()
 

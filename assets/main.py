@@ -38,7 +38,8 @@ def summary(manifest: dict, by_category: dict[str, tuple[float, int]] | None = N
     for s in manifest["stages"]:
         lo, hi = s["pass_rate_bin"]
         mean = "-" if s["mean_pass_rate"] is None else f"{s['mean_pass_rate']:.2f}"
-        lines.append(f"  {s['name']}: {s['rows']:>5} problems, pass rate in ({lo:.2f}, {hi:.2f}], mean {mean}")
+        empty = "" if s.get("file") else "  (empty: no file)"
+        lines.append(f"  {s['name']}: {s['rows']:>5} problems, pass rate in ({lo:.2f}, {hi:.2f}], mean {mean}{empty}")
     ex = manifest["excluded"]
     lines.append(f"  excluded: {ex['solved']} always solved, {ex['unsolved']} never solved")
     if by_category:

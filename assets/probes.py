@@ -27,6 +27,7 @@ from assets.config import spec_config
 from assets.metadata import histogram_png, picture, preview
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
+from pipeline.labels import check_counts
 from pipeline.probe import (
     PredictionSpec,
     ProbeConfig,
@@ -136,6 +137,7 @@ def difficulty_probe(
     layout = storage.layout()
     target = target_model.target(storage.root())
     store = indexed_store(hidden_states, layout.hidden_states, target.model)
+    check_counts(pass_rates, "pass_rates")
     labelled = pass_rates.merge(problems[["problem_id", "category"]], on="problem_id")
     labelled = labelled[labelled["problem_id"].isin(hidden_states["problem_id"])]
     probe_config = config.to_spec()

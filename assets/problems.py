@@ -5,7 +5,8 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ass
 
 from assets.config import spec_config
 from assets.metadata import counts_table, preview, schema
-from assets.resources import Verifier
+from assets.resources import GradusStorage, TargetModel, Verifier
+from pipeline.model import load_tokenizer, special_token_strings
 from pipeline.records import Problem, QuarantinedRow
 from pipeline.sources import ProblemsSpec
 
@@ -25,9 +26,17 @@ class ProblemsConfig(spec_config(ProblemsSpec)):
                                 description="No two problems share a problem_id.")],
     group_name="labelling",
 )
-def problems(context: AssetExecutionContext, config: ProblemsConfig, verifier: Verifier):
-    """Ingest every configured source into one schema; bad rows go to `quarantined_problems`."""
-    normalised = config.to_spec().load(verifier.pool())
+def problems(
+    context: AssetExecutionContext,
+    config: ProblemsConfig,
+    verifier: Verifier,
+    storage: GradusStorage,
+    target_model: TargetModel,
+):
+    """Ingest every configured source into one schema; bad rows go to `quarantined_problems`,
+    among them text holding a special token of the target model's tokenizer."""
+    tokenizer = load_tokenizer(target_model.spec(storage.root()))
+    normalised = config.to_spec().load(verifier.pool(), special_token_strings(tokenizer))
     good = Problem.to_frame(normalised.problems)
     bad = QuarantinedRow.to_frame(normalised.quarantined)
     reasons = bad["reason"].value_counts().to_dict() if len(bad) else {}

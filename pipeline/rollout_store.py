@@ -4,14 +4,20 @@ Layout: `$GRADUS_HOME/rollouts/<model-slug>@<revision>/<sampling-key>/` holds `s
 append-only Parquet part files. Each generated batch is written as one part, atomically (tmp file +
 rename), so a run killed at any moment loses at most the batch in flight and never leaves a torn
 file; the next run generates only what is missing.
+
+Each part has a `.sha256` sidecar written before the part appears, and every read verifies it: a
+part changed after it was written (a flipped byte can turn a solved problem into an unsolved one
+and still be valid Parquet) is an error naming the file, never a silent relabel.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,16 +30,26 @@ import pyarrow.parquet as pq
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.model import ModelSpec
 from pipeline.records import Rollout
-from pipeline.storage import StorageLayout, write_parquet_atomic, write_text_atomic
+from pipeline.locks import locked
+from pipeline.storage import (
+    StorageLayout,
+    sha256_sidecar,
+    verify_sha256,
+    write_parquet_checksummed,
+    write_text_atomic,
+)
 
 
 class RolloutStore:
     """Append-only Parquet store of rollouts for one (model, revision, sampling) label key."""
 
     def __init__(self, home: Path, model: ModelSpec, sampling: SamplingConfig, engine: str = "") -> None:
+        self.home = home
         self.model = model
         self.sampling = sampling
         self.engine = engine
+        self._verified: dict[Path, tuple[int, int]] = {}
+        """Parts whose checksum this store has verified, with the (size, mtime) seen then."""
         self.root = StorageLayout(str(home)).rollouts(model, sampling)
         self.root.mkdir(parents=True, exist_ok=True)
         params = self.root / "sampling.json"
@@ -43,8 +59,28 @@ class RolloutStore:
     def parts(self) -> list[Path]:
         return sorted(self.root.glob("part-*.parquet"))
 
-    def _dataset(self) -> pads.Dataset | None:
+    def verified_parts(self) -> list[Path]:
+        """Every part, each checked against its recorded sha256 (once per store object, again if
+        the file changes); raises `IntegrityError` naming a damaged part and how to rebuild it."""
         parts = self.parts()
+        for part in parts:
+            stat = part.stat()
+            if self._verified.get(part) == (stat.st_size, stat.st_mtime_ns):
+                continue
+            verify_sha256(part, f"delete {part} and {sha256_sidecar(part)}, then rematerialize `rollouts`: "
+                                "only the rollouts that part held are generated again")
+            self._verified[part] = (stat.st_size, stat.st_mtime_ns)
+        return parts
+
+    def generation_lock(self, problem_ids: Sequence[str]) -> AbstractContextManager[float]:
+        """The lock held while generating rollouts of these problems under this label key: a second
+        process asking for the same problems waits, then finds them stored and generates nothing.
+        Keyed by the problem set too, so the shards of one run (disjoint sets) run in parallel."""
+        ids = hashlib.sha256("\n".join(sorted(set(problem_ids))).encode()).hexdigest()[:16]
+        return locked(self.home, "rollouts", f"{self.model.key}/{self.sampling.key}/{ids}")
+
+    def _dataset(self) -> pads.Dataset | None:
+        parts = self.verified_parts()
         return pads.dataset([str(p) for p in parts], schema=Rollout.SCHEMA, format="parquet") if parts else None
 
     def existing(self, problem_ids: Iterable[str] | None = None) -> dict[str, set[int]]:
@@ -80,7 +116,7 @@ class RolloutStore:
             for r, c in zip(requests, completions, strict=True)
         ]
         path = self._new_part()
-        write_parquet_atomic(Rollout.to_table(rows), path)
+        write_parquet_checksummed(Rollout.to_table(rows), path)
         return path
 
     def _new_part(self) -> Path:
@@ -110,13 +146,14 @@ class RolloutStore:
 
     def compact(self) -> int:
         """Merge part files into one (atomic); returns how many parts were merged."""
-        parts = self.parts()
+        parts = self.verified_parts()
         if len(parts) < 2:
             return 0
         table = pq.ParquetDataset([str(p) for p in parts], schema=Rollout.SCHEMA).read()
-        write_parquet_atomic(table, self._new_part())
+        write_parquet_checksummed(table, self._new_part())
         for p in parts:
             p.unlink()
+            sha256_sidecar(p).unlink(missing_ok=True)
         return len(parts)
 
 

@@ -65,34 +65,34 @@ def sample_rollouts(
     if allocation.policy == "adaptive" and scorer is None:
         raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
 
-    while True:
-        if allocation.policy == "uniform":
-            extra = np.maximum(allocation.samples_per_problem - trials, 0) if rounds == 0 else np.zeros(n, np.int64)
-        else:
+    # Held for the whole allocation: a second process on the same problems waits, then finds every
+    # rollout stored and generates nothing.
+    with store.generation_lock(ids):
+        while True:
             extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds))
-        if extra.sum() == 0:
-            break
-        rounds += 1
-        wanted = dict(zip(ids, (trials + extra).tolist()))
-        requests = missing_requests(problems, wanted, store.existing(ids))
-        log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
-        if requests:
-            started_engine = engine()  # before the clock: a start-up is not generation time
-            started = time.perf_counter()
+            if extra.sum() == 0:
+                break
+            rounds += 1
+            wanted = dict(zip(ids, (trials + extra).tolist()))
+            requests = missing_requests(problems, wanted, store.existing(ids))
+            log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
+            if requests:
+                started_engine = engine()  # before the clock: a start-up is not generation time
+                started = time.perf_counter()
 
-            def progress(done: int, total: int, tok_s: float) -> None:
-                log(f"round {rounds}: generated {done}/{total} rollouts ({tok_s:.0f} tok/s)")
+                def progress(done: int, total: int, tok_s: float) -> None:
+                    log(f"round {rounds}: generated {done}/{total} rollouts ({tok_s:.0f} tok/s)")
 
-            completions = started_engine.generate(requests, store.sampling, progress, on_batch=store.append)
-            seconds += time.perf_counter() - started
-            generated += len(requests)
-            tokens += sum(c.num_tokens for c in completions)
-        if scorer is not None and allocation.policy == "adaptive":
-            fresh = store.load(ids, wanted)
-            fresh = fresh[fresh["sample_index"] >= fresh["problem_id"].map(dict(zip(ids, trials.tolist())))]
-            passed = scorer(fresh).groupby("problem_id")["passed"].sum()
-            successes += passed.reindex(ids, fill_value=0).to_numpy(np.int64)
-        trials += extra
+                completions = started_engine.generate(requests, store.sampling, progress, on_batch=store.append)
+                seconds += time.perf_counter() - started
+                generated += len(requests)
+                tokens += sum(c.num_tokens for c in completions)
+            if scorer is not None and allocation.policy == "adaptive":
+                fresh = store.load(ids, wanted)
+                fresh = fresh[fresh["sample_index"] >= fresh["problem_id"].map(dict(zip(ids, trials.tolist())))]
+                passed = scorer(fresh).groupby("problem_id")["passed"].sum()
+                successes += passed.reindex(ids, fill_value=0).to_numpy(np.int64)
+            trials += extra
 
     frame = store.load(ids, dict(zip(ids, trials.tolist())))
     reasons = stop_reason(successes, trials, strata, allocation) if n else np.array([], dtype=str)

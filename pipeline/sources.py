@@ -5,11 +5,17 @@ reason, so one bad row never stops a run and nothing is silently dropped.
 
 Reason codes (stable; tests/data holds a row for each):
 - per field (`prompt`, `answer`, `source_id`): `missing_*`, `empty_*` (blank or invisible),
-  `non_text_*`, `nonfinite_*` (NaN/inf, also as text), `invalid_utf8_*`, `control_chars_*`;
+  `non_text_*` (a prompt must be a string: a JSON number is not a question), `nonfinite_*`
+  (NaN/inf, also as text), `invalid_utf8_*`, `control_chars_*`;
 - per row: `prompt_too_long`, `malformed_messages`, `ambiguous_answer`, `unusable_answer`,
-  `invalid_utf8_metadata`, `too_deeply_nested`, `duplicate_problem_id`, `duplicate_source_id`;
+  `invalid_utf8_metadata`, `too_deeply_nested`, `duplicate_problem_id`, `duplicate_source_id`,
+  `special_token_in_text` (the prompt or gold answer holds a special token of the target model's
+  tokenizer, which would open a real chat turn after the chat template);
 - from the JSONL / CSV readers: `invalid_json`, `invalid_utf8_row`, `non_object_row`,
-  `malformed_row`.
+  `malformed_row`, `row_too_long` (skipped unparsed, so a gigantic row costs no memory).
+
+A source none of whose rows is usable, or a configured field that no row of a dataset has, is an
+error rather than a run that ends green with nothing in it.
 """
 
 from __future__ import annotations
@@ -20,8 +26,10 @@ import json
 import math
 import re
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from itertools import chain
 from pathlib import Path
 from typing import Any
@@ -31,6 +39,10 @@ from pipeline.verification import VerificationTask, VerifierPool
 
 MAX_RAW_CHARS = 2_000
 """Quarantined rows keep at most this much of the original row (gigantic rows stay readable)."""
+SPECIAL_TOKEN_POLICIES = ("quarantine", "escape")
+ESCAPE = "\u200b"
+"""Escaping a special token inserts this zero-width space after its first character: the text reads
+the same, but the tokenizer no longer matches the token."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +85,18 @@ class DatasetSource:
     split: str = field(default="train", metadata={"help": "split of a save_to_disk DatasetDict"})
     name: str | None = field(default=None, metadata={"help": "source name in reports; empty: the file or folder name"})
     limit: int | None = field(default=None, metadata={"help": "read at most this many rows"})
+    special_tokens: str = field(default="quarantine", metadata={
+        "help": "a prompt or gold answer holding a special token of the target model's tokenizer: quarantine "
+        "the row (special_token_in_text), or escape the token (a zero-width space after its first character, "
+        "so it stays visible text and opens no chat turn)"})
+    max_row_bytes: int = field(default=8 << 20, metadata={
+        "help": "JSONL / CSV lines longer than this are quarantined (row_too_long) without being parsed"})
+
+    def __post_init__(self) -> None:
+        if self.special_tokens not in SPECIAL_TOKEN_POLICIES:
+            raise ValueError(f"special_tokens must be one of {SPECIAL_TOKEN_POLICIES}, got {self.special_tokens!r}")
+        if self.max_row_bytes < 1:
+            raise ValueError(f"max_row_bytes must be >= 1, got {self.max_row_bytes}")
 
 
 DEFAULT_GENERATORS = tuple(
@@ -89,9 +113,10 @@ class ProblemsSpec:
     datasets: tuple[DatasetSource, ...] = field(default=(), metadata={"help": "local datasets"})
     max_prompt_chars: int = field(default=8_000, metadata={"help": "longer prompts are quarantined"})
 
-    def load(self, pool: VerifierPool | None = None) -> Normalised:
-        """Every configured source, normalised into one pool."""
-        return load_problems(self.generators, self.datasets, max_prompt_chars=self.max_prompt_chars, pool=pool)
+    def load(self, pool: VerifierPool | None = None, special_tokens: Collection[str] = ()) -> Normalised:
+        """Every configured source, normalised into one pool (`load_problems`)."""
+        return load_problems(self.generators, self.datasets, max_prompt_chars=self.max_prompt_chars, pool=pool,
+                             special_tokens=special_tokens)
 
 
 @dataclass
@@ -168,17 +193,22 @@ def reasoning_gym_rows(src: ReasoningGymSource) -> Iterator[RawRow]:
 def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
     """The rows of a local dataset. Its path is checked now, so a bad path fails a run before any
     work; rows are read as the iterator is consumed."""
-    records = local_records(src.path, src.split)
+    records = local_records(src.path, src.split, src.max_row_bytes)
     name = src.name or Path(src.path).name
     source = f"dataset/{name}"
+    configured = {"prompt_field": src.prompt_field, "answer_field": src.answer_field,
+                  "category_field": src.category_field, "id_field": src.id_field}
+    configured = {k: v for k, v in configured.items() if v}
 
     def rows() -> Iterator[RawRow]:
+        columns: set[str] = set()
         for index, record in enumerate(records):
             if src.limit is not None and index >= src.limit:
-                return
+                break
             if isinstance(record, Unreadable):
                 yield RawRow(source, index, _MISSING, _MISSING, None, {}, src.verifier, unreadable=record)
                 continue
+            columns.update(record)
             source_id = None
             if src.id_field:
                 source_id = record.get(src.id_field)
@@ -194,6 +224,15 @@ def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
                 system_prompt=src.system_prompt,
                 source_id=source_id,
             )
+        absent = {k: v for k, v in configured.items() if v not in columns}
+        if columns and absent:
+            shown = sorted(columns)[:50]
+            raise ValueError(
+                f"{source}: " + ", ".join(f"{k} {v!r}" for k, v in absent.items())
+                + f" is in no row of {src.path}; its rows have the columns {shown}"
+                + (f" (and {len(columns) - 50} more)" if len(columns) > 50 else "")
+                + ": fix the field mapping"
+            )
 
     return rows()
 
@@ -203,7 +242,9 @@ _CSV_FIELD_LIMIT = 1 << 28
 """csv's default 128 KiB field limit would make one gigantic prompt fatal to the whole file."""
 
 
-def local_records(path: str, split: str = "train") -> Iterator[dict[str, Any] | Unreadable]:
+def local_records(
+    path: str, split: str = "train", max_row_bytes: int = DatasetSource.max_row_bytes
+) -> Iterator[dict[str, Any] | Unreadable]:
     """The rows of a local dataset, in file order; never reaches the Hub. The path and file types
     are checked at once, the rows read lazily.
 
@@ -218,7 +259,8 @@ def local_records(path: str, split: str = "train") -> Iterator[dict[str, Any] | 
         raise FileNotFoundError(f"dataset path {p} does not exist (gradus reads local data only)")
     if p.is_dir() and any((p / f).exists() for f in ("dataset_info.json", "dataset_dict.json")):
         return _datasets_records(p, None, split)
-    readers = {".jsonl": _jsonl_records, ".csv": _csv_records}
+    readers = {".jsonl": partial(_jsonl_records, max_row_bytes=max_row_bytes),
+               ".csv": partial(_csv_records, max_row_bytes=max_row_bytes)}
     suffixes = set(readers) | set(_DATASETS_KINDS)
     files = [p] if p.is_file() else sorted(x for x in p.rglob("*") if x.is_file() and x.suffix in suffixes)
     if not files:
@@ -269,11 +311,15 @@ def _whole_file_check(
         )
 
 
-def _jsonl_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
+def _jsonl_records(file: Path, max_row_bytes: int) -> Iterator[dict[str, Any] | Unreadable]:
     """One JSON object per non-blank line. Invalid UTF-8 inside a string value survives as lone
-    surrogates, which normalisation quarantines with the field's name."""
+    surrogates, which normalisation quarantines with the field's name. A line longer than
+    `max_row_bytes` is skipped in chunks, never held whole or parsed."""
     with open(file, "rb") as fh:
-        for number, line in enumerate(fh, start=1):
+        for number, line in enumerate(_bounded_lines(fh, max_row_bytes), start=1):
+            if isinstance(line, Unreadable):
+                yield Unreadable(line.reason, f"line {number}: {line.detail}", line.text)
+                continue
             if number == 1:
                 line = line.removeprefix(codecs.BOM_UTF8)
             if not line.strip():
@@ -300,11 +346,42 @@ def _jsonl_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
             yield value
 
 
-def _csv_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
-    """Rows of a CSV file with a header; every value is text, as in the file."""
+def _bounded_lines(fh: Any, max_len: int) -> Iterator[Any]:
+    """The lines of a file opened in binary or text mode; a line longer than `max_len` (bytes or
+    characters) comes back as an `Unreadable` holding its start, the rest skipped in chunks."""
+    newline = b"\n" if "b" in getattr(fh, "mode", "b") else "\n"
+    while line := fh.readline(max_len + 1):
+        if len(line) <= max_len or line.endswith(newline):
+            yield line
+            continue
+        size = len(line)
+        while (rest := fh.readline(1 << 20)) and not rest.endswith(newline):
+            size += len(rest)
+        size += len(rest)
+        head = line[:MAX_RAW_CHARS]
+        text = head.decode("utf-8", "replace") if isinstance(head, bytes) else head
+        yield Unreadable("row_too_long", f"the line is {size} long (> {max_len}); skipped unparsed", text + "…")
+
+
+_TOO_LONG = "\x00gradus:row_too_long\x00"
+"""Stands in for an overlong CSV line, so the csv module never parses (or holds) it."""
+
+
+def _csv_records(file: Path, max_row_bytes: int) -> Iterator[dict[str, Any] | Unreadable]:
+    """Rows of a CSV file with a header; every value is text, as in the file. A line longer than
+    `max_row_bytes` characters is quarantined without being parsed."""
     csv.field_size_limit(max(csv.field_size_limit(), _CSV_FIELD_LIMIT))
+    skipped: list[Unreadable] = []
+
+    def lines() -> Iterator[str]:
+        for line in _bounded_lines(fh, max_row_bytes):
+            if isinstance(line, Unreadable):
+                skipped.append(line)
+                line = _TOO_LONG + "\n"
+            yield line
+
     with open(file, encoding="utf-8-sig", errors="surrogateescape", newline="") as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(lines())
         try:
             header = next(reader, None)
             if header is None:
@@ -313,6 +390,10 @@ def _csv_records(file: Path) -> Iterator[dict[str, Any] | Unreadable]:
                 raise ValueError(f"the header of {file} is not UTF-8 text: is it a UTF-8 CSV file?")
             for cells in reader:
                 if not cells:  # a blank line; a row of empty fields is a row (and quarantined)
+                    continue
+                if any(_TOO_LONG in c for c in cells):
+                    long = skipped.pop(0) if skipped else Unreadable("row_too_long", "", "")
+                    yield Unreadable(long.reason, f"line {reader.line_num}: {long.detail}", long.text)
                     continue
                 if len(cells) != len(header):
                     yield Unreadable(
@@ -347,12 +428,13 @@ class Rejected(Exception):
         self.reason = reason
 
 
-def _text(value: Any, what: str) -> str:
+def _text(value: Any, what: str, numbers: bool = True) -> str:
+    """`value` as text; `numbers` accepts JSON numbers (a gold answer 4), else only strings."""
     if value is _MISSING or value is None:
         raise Rejected(f"missing_{what}", f"the {what} field is missing or null")
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         raise Rejected(f"nonfinite_{what}", f"the {what} is {value}")
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if isinstance(value, bool) or not isinstance(value, (str, int, float) if numbers else str):
         raise Rejected(f"non_text_{what}", f"the {what} is a {type(value).__name__}, not text")
     text = value if isinstance(value, str) else str(value)
     if not _is_utf8(text):
@@ -401,11 +483,11 @@ def _messages(value: Any, system_prompt: str | None) -> list[dict[str, str]]:
                 raise Rejected("malformed_messages", "chat messages must be {role, content} objects")
             if not isinstance(m["role"], str) or m["role"] not in {"system", "user", "assistant"}:
                 raise Rejected("malformed_messages", f"unknown chat role {m['role']!r}")
-            messages.append({"role": m["role"], "content": _text(m["content"], "prompt")})
+            messages.append({"role": m["role"], "content": _text(m["content"], "prompt", numbers=False)})
         if messages[-1]["role"] != "user":
             raise Rejected("malformed_messages", "the last message must be the user's")
         return messages
-    messages = [{"role": "user", "content": _text(value, "prompt")}]
+    messages = [{"role": "user", "content": _text(value, "prompt", numbers=False)}]
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
@@ -430,15 +512,43 @@ def _quarantine(row: RawRow, rejected: Rejected) -> QuarantinedRow:
     return QuarantinedRow(row.source, row.index, rejected.reason, _printable(str(rejected)), _raw_json(row))
 
 
-def _candidate(row: RawRow, max_prompt_chars: int) -> tuple[Problem, str | None]:
+@dataclass(frozen=True)
+class SpecialTokenGuard:
+    """Finds the target tokenizer's special-token strings in problem text, and quarantines or
+    escapes them."""
+
+    tokens: Collection[str] = ()
+    """`model.special_token_strings(tokenizer)`; empty checks nothing."""
+    escape: bool = False
+    """Escape each token (`ESCAPE` after its first character) instead of quarantining the row."""
+    pattern: re.Pattern[str] | None = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Longest first, so `<|im_start|>` is not reported as a shorter token it contains.
+        ordered = sorted(set(self.tokens), key=len, reverse=True)
+        object.__setattr__(self, "pattern", re.compile("|".join(map(re.escape, ordered))) if ordered else None)
+
+    def apply(self, text: str, what: str) -> str:
+        pattern = self.pattern
+        if pattern is None or not (found := pattern.search(text)):
+            return text
+        if self.escape:
+            return pattern.sub(lambda m: m.group()[0] + ESCAPE + m.group()[1:], text)
+        raise Rejected("special_token_in_text", f"the {what} contains the model's special token {found.group()!r}, "
+                                                "which would open a real chat turn (a source may set "
+                                                "special_tokens: escape)")
+
+
+def _candidate(row: RawRow, max_prompt_chars: int, guard: SpecialTokenGuard) -> tuple[Problem, str | None]:
     """The row as a problem, and its source id if it has one; raises `Rejected`."""
     if row.unreadable is not None:
         raise Rejected(row.unreadable.reason, row.unreadable.detail)
-    prompt = _messages(row.prompt, row.system_prompt)
+    prompt = [{**m, "content": guard.apply(m["content"], f"{m['role']} message")}
+              for m in _messages(row.prompt, row.system_prompt)]
     size = sum(len(m["content"]) for m in prompt)
     if size > max_prompt_chars:
         raise Rejected("prompt_too_long", f"the prompt has {size} characters (> {max_prompt_chars})")
-    answer = _text(row.answer, "answer").strip()
+    answer = guard.apply(_text(row.answer, "answer").strip(), "gold answer")
     if row.verifier == "math" and _ALTERNATIVES.search(answer):
         raise Rejected("ambiguous_answer", f"the gold answer {answer[:80]!r} offers alternatives; "
                                            "math-verify would keep only the last")
@@ -460,19 +570,21 @@ def normalise(
     max_prompt_chars: int = ProblemsSpec.max_prompt_chars,
     pool: VerifierPool | None = None,
     seen: dict[str, str] | None = None,
+    special_tokens: SpecialTokenGuard = SpecialTokenGuard(),
 ) -> Normalised:
     """Turn raw rows into problems; quarantine every row that cannot be used, with a reason.
 
     Gold answers are checked in `pool` (isolated workers: a pathological answer cannot hang
     ingest); without a pool they are not checked. `seen` maps problem_id → origin of problems
-    already accepted, so a duplicate is caught across sources.
+    already accepted, so a duplicate is caught across sources. `special_tokens` finds the target
+    tokenizer's special tokens in prompts (system messages included) and gold answers.
     """
     out = Normalised()
     seen = {} if seen is None else seen
     candidates: list[tuple[RawRow, Problem, str | None]] = []
     for row in rows:
         try:
-            candidates.append((row, *_candidate(row, max_prompt_chars)))
+            candidates.append((row, *_candidate(row, max_prompt_chars, special_tokens)))
         except Rejected as rej:
             out.quarantined.append(_quarantine(row, rej))
 
@@ -506,14 +618,29 @@ def load_problems(
     *,
     max_prompt_chars: int = ProblemsSpec.max_prompt_chars,
     pool: VerifierPool | None = None,
+    special_tokens: Collection[str] = (),
 ) -> Normalised:
-    """Read every configured source and normalise all rows into one pool."""
+    """Read every configured source and normalise all rows into one pool.
+
+    `special_tokens` are the target tokenizer's special-token strings
+    (`model.special_token_strings`): text holding one is quarantined, or escaped where a dataset
+    source says so. A source with rows none of which is usable is an error naming the reasons.
+    """
     seen: dict[str, str] = {}
     total = Normalised()
-    rows: list[Iterable[RawRow]] = [reasoning_gym_rows(rg) for rg in reasoning_gym]
-    rows += [dataset_rows(ds) for ds in datasets]
-    for part_rows in rows:
-        part = normalise(part_rows, max_prompt_chars=max_prompt_chars, pool=pool, seen=seen)
+    parts: list[tuple[Iterable[RawRow], bool]] = [(reasoning_gym_rows(rg), False) for rg in reasoning_gym]
+    parts += [(dataset_rows(ds), ds.special_tokens == "escape") for ds in datasets]
+    for part_rows, escape in parts:
+        guard = SpecialTokenGuard(tuple(special_tokens), escape)
+        part = normalise(part_rows, max_prompt_chars=max_prompt_chars, pool=pool, seen=seen, special_tokens=guard)
+        if part.quarantined and not part.problems:
+            reasons = Counter(q.reason for q in part.quarantined)
+            first = part.quarantined[0]
+            raise ValueError(
+                f"{first.source}: none of its {len(part.quarantined)} rows is usable ("
+                + ", ".join(f"{n} {r}" for r, n in reasons.most_common())
+                + f"); first: row {first.row_index}, {first.detail}. Check the source's field mapping and data"
+            )
         total.problems += part.problems
         total.quarantined += part.quarantined
     return total

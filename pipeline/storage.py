@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -85,10 +86,11 @@ def write_text_atomic(text: str, path: Path) -> None:
 
 
 def staging_for(target: Path) -> Path:
-    """A fresh, empty folder beside `target` to build its replacement in, then `swap_in`."""
-    staging = target.with_name(f".{target.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
+    """A fresh, empty folder beside `target` for this build alone, to `swap_in` when done:
+    concurrent builds of the same target never share one."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
+    staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
     return staging
 
 
@@ -164,3 +166,75 @@ class StorageLayout:
     def dagster(self) -> Path:
         """The command line's Dagster instance (unless `DAGSTER_HOME` is set): `dagster/`."""
         return within(self.root, "dagster")
+
+
+class IntegrityError(ValueError):
+    """A stored file no longer has the bytes gradus wrote; the message names it and the fix."""
+
+
+SHA256_SUFFIX = ".sha256"
+"""Checksum sidecar of a file, in `sha256sum` format (so `sha256sum -c` verifies it too)."""
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_sidecar(path: Path) -> Path:
+    return path.with_name(path.name + SHA256_SUFFIX)
+
+
+def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
+    """`write_parquet_atomic` plus a checksum sidecar, written before the file appears: a file
+    that exists always has its checksum (a crash between the two leaves only an orphan sidecar).
+    Returns the sha256."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        digest = file_sha256(Path(tmp))
+        write_text_atomic(f"{digest}  {path.name}\n", sha256_sidecar(path))
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def verify_sha256(path: Path, fix: str) -> bool:
+    """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`.
+
+    Returns True when verified, False for a file without a sidecar: one written before gradus
+    recorded checksums (or by hand), read unchecked rather than refused, so an existing home keeps
+    its rollouts. Damage never removes a sidecar, so this is no gap for what checksums guard.
+    """
+    sidecar = sha256_sidecar(path)
+    if not sidecar.exists():
+        return False
+    try:
+        recorded = sidecar.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise IntegrityError(f"the checksum file {sidecar} is unreadable, so {path} cannot be trusted: "
+                             f"{fix}") from None
+    if file_sha256(path) != recorded:
+        raise IntegrityError(f"{path} does not match the sha256 recorded when it was written ({sidecar}): "
+                             f"it was changed or damaged since. {fix}")
+    return True
+
+
+def inside_home(path: str | os.PathLike[str], home: Path, what: str) -> Path:
+    """`path` resolved, refusing one outside the storage root (e.g. a path read from an event log
+    that another home or a hand-edited record put there)."""
+    resolved, root = Path(path).expanduser().resolve(), home.resolve()
+    if resolved != root and root not in resolved.parents:
+        raise ValueError(f"{what} {resolved} lies outside GRADUS_HOME ({root}): refusing to use it; "
+                         "name it explicitly in the config if it belongs to this home")
+    return resolved

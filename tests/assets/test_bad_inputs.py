@@ -33,19 +33,20 @@ def dataset_config(src) -> dict:
             "id_field": src.id_field}
 
 
-def ingest(home, instance, datasets, raise_on_error=True):
+def ingest(home, instance, datasets, model_path, raise_on_error=True):
+    """Materialize the ingest assets; `model_path` gives the tokenizer whose special tokens count."""
     return materialize(
         all_assets + probe_assets,
         selection=INGEST,
         instance=instance,
-        resources=resources(home),
+        resources=resources(home, model_path),
         run_config={"ops": {"problems": {"config": {"generators": [], "datasets": datasets}}}},
         raise_on_error=raise_on_error,
     )
 
 
-def test_corpus_through_the_problems_asset(home, instance):
-    result = ingest(home, instance, [dataset_config(src) for src in CORPUS])
+def test_corpus_through_the_problems_asset(home, instance, tiny_llama):
+    result = ingest(home, instance, [dataset_config(src) for src in CORPUS], tiny_llama.path)
     assert result.success
     expected = {(corpus_source_name(src), i): r for src in CORPUS
                 for i, r in enumerate(expected_reasons(Path(src.path)))}
@@ -67,9 +68,9 @@ def test_corpus_through_the_problems_asset(home, instance):
     assert all(c.passed for c in result.get_asset_check_evaluations())
 
 
-def test_missing_dataset_path_fails_the_run_clearly(home, instance, tmp_path):
+def test_missing_dataset_path_fails_the_run_clearly(home, instance, tmp_path, tiny_llama):
     missing = tmp_path / "no_such_file.jsonl"
-    result = ingest(home, instance, [{"path": str(missing)}], raise_on_error=False)
+    result = ingest(home, instance, [{"path": str(missing)}], tiny_llama.path, raise_on_error=False)
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.cause.message

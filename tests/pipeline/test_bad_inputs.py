@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline import sources
+from pipeline.model import load_tokenizer, special_token_strings
 from pipeline.records import QuarantinedRow
 from pipeline.sources import (
     MAX_RAW_CHARS,
@@ -57,8 +58,9 @@ def corpus_source_name(src: DatasetSource) -> str:
 
 
 @pytest.fixture(scope="module")
-def loaded(verifier_pool):
-    return load_problems(datasets=CORPUS, pool=verifier_pool)
+def loaded(verifier_pool, smollm2):
+    tokens = special_token_strings(load_tokenizer(smollm2))
+    return load_problems(datasets=CORPUS, pool=verifier_pool, special_tokens=tokens)
 
 
 def test_corpus_is_broad():
@@ -84,7 +86,7 @@ def test_every_bad_row_is_quarantined_with_its_reason(loaded, src):
 
 
 def test_good_rows_are_accepted_verbatim(loaded):
-    """Prompt-injection text, chat-template tokens, SQL and shell syntax are data, kept as written."""
+    """Prompt-injection text, SQL and shell syntax are data, kept as written."""
     by_id = {json.loads(p.metadata)["id"]: p for p in loaded.problems if p.source == "dataset/bad_rows.jsonl"}
     good = [json.loads(line) for line in (DATA / "bad_rows.jsonl").read_text().splitlines()
             if line.startswith('{"expected_reason": null')]
