@@ -1,0 +1,77 @@
+"""Text normalisations for duplicate and contamination checks, vectorised over Arrow string arrays.
+
+Three forms, one per use:
+- `canonical`: equality of problems (exact duplicates). Unicode NFKC, lower case, LaTeX spacing
+  commands and `\\left`/`\\right` dropped, `\\dfrac`/`\\tfrac` read as `\\frac`, `^{2}` as `^2`, and
+  exactly one space around every symbol, so `\\frac {1}{ 2 }` and `\\frac{1}{2}` meet (and `x+1`
+  is three words, as `x + 1` is, for word shingles).
+- `open_r1`: open-r1's `decontaminate.py` normalisation (lower case, whitespace collapsed).
+- `datatrove`: datatrove-style n-gram text (NFKC, lower case, every number replaced by `0`,
+  punctuation and symbols removed), which catches the same problem with changed numbers.
+
+Arrow's compute kernels (RE2 regular expressions) keep a million problems out of Python objects.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+NUMBER = r"\d+(?:[.,]\d+)*"
+"""A number as written: digits with optional decimal or thousands parts (`3`, `3.25`, `1,000`)."""
+_LATEX_SPACING = r"\\(?:[,;:! ]|quad\b|qquad\b)|~"
+_LATEX_DELIMITER_SIZE = r"\\(?:left|right|big|Big|bigg|Bigg)\b"
+_SINGLE_BRACED = r"([\^_])\{([\p{L}\p{N}])\}"
+_AROUND_SYMBOL = r"\s*([^\p{L}\p{N}_\s])\s*"
+_PUNCTUATION = r"[\p{P}\p{S}]+"
+
+
+def _collapse(texts: pa.Array) -> pa.Array:
+    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, pattern=r"\s+", replacement=" "))
+
+
+def canonical(texts: pa.Array) -> pa.Array:
+    """The form two copies of one problem share, whatever their case, spacing or LaTeX spacing."""
+    t = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    t = pc.replace_substring_regex(t, pattern=_LATEX_SPACING, replacement=" ")
+    t = pc.replace_substring_regex(t, pattern=_LATEX_DELIMITER_SIZE, replacement="")
+    t = pc.replace_substring_regex(t, pattern=r"\\[dt]frac\b", replacement=r"\\frac")
+    t = pc.replace_substring_regex(t, pattern=_SINGLE_BRACED, replacement=r"\1\2")
+    return _collapse(pc.replace_substring_regex(t, pattern=_AROUND_SYMBOL, replacement=r" \1 "))
+
+
+def open_r1(texts: pa.Array) -> pa.Array:
+    """open-r1's `normalize_string`: lower case, whitespace collapsed (words split on spaces)."""
+    return _collapse(pc.utf8_lower(texts))
+
+
+def datatrove(texts: pa.Array) -> pa.Array:
+    """Lower case, every number `0`, punctuation and symbols gone: n-grams that survive a change
+    of numbers (numbers first, so `3.25` is one number, not two)."""
+    t = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    t = pc.replace_substring_regex(t, pattern=NUMBER, replacement="0")
+    return _collapse(pc.replace_substring_regex(t, pattern=_PUNCTUATION, replacement=" "))
+
+
+def number_shape(tokens: pa.Array) -> pa.Array:
+    """Each token with its numbers replaced by `0`: the template a token belongs to."""
+    return pc.replace_substring_regex(tokens, pattern=NUMBER, replacement="0")
+
+
+def problem_texts(problems: pd.DataFrame | pa.Table) -> pa.Array:
+    """What a reader sees as each problem: its user messages joined by newlines. System prompts
+    are left out: one shared instruction would make every problem of a source look alike."""
+    table = problems if isinstance(problems, pa.Table) else pa.Table.from_pandas(
+        problems[["prompt"]], preserve_index=False)
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
+    lists = table.column("prompt").combine_chunks()
+    messages = lists.flatten()
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    user = pc.equal(messages.field("role"), "user").to_numpy(zero_copy_only=False)
+    contents = messages.field("content").filter(pa.array(user))
+    offsets = np.searchsorted(parents[user], np.arange(len(lists) + 1)).astype(np.int32)
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), contents), "\n")
+    return pc.fill_null(joined, "")
