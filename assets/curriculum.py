@@ -8,8 +8,10 @@ from typing import Literal
 import pandas as pd
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     Config,
     MaterializeResult,
     MetadataValue,
@@ -21,7 +23,8 @@ from assets.config import StrataConfig
 from assets.metadata import counts_table, histogram_png, picture
 from assets.probes import predicted_labels
 from assets.resources import GradusStorage, TargetModel
-from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems
+from pipeline.contamination import decontamination_record, flagged
+from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, curriculum_problem_ids, manifest_problems
 from pipeline.probe import merge_labels
 from pipeline.storage import safe_name
 
@@ -38,6 +41,11 @@ class CurriculumConfig(Config):
         "probe's, from predicted_difficulty, for every problem) or both (measured where a problem "
         "has rollouts, predicted elsewhere); rows record theirs in `label_source`",
     )
+    exclude_contaminated: bool = Field(
+        default=True,
+        description="leave out problems any benchmark flags (see the contamination asset); when false they "
+        "stay and the check curriculum_is_decontaminated fails as a warning instead of blocking",
+    )
 
 
 def curriculum_folder(storage: GradusStorage, name: str) -> Path:
@@ -46,7 +54,10 @@ def curriculum_folder(storage: GradusStorage, name: str) -> Path:
 
 @asset(
     group_name="curriculum",
+    ins={"problems": AssetIn("unique_problems"), "contamination": AssetIn()},
     check_specs=[
+        AssetCheckSpec("curriculum_is_decontaminated", asset="curriculum", blocking=True,
+                       description="No problem in a stage is flagged by any benchmark and method."),
         AssetCheckSpec("curriculum_manifest_matches_files", asset="curriculum",
                        description="Every stage file exists with the rows and sha256 the manifest records."),
         AssetCheckSpec("curriculum_stages_are_nonempty_or_explained", asset="curriculum",
@@ -58,6 +69,7 @@ def curriculum(
     config: CurriculumConfig,
     problems: pd.DataFrame,
     pass_rates: pd.DataFrame,
+    contamination: pd.DataFrame,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
@@ -82,6 +94,10 @@ def curriculum(
         trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
     )
     provenance["labels"] = config.labels
+    contaminated = set(contamination["problem_id"][flagged(contamination)])
+    provenance["decontamination"] = decontamination_record(contamination, config.exclude_contaminated)
+    if config.exclude_contaminated:
+        problems = problems[~problems["problem_id"].isin(contaminated)]
     if predicted is not None and len(predicted):
         provenance["probe"] = str(predicted["probe_path"].iloc[0])
     manifest = build_curriculum(problems, labels, spec, home, provenance)
@@ -101,10 +117,19 @@ def curriculum(
             "stages": counts_table(stage_rows, "stage", "rows"),
             "excluded": counts_table(manifest["excluded"], "class", "problems"),
             "label_key": target.key,
+            "contaminated_excluded": len(contaminated) if config.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
             "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
         },
         check_results=[
+            AssetCheckResult(
+                check_name="curriculum_is_decontaminated",
+                passed=not (leaked := sorted(contaminated & curriculum_problem_ids(folder))),
+                # Kept on purpose (exclude_contaminated false): say so without stopping the run.
+                severity=AssetCheckSeverity.ERROR if config.exclude_contaminated else AssetCheckSeverity.WARN,
+                metadata={"flagged_in_stages": len(leaked),
+                          "examples": MetadataValue.md("\n".join(f"- {i}" for i in leaked[:8]) or "none")},
+            ),
             AssetCheckResult(
                 check_name="curriculum_manifest_matches_files",
                 passed=not (issues := manifest_problems(folder)),

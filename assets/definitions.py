@@ -15,7 +15,7 @@ import os
 from dagster import AssetSelection, Definitions, EnvVar, define_asset_job
 
 from assets import curriculum as curriculum_assets
-from assets import hub, labelling, operations, probes, problems, training
+from assets import hub, hygiene, labelling, operations, probes, problems, training
 from assets.io_manager import ParquetIOManager
 from assets.resources import (
     GradusStorage,
@@ -50,7 +50,8 @@ def resources() -> dict[str, object]:
     }
 
 
-all_assets = [problems.problems, labelling.rollouts, labelling.rewards, labelling.pass_rates,
+all_assets = [problems.problems, hygiene.unique_problems, hygiene.evaluation_problems, hygiene.contamination,
+              labelling.rollouts, labelling.rewards, labelling.pass_rates,
               curriculum_assets.curriculum]
 # Not in label_job: a probe needs labels to learn from, and its blocking check may stop a run.
 probe_assets = [probes.hidden_states, probes.difficulty_probe, probes.predicted_difficulty]

@@ -35,6 +35,11 @@ from pipeline.normalise import canonical, datatrove, number_shape, open_r1, prob
 
 METHODS = ("exact", "open_r1", "datatrove")
 """The flag columns per benchmark; `minhash` (a score) and `match` come beside them."""
+METHOD_NOTES = {
+    "exact": "same text after NFKC, lower case, whitespace and LaTeX-spacing normalisation",
+    "open_r1": "open-r1 decontaminate.py: a shared word 8-gram after lower-casing and collapsing whitespace",
+    "datatrove": "datatrove-style: a shared word 12-gram after removing punctuation and writing every number as 0",
+}
 
 
 @dataclass(frozen=True)
@@ -266,3 +271,11 @@ def summary(report: pd.DataFrame) -> dict[str, dict[str, int]]:
     for bench in out:
         out[bench]["any"] = int(report[[f"{bench}/{m}" for m in METHODS]].any(axis=1).sum())
     return out
+
+
+def decontamination_record(report: pd.DataFrame, excluded: bool) -> dict[str, Any]:
+    """What a curriculum's manifest (and its Hub card) says about the check."""
+    return {"excluded_flagged": excluded, "flagged": int(flagged(report).sum()), "checked": len(report),
+            "benchmarks": summary(report), "methods": METHOD_NOTES,
+            "template_rule": "n-grams whose number-free shape is shared by several benchmark (or pool) problems "
+                             "are template text and never flag"}

@@ -211,6 +211,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return json.loads((folder / MANIFEST).read_text())
 
 
+def curriculum_problem_ids(folder: Path) -> set[str]:
+    """The problem ids in the stage files the manifest lists."""
+    manifest = read_manifest(folder)
+    return {pid for s in manifest["stages"] if (folder / s["file"]).exists()
+            for pid in pq.read_table(folder / s["file"], columns=["problem_id"]).column("problem_id").to_pylist()}
+
+
 def manifest_problems(folder: Path) -> list[str]:
     """Why a curriculum folder disagrees with its manifest, one line per problem (empty: agrees)."""
     manifest = read_manifest(folder)
