@@ -30,8 +30,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.dedup import CHUNK, DedupSpec, as_table, shingle_signatures
-from pipeline.minhash import MinHasher, Ngrams, Words, ngrams, similarity
-from pipeline.normalise import canonical, datatrove, number_shape, open_r1, problem_texts
+from pipeline.minhash import MinHasher, Ngrams, Tokens, ngrams, similarity
+from pipeline.normalise import canonical_form, datatrove_form, number_shape, open_r1_form, problem_texts
 
 METHODS = ("exact", "open_r1", "datatrove")
 """The flag columns per benchmark; `minhash` (a score) and `match` come beside them."""
@@ -120,17 +120,17 @@ class _Method:
     words: int
     keeps_numbers: bool
 
-    def grams(self, texts: pa.Array) -> tuple[Ngrams, Ngrams]:
-        words = Words.of(self.normalise(texts))
+    def grams(self, tokens: Tokens) -> tuple[Ngrams, Ngrams]:
+        words = tokens.words(self.normalise)
         grams = ngrams(words, self.words)
         if not self.keeps_numbers:
             return grams, grams
-        return grams, ngrams(words.rehashed(number_shape(words.flat)), self.words)
+        return grams, ngrams(words.rehashed(number_shape), self.words)
 
 
 def _methods(spec: ContaminationSpec) -> list[_Method]:
-    return [_Method("open_r1", open_r1, spec.open_r1_words, True),
-            _Method("datatrove", datatrove, spec.datatrove_words, False)]
+    return [_Method("open_r1", open_r1_form, spec.open_r1_words, True),
+            _Method("datatrove", datatrove_form, spec.datatrove_words, False)]
 
 
 @dataclass(frozen=True)
@@ -151,15 +151,17 @@ class Benchmark:
     def build(cls, name: str, problems: Any, spec: ContaminationSpec = ContaminationSpec()) -> Benchmark:
         table = as_table(problems)
         texts = problem_texts(table)
+        tokens = Tokens.of(texts)
         indexes = {}
         for method in _methods(spec):
-            grams, shapes = method.grams(texts)
+            grams, shapes = method.grams(tokens)
             indexes[method.name] = build_index(grams, shapes, spec.template_min_problems)
-        canon = canonical(texts)
+        words = tokens.words(canonical_form)
+        canon = words.texts()
         sigs = keys = rows = None
         if spec.minhash_score:
             shingles = _shingle_spec(spec)
-            sigs, usable = shingle_signatures(canon, shingles)
+            sigs, usable = shingle_signatures(words, shingles)
             all_keys = MinHasher(shingles.num_perm, shingles.bands).band_keys(sigs)
             usable_rows = np.flatnonzero(usable)
             order = np.argsort(all_keys[usable_rows], axis=0, kind="stable")
@@ -189,7 +191,7 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
     table = as_table(problems)
     n = table.num_rows
     texts = problem_texts(table)
-    canon = canonical(texts)
+    canon_parts = []
     methods = _methods(spec)
     # Hits per (benchmark, method), kept until the pool's template shapes are counted.
     hits: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
@@ -199,9 +201,11 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
     scores = {b: np.zeros(n) for b in range(len(benchmarks))}
     best = {b: np.full(n, -1, np.int64) for b in range(len(benchmarks))}
     for lo in range(0, max(n, 1), CHUNK):
-        part = texts.slice(lo, CHUNK)
+        tokens = Tokens.of(texts.slice(lo, CHUNK))
+        words = tokens.words(canonical_form)
+        canon_parts.append(words.texts())
         for method in methods:
-            grams, shapes = method.grams(part)
+            grams, shapes = method.grams(tokens)
             for b, bench in enumerate(benchmarks):
                 index = bench.indexes[method.name]
                 found, pos = _in_sorted(grams.hashes, index.hashes)
@@ -213,11 +217,12 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
                     distinct = _distinct_per_doc(where[inside], shapes.doc[inside])
                     shape_counts[(b, method.name)] += np.bincount(distinct, minlength=known.size)
         if spec.minhash_score and any(bench.signatures is not None for bench in benchmarks):
-            sigs, usable = shingle_signatures(canonical(part), _shingle_spec(spec))
+            sigs, usable = shingle_signatures(words, _shingle_spec(spec))
             _best_matches(sigs, usable, benchmarks, scores, best, lo)
         if progress and n > CHUNK:
             progress(f"contamination: {min(lo + CHUNK, n)}/{n} problems")
 
+    canon = pa.concat_arrays(canon_parts) if canon_parts else pa.array([], pa.string())
     columns: dict[str, Any] = {"problem_id": table.column("problem_id").combine_chunks()}
     for b, bench in enumerate(benchmarks):
         exact_match = pc.fill_null(pc.index_in(canon, value_set=bench.canonical), -1).to_numpy(

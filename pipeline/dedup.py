@@ -24,8 +24,8 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.minhash import MinHasher, Words, mix, ngrams, similarity
-from pipeline.normalise import canonical, problem_texts
+from pipeline.minhash import MinHasher, Tokens, Words, mix, ngrams, similarity
+from pipeline.normalise import canonical, canonical_form, problem_texts
 from pipeline.records import Record
 
 EXACT, NEAR, CONFLICT = "exact_duplicate", "near_duplicate", "conflicting_answers"
@@ -94,19 +94,29 @@ def as_table(frame: Any) -> pa.Table:
     return frame if isinstance(frame, pa.Table) else pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def shingle_signatures(texts: pa.Array, spec: DedupSpec,
-                       progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash signatures of already-canonical texts, and which texts have any word at all."""
+def shingle_signatures(words: Words, spec: DedupSpec) -> tuple[np.ndarray, np.ndarray]:
+    """MinHash signatures of texts' canonical words, and which texts have any word at all."""
     hasher = MinHasher(spec.num_perm, spec.bands)
-    sigs = np.empty((len(texts), spec.num_perm), np.uint32)
-    has_words = np.zeros(len(texts), bool)
-    for lo in range(0, len(texts), CHUNK):
-        part = Words.of(texts.slice(lo, CHUNK))
-        sigs[lo: lo + CHUNK] = hasher.signatures(ngrams(part, spec.shingle_words, short_texts=True))
-        has_words[lo: lo + CHUNK] = np.bincount(part.doc, minlength=part.n_docs) > 0
-        if progress and len(texts) > CHUNK:
-            progress(f"MinHash: {min(lo + CHUNK, len(texts))}/{len(texts)} texts")
-    return sigs, has_words
+    sigs = hasher.signatures(ngrams(words, spec.shingle_words, short_texts=True))
+    return sigs, np.bincount(words.doc, minlength=words.n_docs) > 0
+
+
+def canonical_words(texts: pa.Array, spec: DedupSpec | None,
+                    progress: Callable[[str], None] | None = None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """Texts in canonical form and, with a spec, the MinHash signatures of their words (and which
+    texts have any), a chunk of texts at a time: one tokenisation serves both."""
+    n = len(texts)
+    parts = []
+    sigs = np.empty((n, spec.num_perm if spec else 0), np.uint32)
+    has_words = np.zeros(n, bool)
+    for lo in range(0, n, CHUNK):
+        words = Tokens.of(texts.slice(lo, CHUNK)).words(canonical_form)
+        parts.append(words.texts())
+        if spec:
+            sigs[lo: lo + CHUNK], has_words[lo: lo + CHUNK] = shingle_signatures(words, spec)
+        if progress and n > CHUNK:
+            progress(f"canonical forms and MinHash: {min(lo + CHUNK, n)}/{n} texts")
+    return (pa.concat_arrays(parts) if parts else pa.array([], pa.string())), sigs, has_words
 
 
 def near_duplicate_roots(sigs: np.ndarray, usable: np.ndarray, answer_id: np.ndarray, spec: DedupSpec) -> np.ndarray:
@@ -144,7 +154,7 @@ def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
     table = as_table(problems)
     n = table.num_rows
     texts = problem_texts(table)
-    canon = canonical(texts)
+    canon, all_sigs, all_usable = canonical_words(texts, spec if spec.near_duplicates else None, progress)
     group = pc.dictionary_encode(canon).indices.to_numpy(zero_copy_only=False).astype(np.int64)
     answers = canonical(table.column("answer").combine_chunks())
     answer_id = pc.dictionary_encode(answers).indices.to_numpy(zero_copy_only=False).astype(np.int64)
@@ -162,7 +172,7 @@ def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
     kept_of = first[group]  # the row each row's exact copy cluster keeps
     sim = np.ones(n)
     if spec.near_duplicates and reps.size:
-        sigs, usable = shingle_signatures(canon.take(pa.array(reps)), spec, progress)
+        sigs, usable = all_sigs[reps], all_usable[reps]
         root = near_duplicate_roots(sigs, usable, answer_id[reps], spec)
         rep_sim = similarity(sigs, sigs[root])
         rep_kept = np.full(n, -1, np.int64)

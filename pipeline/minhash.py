@@ -8,6 +8,7 @@ words' hashes with a position weight each. All hashes are stable across processe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,36 +51,72 @@ def string_hashes(strings: pa.Array) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class Words:
-    """The words of many texts, flattened: `hashes[i]` belongs to text `doc[i]` (non-decreasing)."""
+class Tokens:
+    """The whitespace-separated tokens of many texts, each distinct token stored once (`vocab`), so
+    that normalisations run over the vocabulary rather than over every text: a million problems
+    repeat most of their tokens. `ids[i]` is a token of text `doc[i]` (non-decreasing)."""
 
-    hashes: np.ndarray
+    ids: np.ndarray
     doc: np.ndarray
     n_docs: int
-    flat: pa.Array
-    """The words themselves, aligned with `hashes` (for derived forms such as number shapes)."""
+    vocab: pa.Array
 
     @classmethod
-    def of(cls, texts: pa.Array) -> Words:
+    def of(cls, texts: pa.Array) -> Tokens:
         texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
         lists = pc.utf8_split_whitespace(texts)
         flat = lists.flatten()
         doc = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
         keep = pc.greater(pc.utf8_length(flat), 0)
-        flat, doc = flat.filter(keep), doc[keep.to_numpy(zero_copy_only=False)]
-        return cls(word_hashes(flat), doc, len(texts), flat)
+        encoded = pc.dictionary_encode(flat.filter(keep))
+        ids = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+        return cls(ids, doc[keep.to_numpy(zero_copy_only=False)], len(texts), encoded.dictionary)
 
-    def rehashed(self, words: pa.Array) -> Words:
-        """The same positions with other word forms (same length as `flat`)."""
-        return Words(word_hashes(words), self.doc, self.n_docs, words)
+    def words(self, form: Callable[[pa.Array], pa.Array] | None = None) -> Words:
+        """The words of every text once `form` has rewritten each token; a rewritten token may be
+        several words (`x+1` -> `x + 1`) or none."""
+        lists = pc.utf8_split_whitespace(form(self.vocab) if form else self.vocab)
+        flat = lists.flatten()
+        nonempty = pc.greater(pc.utf8_length(flat), 0)
+        parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+        mask = nonempty.to_numpy(zero_copy_only=False)
+        per_token = np.bincount(parent[mask], minlength=len(self.vocab))
+        words = flat.filter(nonempty)
+        first = np.r_[0, np.cumsum(per_token)[:-1]].astype(np.int64)
+        if (per_token == 1).all():
+            ids, doc = first[self.ids], self.doc
+        else:
+            count = per_token[self.ids]
+            doc = np.repeat(self.doc, count)
+            ids = np.repeat(first[self.ids] - (np.cumsum(count) - count), count) + np.arange(int(count.sum()))
+        return Words(string_hashes(words)[ids], doc, self.n_docs, ids, words)
 
 
-def word_hashes(words: pa.Array) -> np.ndarray:
-    """Hash each distinct word once (a pool repeats most of its words)."""
-    if len(words) == 0:
-        return np.zeros(0, np.uint64)
-    encoded = pc.dictionary_encode(words)
-    return string_hashes(encoded.dictionary)[encoded.indices.to_numpy(zero_copy_only=False)]
+@dataclass(frozen=True)
+class Words:
+    """The words of many texts, flattened: `hashes[i]` belongs to text `doc[i]` (non-decreasing) and
+    is the hash of `vocab[ids[i]]`."""
+
+    hashes: np.ndarray
+    doc: np.ndarray
+    n_docs: int
+    ids: np.ndarray
+    vocab: pa.Array
+
+    @classmethod
+    def of(cls, texts: pa.Array) -> Words:
+        return Tokens.of(texts).words()
+
+    def rehashed(self, form: Callable[[pa.Array], pa.Array]) -> Words:
+        """The same positions with each word rewritten by `form`, which keeps it one word (such as
+        its number shape)."""
+        return Words(string_hashes(form(self.vocab))[self.ids], self.doc, self.n_docs, self.ids, self.vocab)
+
+    def texts(self) -> pa.Array:
+        """Each text's words joined by single spaces."""
+        offsets = np.r_[0, np.cumsum(np.bincount(self.doc, minlength=self.n_docs))]
+        lists = pa.ListArray.from_arrays(pa.array(offsets.astype(np.int32)), self.vocab.take(pa.array(self.ids)))
+        return pc.binary_join(lists, pa.scalar(" ", self.vocab.type)).cast(pa.string())
 
 
 @dataclass(frozen=True)
@@ -91,6 +128,20 @@ class Ngrams:
     n_docs: int
 
 
+def _weighted_sums(h: np.ndarray, n: int, count: int, block: int = 1 << 17) -> np.ndarray:
+    """`sum(h[i + k] * _POSITION[k] for k < n)` for each start `i < count`, a cache-sized block at a
+    time (n passes over the whole array would each go to memory)."""
+    acc = np.zeros(count, np.uint64)
+    term = np.empty(min(block, count), np.uint64)
+    for lo in range(0, count, block):
+        hi = min(lo + block, count)
+        part, t = acc[lo:hi], term[: hi - lo]
+        for k in range(n):
+            np.multiply(h[lo + k: hi + k], _POSITION[k], out=t)
+            np.add(part, t, out=part)
+    return acc
+
+
 def ngrams(words: Words, n: int, *, short_texts: bool = False) -> Ngrams:
     """Every run of `n` consecutive words of one text, hashed. A text with fewer than `n` words has
     no n-gram (open-r1's rule), or, with `short_texts`, one made of all its words (MinHash needs
@@ -99,9 +150,7 @@ def ngrams(words: Words, n: int, *, short_texts: bool = False) -> Ngrams:
         raise ValueError(f"n-gram size {n} is outside 1..{_MAX_NGRAM}")
     h, doc = words.hashes, words.doc
     count = max(h.size - n + 1, 0)
-    acc = np.zeros(count, np.uint64)
-    for k in range(n):
-        acc += h[k: k + count] * _POSITION[k]
+    acc = _weighted_sums(h, n, count)
     valid = doc[:count] == doc[n - 1: n - 1 + count]
     hashes, docs = mix(acc[valid]), doc[:count][valid]
     if short_texts:
@@ -136,7 +185,7 @@ class MinHasher:
     def rows(self) -> int:
         return self.num_perm // self.bands
 
-    def signatures(self, shingles: Ngrams, chunk: int = 2_000_000) -> np.ndarray:
+    def signatures(self, shingles: Ngrams, chunk: int = 1 << 17) -> np.ndarray:
         """(n_docs, num_perm) uint32 minimum hashes; a text without shingles gets all-max (it
         matches nothing)."""
         rng = np.random.default_rng(self.seed)
@@ -144,16 +193,20 @@ class MinHasher:
         b = rng.integers(0, 2**63, size=self.num_perm, dtype=np.uint64)
         out = np.full((shingles.n_docs, self.num_perm), np.iinfo(np.uint32).max, np.uint32)
         h, doc = shingles.hashes, shingles.doc
-        # Whole texts per slice, so each text's minimum is taken once.
+        # Whole texts per slice, so each text's minimum is taken once; slices small enough to stay
+        # in the CPU cache for all permutations.
         bounds = np.searchsorted(doc, doc[np.arange(0, h.size, chunk)]) if h.size else np.zeros(0, int)
         bounds = np.unique(np.append(bounds, h.size))
         for lo, hi in zip(bounds[:-1], bounds[1:]):
             part, part_doc = h[lo:hi], doc[lo:hi]
             starts = np.flatnonzero(np.r_[True, part_doc[1:] != part_doc[:-1]])
             rows = part_doc[starts]
+            buffer = np.empty_like(part)
             for p in range(self.num_perm):
-                permuted = ((part * a[p] + b[p]) >> np.uint64(32)).astype(np.uint32)
-                out[rows, p] = np.minimum.reduceat(permuted, starts)
+                np.multiply(part, a[p], out=buffer)
+                np.add(buffer, b[p], out=buffer)
+                np.right_shift(buffer, np.uint64(32), out=buffer)
+                out[rows, p] = np.minimum.reduceat(buffer, starts)
         return out
 
     def band_keys(self, signatures: np.ndarray) -> np.ndarray:

@@ -1,12 +1,15 @@
 """Text normalisations for duplicate and contamination checks, vectorised over Arrow string arrays.
 
-Three forms, one per use:
-- `canonical`: equality of problems (exact duplicates). Unicode NFKC, lower case, LaTeX spacing
-  commands and `\\left`/`\\right` dropped, `\\dfrac`/`\\tfrac` read as `\\frac`, `^{2}` as `^2`, and
-  exactly one space around every symbol, so `\\frac {1}{ 2 }` and `\\frac{1}{2}` meet (and `x+1`
-  is three words, as `x + 1` is, for word shingles).
-- `open_r1`: open-r1's `decontaminate.py` normalisation (lower case, whitespace collapsed).
-- `datatrove`: datatrove-style n-gram text (NFKC, lower case, every number replaced by `0`,
+Every form is defined on one whitespace-free token (`pipeline.minhash.Tokens` splits texts once and
+keeps each distinct token once, so a form runs over a vocabulary, not over every text); a rewritten
+token may become several words, which callers split on whitespace. A text's form is the forms of its
+tokens, words joined by single spaces.
+- `canonical_form`: equality of problems (exact duplicates). Unicode NFKC, lower case, LaTeX spacing
+  commands (`\\,`, `\\ `, `\\quad`, `~`) and `\\left`/`\\right` dropped, `\\dfrac`/`\\tfrac` read as
+  `\\frac`, `^{2}` as `^2`, and every symbol a word of its own, so `\\frac {1}{ 2 }` and `\\frac{1}{2}`
+  meet (and `x+1` is three words, as `x + 1` is, for word shingles).
+- `open_r1_form`: open-r1's `decontaminate.py` normalisation (lower case; words split on spaces).
+- `datatrove_form`: datatrove-style n-gram text (NFKC, lower case, every number replaced by `0`,
   punctuation and symbols removed), which catches the same problem with changed numbers.
 
 Arrow's compute kernels (RE2 regular expressions) keep a million problems out of Python objects.
@@ -19,43 +22,45 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.minhash import Tokens
+
 NUMBER = r"\d+(?:[.,]\d+)*"
 """A number as written: digits with optional decimal or thousands parts (`3`, `3.25`, `1,000`)."""
-_LATEX_SPACING = r"\\(?:[,;:! ]|quad\b|qquad\b)|~"
+# A backslash before whitespace (or at the end of a token, which whitespace follows) is LaTeX's
+# control space.
+_LATEX_SPACING = r"\\(?:[,;:!]|quad\b|qquad\b|\s|$)|~"
 _LATEX_DELIMITER_SIZE = r"\\(?:left|right|big|Big|bigg|Bigg)\b"
 _SINGLE_BRACED = r"([\^_])\{([\p{L}\p{N}])\}"
 _SYMBOL = r"([^\p{L}\p{N}_\s])"
-# Runs of whitespace, or one whitespace character other than a space: replacing every single space
-# with a space (plain `\s+`) makes RE2 rewrite the whole text and is ~15x slower.
-_SPACING = r"\s\s+|[\t\n\r\f\v]"
 _PUNCTUATION = r"[\p{P}\p{S}]+"
 
 
-def _collapse(texts: pa.Array) -> pa.Array:
-    return pc.utf8_trim_whitespace(pc.replace_substring_regex(texts, pattern=_SPACING, replacement=" "))
-
-
-def canonical(texts: pa.Array) -> pa.Array:
+def canonical_form(tokens: pa.Array) -> pa.Array:
     """The form two copies of one problem share, whatever their case, spacing or LaTeX spacing."""
-    t = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    t = pc.utf8_lower(pc.utf8_normalize(tokens, form="NFKC"))
     t = pc.replace_substring_regex(t, pattern=_LATEX_SPACING, replacement=" ")
     t = pc.replace_substring_regex(t, pattern=_LATEX_DELIMITER_SIZE, replacement="")
     t = pc.replace_substring_regex(t, pattern=r"\\[dt]frac\b", replacement=r"\\frac")
     t = pc.replace_substring_regex(t, pattern=_SINGLE_BRACED, replacement=r"\1\2")
-    return _collapse(pc.replace_substring_regex(t, pattern=_SYMBOL, replacement=r" \1 "))
+    return pc.replace_substring_regex(t, pattern=_SYMBOL, replacement=r" \1 ")
 
 
-def open_r1(texts: pa.Array) -> pa.Array:
-    """open-r1's `normalize_string`: lower case, whitespace collapsed (words split on spaces)."""
-    return _collapse(pc.utf8_lower(texts))
+def canonical(texts: pa.Array) -> pa.Array:
+    """Each text in canonical form: its tokens' canonical words joined by single spaces."""
+    return Tokens.of(texts).words(canonical_form).texts()
 
 
-def datatrove(texts: pa.Array) -> pa.Array:
+def open_r1_form(tokens: pa.Array) -> pa.Array:
+    """open-r1's `normalize_string`: lower case (with whitespace collapsed, words are the tokens)."""
+    return pc.utf8_lower(tokens)
+
+
+def datatrove_form(tokens: pa.Array) -> pa.Array:
     """Lower case, every number `0`, punctuation and symbols gone: n-grams that survive a change
     of numbers (numbers first, so `3.25` is one number, not two)."""
-    t = pc.utf8_lower(pc.utf8_normalize(texts, form="NFKC"))
+    t = pc.utf8_lower(pc.utf8_normalize(tokens, form="NFKC"))
     t = pc.replace_substring_regex(t, pattern=NUMBER, replacement="0")
-    return _collapse(pc.replace_substring_regex(t, pattern=_PUNCTUATION, replacement=" "))
+    return pc.replace_substring_regex(t, pattern=_PUNCTUATION, replacement=" ")
 
 
 def number_shape(tokens: pa.Array) -> pa.Array:
