@@ -44,7 +44,7 @@ class CurriculumConfig(Config):
     exclude_contaminated: bool = Field(
         default=True,
         description="leave out problems any benchmark flags (see the contamination asset); when false they "
-        "stay and the check curriculum_is_decontaminated fails as a warning instead of blocking",
+        "stay in the folder and the blocking check curriculum_is_decontaminated stops everything downstream",
     )
 
 
@@ -125,8 +125,9 @@ def curriculum(
             AssetCheckResult(
                 check_name="curriculum_is_decontaminated",
                 passed=not (leaked := sorted(contaminated & curriculum_problem_ids(folder))),
-                # Kept on purpose (exclude_contaminated false): say so without stopping the run.
-                severity=AssetCheckSeverity.ERROR if config.exclude_contaminated else AssetCheckSeverity.WARN,
+                # Blocking even when kept on purpose (exclude_contaminated false): the folder is
+                # written for inspection, but nothing downstream may publish or train on it.
+                severity=AssetCheckSeverity.ERROR,
                 metadata={"flagged_in_stages": len(leaked),
                           "examples": MetadataValue.md("\n".join(f"- {i}" for i in leaked[:8]) or "none")},
             ),
