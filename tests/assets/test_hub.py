@@ -12,6 +12,7 @@ from dagster import EnvVar, SourceAsset, instance_for_test, materialize, seriali
 
 from assets.curriculum import curriculum
 from assets.hub import HubPublisher, hub_curriculum
+from assets.hygiene import contamination, evaluation_problems, unique_problems
 from assets.io_manager import ParquetIOManager
 from assets.resources import GradusStorage, TargetModel
 from pipeline.engines.base import SamplingConfig
@@ -65,7 +66,8 @@ def instance(tmp_path):
 
 
 def export(home, model, instance, hub, config=None):
-    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), curriculum, hub_curriculum]
+    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), unique_problems, evaluation_problems, contamination,
+              curriculum, hub_curriculum]
     resources = {"storage": GradusStorage(home=str(home)), "io_manager": ParquetIOManager(home=str(home)),
                  "target_model": TargetModel(model_path=str(model)), "hub": hub}
     run_config = {"ops": {"curriculum": {"config": {"name": "nightly"}}, **(config or {})}}
