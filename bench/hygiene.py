@@ -18,18 +18,22 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import re
 import resource
+import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import reasoning_gym
 
 from pipeline.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged
-from pipeline.dedup import deduplicate
+from pipeline.dedup import THREADS, deduplicate
 from pipeline.normalise import problem_texts
 
 DATA = Path(reasoning_gym.__file__).parent / "data"
@@ -120,6 +124,30 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def build(rows: int, eval_rows: int, planted: float, folder: Path) -> None:
+    """Write the pool, the evaluation set and each pool row's kind (0 format variant of an evaluation
+    problem, 1 changed numbers, 2 unrelated, 3 format copy of a pool problem) under `folder`."""
+    rng = np.random.default_rng(7)
+    n, m = rows, min(eval_rows, rows)
+    k = max(int(n * planted), 1)
+    vocab = Vocabulary()
+    bench_texts = problems(m, seed=1, vocab=vocab)
+    exact = format_variant(bench_texts.take(pa.array(rng.integers(0, m, k))))
+    numbers = pc.replace_substring_regex(bench_texts.take(pa.array(rng.integers(0, m, k))), pattern=r"(\d+)",
+                                         replacement=r"9\1")
+    unrelated = problems(n - 3 * k, seed=2, vocab=vocab)
+    copied = rng.integers(0, len(unrelated), k)
+    copies = format_variant(unrelated.take(pa.array(copied)))
+    texts = pa.concat_arrays([exact, numbers, unrelated, copies])
+    answer = rng.integers(0, 10**6, len(texts))
+    answer[-k:] = answer[2 * k: 2 * k + len(unrelated)][copied]  # a copy keeps its original's answer
+    ids = pc.cast(pa.array(np.arange(len(texts))), pa.string())
+    pq.write_table(as_pool(texts, pc.cast(pa.array(answer), pa.string()), ids), folder / "pool.parquet")
+    bench_ids = pc.cast(pa.array(np.arange(m)), pa.string())
+    pq.write_table(as_pool(bench_texts, bench_ids, bench_ids), folder / "bench.parquet")
+    np.save(folder / "kind.npy", np.repeat(np.array([0, 1, 2, 3]), [k, k, len(unrelated), k]))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000, help="pool size")
@@ -127,26 +155,15 @@ def main() -> None:
     parser.add_argument("--planted", type=float, default=0.01, help="share of the pool per planted kind")
     args = parser.parse_args()
 
-    rng = np.random.default_rng(7)
-    n, m = args.rows, min(args.eval_rows, args.rows)
-    k = max(int(n * args.planted), 1)
-    vocab = Vocabulary()
-    bench_texts = problems(m, seed=1, vocab=vocab)
-    exact_src = rng.integers(0, m, k)
-    number_src = rng.integers(0, m, k)
-    exact = format_variant(bench_texts.take(pa.array(exact_src)))
-    numbers = pc.replace_substring_regex(bench_texts.take(pa.array(number_src)), pattern=r"(\d+)", replacement=r"9\1")
-    unrelated = problems(n - 3 * k, seed=2, vocab=vocab)
-    copied = rng.integers(0, len(unrelated), k)
-    copies = format_variant(unrelated.take(pa.array(copied)))
-    texts = pa.concat_arrays([exact, numbers, unrelated, copies])
-    kind = np.repeat(np.array([0, 1, 2, 3]), [k, k, len(unrelated), k])
-    answer = rng.integers(0, 10**6, len(texts))
-    answer[-k:] = answer[2 * k: 2 * k + len(unrelated)][copied]  # a copy keeps its original's answer
-    answers = pc.cast(pa.array(answer), pa.string())
-    pool = as_pool(texts, answers, pc.cast(pa.array(np.arange(len(texts))), pa.string()))
-    bench = as_pool(bench_texts, pc.cast(pa.array(np.arange(m)), pa.string()),
-                    pc.cast(pa.array(np.arange(m)), pa.string()))
+    with tempfile.TemporaryDirectory() as tmp:
+        # Built in a child process, so the measured peak RSS is the check's (read from Parquet, as
+        # the assets read the pool), not the generator's.
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork")) as child:
+            child.submit(build, args.rows, args.eval_rows, args.planted, Path(tmp)).result()
+        pool, bench = pq.read_table(Path(tmp) / "pool.parquet"), pq.read_table(Path(tmp) / "bench.parquet")
+        kind = np.load(Path(tmp) / "kind.npy")
+    texts, m = pool.column("prompt"), bench.num_rows
+    bench_texts = problem_texts(bench)
     setup_rss = peak_rss_mb()
     print(f"built {len(texts)} pool problems and {m} evaluation problems; rss {setup_rss:.0f} MB", flush=True)
 
@@ -187,7 +204,8 @@ def main() -> None:
         "dedup_kept": counts.get("kept", 0),
         "dedup_exact": counts.get("exact_duplicate", 0),
         "dedup_near": counts.get("near_duplicate", 0),
-        "planted_pool_copies": k,
+        "planted_pool_copies": int((kind == 3).sum()),
+        "threads": THREADS,
     }
     print(json.dumps(figures))
 

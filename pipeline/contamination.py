@@ -29,7 +29,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.dedup import CHUNK, DedupSpec, as_table, shingle_signatures
+from pipeline.dedup import CHUNK, DedupSpec, as_table, over_chunks, shingle_signatures
 from pipeline.minhash import MinHasher, Ngrams, Tokens, ngrams, similarity
 from pipeline.normalise import canonical_form, datatrove_form, number_shape, open_r1_form, problem_texts
 
@@ -191,42 +191,54 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
     table = as_table(problems)
     n = table.num_rows
     texts = problem_texts(table)
-    canon_parts = []
     methods = _methods(spec)
     # Hits per (benchmark, method), kept until the pool's template shapes are counted.
     hits: dict[tuple[int, str], list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {}
     shape_sets = {(b, m.name): np.unique(bench.indexes[m.name].shape) for b, bench in enumerate(benchmarks)
                   for m in methods}
     shape_counts = {key: np.zeros(s.size, np.int64) for key, s in shape_sets.items()}
+    exact = {b: np.full(n, -1, np.int64) for b in range(len(benchmarks))}
     scores = {b: np.zeros(n) for b in range(len(benchmarks))}
     best = {b: np.full(n, -1, np.int64) for b in range(len(benchmarks))}
-    for lo in range(0, max(n, 1), CHUNK):
+
+    def work(lo: int) -> dict[tuple[int, str], tuple]:
+        """One chunk's findings; it writes only its own rows of `exact`, `scores` and `best`."""
         tokens = Tokens.of(texts.slice(lo, CHUNK))
         words = tokens.words(canonical_form)
-        canon_parts.append(words.texts())
+        canon = words.texts()
+        for b, bench in enumerate(benchmarks):
+            exact[b][lo: lo + len(canon)] = pc.fill_null(pc.index_in(canon, value_set=bench.canonical), -1).to_numpy(
+                zero_copy_only=False)
+        found_here = {}
         for method in methods:
             grams, shapes = method.grams(tokens)
             for b, bench in enumerate(benchmarks):
                 index = bench.indexes[method.name]
                 found, pos = _in_sorted(grams.hashes, index.hashes)
-                hits.setdefault((b, method.name), []).append(
-                    (grams.doc[found] + lo, index.owner[pos[found]], index.shape[pos[found]]))
+                counts = None
                 if spec.pool_template_min_problems > 0:
                     known = shape_sets[(b, method.name)]
                     inside, where = _in_sorted(shapes.hashes, known)
                     distinct = _distinct_per_doc(where[inside], shapes.doc[inside])
-                    shape_counts[(b, method.name)] += np.bincount(distinct, minlength=known.size)
+                    counts = np.bincount(distinct, minlength=known.size)
+                found_here[(b, method.name)] = (
+                    (grams.doc[found] + lo, index.owner[pos[found]], index.shape[pos[found]]), counts)
         if spec.minhash_score and any(bench.signatures is not None for bench in benchmarks):
             sigs, usable = shingle_signatures(words, _shingle_spec(spec))
             _best_matches(sigs, usable, benchmarks, scores, best, lo)
+        return found_here
+
+    for lo, found_here in over_chunks(range(0, max(n, 1), CHUNK), work):
+        for key, (found, counts) in found_here.items():
+            hits.setdefault(key, []).append(found)
+            if counts is not None:
+                shape_counts[key] += counts
         if progress and n > CHUNK:
             progress(f"contamination: {min(lo + CHUNK, n)}/{n} problems")
 
-    canon = pa.concat_arrays(canon_parts) if canon_parts else pa.array([], pa.string())
     columns: dict[str, Any] = {"problem_id": table.column("problem_id").combine_chunks()}
     for b, bench in enumerate(benchmarks):
-        exact_match = pc.fill_null(pc.index_in(canon, value_set=bench.canonical), -1).to_numpy(
-            zero_copy_only=False).astype(np.int64)
+        exact_match = exact[b]
         flags = {"exact": exact_match >= 0}
         match = exact_match.copy()
         for method in methods:

@@ -13,9 +13,11 @@ aside as `conflicting_answers` and none is kept, because picking one would guess
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -29,8 +31,28 @@ from pipeline.normalise import canonical, canonical_form, problem_texts
 from pipeline.records import Record
 
 EXACT, NEAR, CONFLICT = "exact_duplicate", "near_duplicate", "conflicting_answers"
-CHUNK = 100_000
+CHUNK = 50_000
 """Problems hashed at a time: bounds memory on a million-row pool."""
+THREADS = 2
+"""Chunks worked on at once. Arrow's kernels and numpy release the GIL, so threads use both cores
+of a small machine; each chunk in flight holds its own working memory."""
+
+T = TypeVar("T")
+
+
+def over_chunks(starts: range, work: Callable[[int], T]) -> Iterator[tuple[int, T]]:
+    """`(lo, work(lo))` for each chunk start, in order, `THREADS` chunks at a time (one more is
+    held while the caller consumes it)."""
+    with ThreadPoolExecutor(THREADS) as pool:
+        pending: deque = deque()
+        for lo in starts:
+            pending.append((lo, pool.submit(work, lo)))
+            if len(pending) > THREADS:
+                lo_done, future = pending.popleft()
+                yield lo_done, future.result()
+        while pending:
+            lo_done, future = pending.popleft()
+            yield lo_done, future.result()
 
 
 @dataclass(frozen=True)
@@ -101,22 +123,37 @@ def shingle_signatures(words: Words, spec: DedupSpec) -> tuple[np.ndarray, np.nd
     return sigs, np.bincount(words.doc, minlength=words.n_docs) > 0
 
 
-def canonical_words(texts: pa.Array, spec: DedupSpec | None,
-                    progress: Callable[[str], None] | None = None) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """Texts in canonical form and, with a spec, the MinHash signatures of their words (and which
-    texts have any), a chunk of texts at a time: one tokenisation serves both."""
+def canonical_keys(texts: pa.Array, spec: DedupSpec | None,
+                   progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A 128-bit key of each text's canonical form (`Words.sequence_keys`) and, with a spec, the
+    MinHash signatures of its canonical words (and which texts have any), a chunk of texts at a
+    time: one tokenisation serves both, and no canonical text is kept."""
     n = len(texts)
-    parts = []
+    keys = np.zeros((n, 2), np.uint64)
     sigs = np.empty((n, spec.num_perm if spec else 0), np.uint32)
     has_words = np.zeros(n, bool)
-    for lo in range(0, n, CHUNK):
+
+    def work(lo: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
         words = Tokens.of(texts.slice(lo, CHUNK)).words(canonical_form)
-        parts.append(words.texts())
-        if spec:
-            sigs[lo: lo + CHUNK], has_words[lo: lo + CHUNK] = shingle_signatures(words, spec)
+        return words.sequence_keys(), shingle_signatures(words, spec) if spec else None
+
+    for lo, (part, signed) in over_chunks(range(0, n, CHUNK), work):
+        keys[lo: lo + CHUNK] = part
+        if signed:
+            sigs[lo: lo + CHUNK], has_words[lo: lo + CHUNK] = signed
         if progress and n > CHUNK:
             progress(f"canonical forms and MinHash: {min(lo + CHUNK, n)}/{n} texts")
-    return (pa.concat_arrays(parts) if parts else pa.array([], pa.string())), sigs, has_words
+    return keys, sigs, has_words
+
+
+def groups_in_order(keys: np.ndarray) -> np.ndarray:
+    """Each row's group of equal keys, groups numbered in order of their first row."""
+    if keys.shape[0] == 0:
+        return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    rank = np.empty(first.size, np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(first.size)
+    return rank[inverse.reshape(-1)]
 
 
 def near_duplicate_roots(sigs: np.ndarray, usable: np.ndarray, answer_id: np.ndarray, spec: DedupSpec) -> np.ndarray:
@@ -154,8 +191,8 @@ def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
     table = as_table(problems)
     n = table.num_rows
     texts = problem_texts(table)
-    canon, all_sigs, all_usable = canonical_words(texts, spec if spec.near_duplicates else None, progress)
-    group = pc.dictionary_encode(canon).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    keys, all_sigs, all_usable = canonical_keys(texts, spec if spec.near_duplicates else None, progress)
+    group = groups_in_order(keys)
     answers = canonical(table.column("answer").combine_chunks())
     answer_id = pc.dictionary_encode(answers).indices.to_numpy(zero_copy_only=False).astype(np.int64)
 

@@ -112,6 +112,22 @@ class Words:
         its number shape)."""
         return Words(string_hashes(form(self.vocab))[self.ids], self.doc, self.n_docs, self.ids, self.vocab)
 
+    def sequence_keys(self) -> np.ndarray:
+        """(n_docs, 2) uint64: a 128-bit hash of each text's word sequence. Texts share a key exactly
+        when they have the same words in the same order (collisions aside: about 2^-128 a pair),
+        which is equality of their joined texts without building them."""
+        counts = np.bincount(self.doc, minlength=self.n_docs)
+        starts = np.r_[0, np.cumsum(counts)[:-1]]
+        position = (np.arange(self.doc.size) - starts[self.doc]).astype(np.uint64)
+        keys = np.zeros((self.n_docs, 2), np.uint64)
+        nonempty = counts > 0
+        for column, salt in enumerate((_POSITION[0], _POSITION[1])):
+            terms = mix(self.hashes ^ mix(position * salt + np.uint64(column + 1)))
+            if terms.size:
+                keys[nonempty, column] = np.add.reduceat(terms, starts[nonempty])
+            keys[:, column] = mix(keys[:, column] + counts.astype(np.uint64) * salt)
+        return keys
+
     def texts(self) -> pa.Array:
         """Each text's words joined by single spaces."""
         offsets = np.r_[0, np.cumsum(np.bincount(self.doc, minlength=self.n_docs))]
