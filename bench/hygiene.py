@@ -171,6 +171,7 @@ def main() -> None:
     result = deduplicate(pool, progress=lambda msg: print(msg, flush=True))
     dedup_s = time.perf_counter() - start
     kept = pool.filter(pa.array(result.keep))
+    del pool, texts  # as the assets hold it: the kept problems only
     spec = ContaminationSpec()
     benchmark = Benchmark.build("eval", bench, spec)
     report = check(kept, [benchmark], spec, progress=lambda msg: print(msg, flush=True))

@@ -68,18 +68,25 @@ def number_shape(tokens: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(tokens, pattern=NUMBER, replacement="0")
 
 
-def problem_texts(problems: pd.DataFrame | pa.Table) -> pa.Array:
+def problem_texts(problems: pd.DataFrame | pa.Table) -> pa.ChunkedArray:
     """What a reader sees as each problem: its user messages joined by newlines. System prompts
-    are left out: one shared instruction would make every problem of a source look alike."""
+    are left out: one shared instruction would make every problem of a source look alike. Chunk by
+    chunk of the prompt column, and without a copy where each prompt is one user message: a
+    million-problem pool is not held twice."""
     table = problems if isinstance(problems, pa.Table) else pa.Table.from_pandas(
         problems[["prompt"]], preserve_index=False)
-    if table.num_rows == 0:
-        return pa.array([], pa.string())
-    lists = table.column("prompt").combine_chunks()
+    chunks = [_user_texts(c) for c in table.column("prompt").chunks if len(c)]
+    return pa.chunked_array(chunks, chunks[0].type) if chunks else pa.chunked_array([], pa.string())
+
+
+def _user_texts(lists: pa.ListArray) -> pa.Array:
     messages = lists.flatten()
-    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+    contents = messages.field("content")
     user = pc.equal(messages.field("role"), "user").to_numpy(zero_copy_only=False)
-    contents = messages.field("content").filter(pa.array(user))
+    lengths = pc.list_value_length(lists)
+    if user.all() and lists.null_count == 0 and pc.all(pc.equal(lengths, 1)).as_py():
+        return pc.fill_null(contents, "") if contents.null_count else contents
+    parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
     offsets = np.searchsorted(parents[user], np.arange(len(lists) + 1)).astype(np.int32)
-    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), contents), "\n")
+    joined = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), contents.filter(pa.array(user))), "\n")
     return pc.fill_null(joined, "")
