@@ -189,7 +189,7 @@ def main() -> None:
         methods = [c for c in report.columns if c.split("/")[-1] in METHODS and report[c].iloc[row]]
         print(f"false positive by {methods}:\n  pool:  {kept_texts[int(row)]}\n  eval:  {bench_texts[int(match)]}")
     figures = {
-        "rows": len(texts),
+        "rows": len(kind),
         "eval_rows": m,
         "wall_s": round(wall, 1),
         "dedup_s": round(dedup_s, 1),
