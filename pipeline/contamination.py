@@ -139,7 +139,7 @@ class Benchmark:
 
     name: str
     ids: pa.Array
-    texts: pa.Array
+    texts: pa.ChunkedArray
     canonical: pa.Array
     indexes: dict[str, NgramIndex]
     signatures: np.ndarray | None

@@ -123,7 +123,7 @@ def shingle_signatures(words: Words, spec: DedupSpec) -> tuple[np.ndarray, np.nd
     return sigs, np.bincount(words.doc, minlength=words.n_docs) > 0
 
 
-def canonical_keys(texts: pa.Array, spec: DedupSpec | None,
+def canonical_keys(texts: pa.Array | pa.ChunkedArray, spec: DedupSpec | None,
                    progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 128-bit key of each text's canonical form (`Words.sequence_keys`) and, with a spec, the
     MinHash signatures of its canonical words (and which texts have any), a chunk of texts at a
