@@ -6,8 +6,10 @@ from typing import Optional
 import pandas as pd
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
+    AssetIn,
     MaterializeResult,
     MetadataValue,
     asset,
@@ -16,7 +18,15 @@ from dagster import (
 from assets.config import spec_config
 from assets.metadata import counts_table, histogram_png, picture
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems, provenance
+from pipeline.contamination import decontamination_record, flagged
+from pipeline.curriculum import (
+    MANIFEST,
+    CurriculumSpec,
+    build_curriculum,
+    curriculum_problem_ids,
+    manifest_problems,
+    provenance,
+)
 from pipeline.probe import check_predictions, merge_labels
 
 
@@ -26,7 +36,10 @@ class CurriculumConfig(spec_config(CurriculumSpec)):
 
 @asset(
     group_name="curriculum",
+    ins={"problems": AssetIn("unique_problems"), "contamination": AssetIn()},
     check_specs=[
+        AssetCheckSpec("curriculum_is_decontaminated", asset="curriculum", blocking=True,
+                       description="No problem in a stage is flagged by any benchmark and method."),
         AssetCheckSpec("curriculum_manifest_matches_files", asset="curriculum",
                        description="Every stage file exists with the rows and sha256 the manifest records."),
         AssetCheckSpec("curriculum_stages_are_nonempty_or_explained", asset="curriculum",
@@ -39,6 +52,7 @@ def curriculum(
     problems: pd.DataFrame,
     pass_rates: pd.DataFrame,
     predicted_difficulty: Optional[pd.DataFrame],
+    contamination: pd.DataFrame,
     storage: GradusStorage,
     target_model: TargetModel,
     strata: StrataResource,
@@ -65,6 +79,10 @@ def curriculum(
         trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
     )
     made = provenance(target, target_model.extraction_policy, spec.labels, predicted)
+    contaminated = set(contamination["problem_id"][flagged(contamination)])
+    made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
+    if spec.exclude_contaminated:
+        problems = problems[~problems["problem_id"].isin(contaminated)]
     manifest = build_curriculum(problems, labels, spec, home, made)
     folder = storage.layout().curriculum(spec.name)
     staged = labels.merge(problems[["problem_id"]], on="problem_id")
@@ -82,10 +100,20 @@ def curriculum(
             "stages": counts_table(stage_rows, "stage", "rows"),
             "excluded": counts_table(manifest["excluded"], "class", "problems"),
             "label_key": target.key,
+            "contaminated_excluded": len(contaminated) if config.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
             "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
         },
         check_results=[
+            AssetCheckResult(
+                check_name="curriculum_is_decontaminated",
+                passed=not (leaked := sorted(contaminated & curriculum_problem_ids(folder))),
+                # Blocking even when kept on purpose (exclude_contaminated false): the folder is
+                # written for inspection, but nothing downstream may publish or train on it.
+                severity=AssetCheckSeverity.ERROR,
+                metadata={"flagged_in_stages": len(leaked),
+                          "examples": MetadataValue.md("\n".join(f"- {i}" for i in leaked[:8]) or "none")},
+            ),
             AssetCheckResult(
                 check_name="curriculum_manifest_matches_files",
                 passed=not (issues := manifest_problems(folder)),

@@ -7,12 +7,13 @@ from typing import Any
 import yaml
 from dagster import AssetSelection, define_asset_job
 
-from assets import curriculum, history, hub, labelling, probes, problems, training
+from assets import curriculum, history, hub, hygiene, labelling, probes, problems, training
 
 TRIGGER_TAG = "gradus/trigger"
 """Run tag saying what launched an unattended run: `schedule` or `checkpoint`."""
 
-all_assets = [problems.problems, labelling.rollouts, labelling.rewards, labelling.pass_rates, curriculum.curriculum]
+all_assets = [problems.problems, hygiene.unique_problems, hygiene.evaluation_problems, hygiene.contamination,
+              labelling.rollouts, labelling.rewards, labelling.pass_rates, curriculum.curriculum]
 """The labelling graph, problems to curriculum: what `label_job` materializes."""
 probe_assets = [probes.hidden_states, probes.difficulty_probe, probes.predicted_difficulty]
 training_assets = [training.staged_rl_policy]

@@ -226,7 +226,7 @@ def rollouts_config(config: ShardedRolloutsConfig) -> dict:
         "rollout_allocation": AssetOut(description="Per problem: rollouts spent and why sampling stopped.",
                                        is_required=True),
     },
-    ins={"problems": AssetIn()},
+    ins={"problems": AssetIn("unique_problems")},  # duplicates are never sampled
     check_specs=[MATCH_ALLOCATION],
     config=rollouts_config,
     group_name="labelling",

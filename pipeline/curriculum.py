@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -46,6 +47,9 @@ class CurriculumSpec:
         "help": "which pass rates are staged: measured (pass_rates), predicted (the difficulty probe's, from "
         "predicted_difficulty, for every problem) or both (measured where a problem has rollouts, predicted "
         "elsewhere); rows record theirs in label_source"})
+    exclude_contaminated: bool = field(default=True, metadata={
+        "help": "leave out problems any benchmark flags (the contamination asset); when false they stay in the "
+        "stages and the blocking check curriculum_is_decontaminated stops everything downstream"})
 
 
 def provenance(target: LabelTarget, extraction_policy: str, labels: str,
@@ -256,6 +260,13 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), list):
         raise ValueError(f"{path} is not a gradus curriculum manifest (no list of stages): {fix}")
     return manifest
+
+
+def curriculum_problem_ids(folder: Path) -> set[str]:
+    """The problem ids in the stage files the manifest lists."""
+    manifest = read_manifest(folder)
+    return {pid for s in manifest["stages"] if s["file"] and (folder / s["file"]).exists()
+            for pid in pq.read_table(folder / s["file"], columns=["problem_id"]).column("problem_id").to_pylist()}
 
 
 def manifest_problems(folder: Path) -> list[str]:

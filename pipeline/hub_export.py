@@ -168,6 +168,27 @@ def _span(values: np.ndarray) -> str:
     return str(lo) if lo == hi else f"{lo}–{hi}"
 
 
+def _decontamination(record: Mapping[str, Any] | None) -> str:
+    """Which benchmarks the pool was checked against, how, and what was left out."""
+    if not record:
+        return "This curriculum was not checked against evaluation benchmarks."
+    methods = list(record["methods"])
+    rows = "\n".join(f"| `{b}` | " + " | ".join(str(c.get(m, 0)) for m in methods) + f" | {c.get('any', 0)} |"
+                     for b, c in record["benchmarks"].items())
+    notes = "\n".join(f"- `{m}`: {text}" for m, text in record["methods"].items())
+    verdict = ("Flagged problems were left out of every stage."
+               if record["excluded_flagged"] else "**Flagged problems were kept** (exclusion was turned off).")
+    return f"""{record['checked']} problems were checked against {len(record['benchmarks'])} benchmark(s); \
+{record['flagged']} were flagged. {verdict}
+
+| benchmark | {' | '.join(methods)} | any |
+|---|{'---:|' * (len(methods) + 1)}
+{rows}
+
+{notes}
+- {record['template_rule']}."""
+
+
 def render_card(manifest: Mapping[str, Any], rates: np.ndarray, trials: np.ndarray, licences: Mapping[str, str],
                 name: str, usage_id: str, notes: str) -> str:
     """The card's Markdown body (without front matter)."""
@@ -239,6 +260,10 @@ every_stage = load_dataset("{usage_id}")  # config `all`: one split per stage
 {source_rows}
 
 The labels are measurements of the model above; they describe difficulty for that model only.
+
+## Decontamination
+
+{_decontamination(manifest.get("decontamination"))}
 
 ## Notes
 

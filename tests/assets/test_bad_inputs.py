@@ -89,7 +89,9 @@ def test_curriculum_name_cannot_leave_the_curricula_folder(home, instance, tmp_p
     labels = pd.DataFrame({"problem_id": ["p0"], "successes": [1], "trials": [2], "pass_rate": [0.5],
                            "ci_low": [0.1], "ci_high": [0.9]})
     layout.asset(["problems"]).parent.mkdir(parents=True)
-    problems.to_parquet(layout.asset(["problems"]))
+    for asset in ("problems", "unique_problems"):
+        problems.to_parquet(layout.asset([asset]))
+    problems[["problem_id"]].to_parquet(layout.asset(["contamination"]))  # checked against no benchmark
     labels.to_parquet(layout.asset(["pass_rates"]))
     before = sorted(p for p in tmp_path.rglob("*") if "dagster" not in p.parts)
 

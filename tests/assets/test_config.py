@@ -161,12 +161,14 @@ def test_a_strata_setting_reaches_the_curriculum(home, tmp_path):
     pd.DataFrame({"problem_id": ids, "source": "s", "prompt": [[{"role": "user", "content": "q"}]] * 2,
                   "answer": "1", "verifier": "math", "category": "c", "metadata": "{}"}).to_parquet(
         layout.asset(["problems"]))
+    pd.read_parquet(layout.asset(["problems"])).to_parquet(layout.asset(["unique_problems"]))
+    pd.DataFrame({"problem_id": ids}).to_parquet(layout.asset(["contamination"]))  # checked against no benchmark
     pd.DataFrame({"problem_id": ids, "successes": [1, 3], "trials": [4, 4], "pass_rate": [0.25, 0.75],
                   "ci_low": 0.0, "ci_high": 1.0}).to_parquet(layout.asset(["pass_rates"]))
     strata = StrataResource(edges=[1.0, 0.5, 0.0])
     result = materialize(
-        [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
-         curriculum.curriculum],
+        [SourceAsset("unique_problems"), SourceAsset("contamination"), SourceAsset("pass_rates"),
+         SourceAsset("predicted_difficulty"), curriculum.curriculum],
         resources=resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": str(model)}, strata=strata),
     )
     assert result.success

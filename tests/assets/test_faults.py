@@ -16,7 +16,8 @@ from dagster import (
     materialize,
 )
 
-from assets.hub import HubPublisher, hub_curriculum
+from assets.hub import hub_curriculum
+from assets.resources import GradusStorage, HubPublisher
 from assets.io_manager import ParquetIOManager
 from assets.main import summary
 from pipeline.curriculum import CurriculumSpec, build_curriculum
@@ -68,7 +69,7 @@ def test_a_prompt_field_no_row_has_fails_the_run_naming_it(home, instance, tmp_p
 
 @pytest.mark.parametrize("damage", [lambda p: flip(p, p.stat().st_size // 2), truncate])
 def test_a_damaged_asset_file_is_an_error_naming_it(home, damage):
-    io = ParquetIOManager(home=str(home))
+    io = ParquetIOManager(storage=GradusStorage(home=str(home)))
     frame = pd.DataFrame({"problem_id": ["a", "b"], "successes": [0, 4], "trials": [8, 8]})
     io.handle_output(build_output_context(asset_key=AssetKey("pass_rates")), frame)
     context = build_input_context(asset_key=AssetKey("pass_rates"))

@@ -14,6 +14,7 @@ from assets.curriculum import curriculum
 from assets.hub import hub_curriculum
 from assets.resources import HubPublisher
 from assets.resources import resources as gradus_resources
+from assets.hygiene import contamination, evaluation_problems, unique_problems
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels import LabelTarget, pass_rates
 from pipeline.model import ModelSpec
@@ -66,7 +67,7 @@ def instance(tmp_path):
 
 def export(home, model, instance, hub, config=None):
     assets = [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
-              curriculum, hub_curriculum]
+              unique_problems, evaluation_problems, contamination, curriculum, hub_curriculum]
     resources = gradus_resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": str(model)}, hub=hub)
     run_config = {"ops": {"curriculum": {"config": {"name": "nightly"}}, **(config or {})}}
     return materialize(assets, resources=resources, instance=instance, run_config=run_config, raise_on_error=False)

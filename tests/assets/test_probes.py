@@ -72,7 +72,8 @@ def pool(tmp_path_factory, smollm2, instance):
     """24 problems and their hidden states, materialized once; labels planted for 20 of them."""
     home = tmp_path_factory.mktemp("gradus_home")
     # One torch thread: on a small shared machine two threads contend and run several times slower.
-    first = run(home, smollm2, instance, ["problems", "quarantined_problems", "hidden_states"],
+    first = run(home, smollm2, instance, ["problems", "quarantined_problems", "unique_problems", "duplicate_problems",
+                                          "evaluation_problems", "contamination", "hidden_states"],
                 problems={"generators": GENERATORS}, hidden_states={"threads": 1})
     assert first.success
     index = read(home, "hidden_states")
@@ -180,7 +181,7 @@ def test_curriculum_stages_measured_labels_first_and_predictions_for_the_rest(po
 
 def test_predicted_labels_require_the_predicted_difficulty_file(pool, smollm2, tmp_path):
     home = tmp_path / "fresh"
-    for name in ("problems", "pass_rates"):
+    for name in ("problems", "unique_problems", "contamination", "pass_rates"):
         target = StorageLayout(str(home)).asset([name])
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(StorageLayout(str(pool["home"])).asset([name]), target)
