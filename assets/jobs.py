@@ -11,6 +11,10 @@ from assets import curriculum, history, hub, hygiene, labelling, probes, problem
 
 TRIGGER_TAG = "gradus/trigger"
 """Run tag saying what launched an unattended run: `schedule` or `checkpoint`."""
+PID_TAG = "gradus/pid"
+HOST_TAG = "gradus/host"
+"""Run tags of the command line's runs: the process and machine executing them, so a run left
+STARTED by a killed process is recognised as dead."""
 
 all_assets = [problems.problems, hygiene.unique_problems, hygiene.evaluation_problems, hygiene.contamination,
               labelling.rollouts, labelling.rewards, labelling.pass_rates, curriculum.curriculum]

@@ -11,12 +11,28 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
 import sys
 import time
 from pathlib import Path
 
 from pipeline.curriculum import MANIFEST, CurriculumSpec
 from pipeline.storage import StorageLayout
+
+
+INSTANCE_SETTINGS = """\
+telemetry:
+  enabled: false
+# Runs whose worker dies before it starts (or, with launchers that report worker health, at any
+# time) are marked failed rather than left in progress; the relabel schedule also checks the
+# processes of local runs itself.
+run_monitoring:
+  enabled: true
+  start_timeout_seconds: 300
+  poll_interval_seconds: 60
+"""
+"""The instance settings of `$GRADUS_HOME/dagster/dagster.yaml`, also fit for
+`DAGSTER_HOME=$GRADUS_HOME/dagster dagster dev`."""
 
 
 def _instance(layout: StorageLayout):
@@ -27,7 +43,7 @@ def _instance(layout: StorageLayout):
         dagster_home.mkdir(parents=True, exist_ok=True)
         settings = dagster_home / "dagster.yaml"
         if not settings.exists():
-            settings.write_text("telemetry:\n  enabled: false\n")
+            settings.write_text(INSTANCE_SETTINGS)
         os.environ["DAGSTER_HOME"] = str(dagster_home)
     return DagsterInstance.get()
 
@@ -65,6 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     from dagster import DagsterInstance  # noqa: F401  (import cost before the clock starts)
 
     from assets.definitions import build_definitions
+    from assets.jobs import HOST_TAG, PID_TAG
 
     defs = build_definitions()
     layout = defs.resources["storage"].layout()
@@ -77,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     with _instance(layout) as instance:
         job = defs.resolve_job_def("label_job")
-        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, run_config=run_config, raise_on_error=False,
+                                        tags={PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()})
     elapsed = time.perf_counter() - started
     if not result.success:
         print(f"gradus: the run failed after {elapsed:.0f} s (run id {result.run_id}); see the log above", file=sys.stderr)

@@ -3,6 +3,10 @@ SmolLM2 model: after a new problem or a new checkpoint, only stale or new proble
 
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import time
 from datetime import datetime, timezone
 
@@ -12,7 +16,7 @@ import yaml
 from dagster import DagsterRunStatus, Definitions, build_schedule_context, build_sensor_context, instance_for_test
 
 from assets.history import difficulty_history
-from assets.jobs import all_assets, probe_assets, relabel_job
+from assets.jobs import HOST_TAG, PID_TAG, all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource, resources
 from assets.schedules import relabel_schedule_from_env
 from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
@@ -82,6 +86,32 @@ def test_schedule_launches_with_the_unattended_config_and_skips_while_a_relabel_
     instance.create_run_for_job(defs.resolve_job_def("relabel_job"), status=DagsterRunStatus.STARTED)
     data = schedule.evaluate_tick(build_schedule_context(instance, scheduled_execution_time=when))
     assert not data.run_requests and "still queued or running" in data.skip_message
+
+
+def test_a_relabel_run_whose_process_was_killed_does_not_block_the_schedule(home, instance, run_config_file):
+    """A SIGKILLed process leaves its run STARTED for ever; the schedule marks it failed and runs."""
+    run_config_file(3)
+    defs = definitions(home, "")
+    schedule = defs.resolve_schedule_def("nightly_relabel_schedule")
+    when = datetime(2026, 11, 23, 2, 0, tzinfo=timezone.utc)
+    owner = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    job = defs.resolve_job_def("relabel_job")
+    tags = lambda pid: {PID_TAG: str(pid), HOST_TAG: socket.gethostname()}  # noqa: E731
+    killed = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED, tags=tags(owner.pid))
+    data = schedule.evaluate_tick(build_schedule_context(instance, scheduled_execution_time=when))
+    assert not data.run_requests and killed.run_id in data.skip_message  # its process is alive
+
+    owner.send_signal(signal.SIGKILL)
+    owner.wait()
+    [request] = schedule.evaluate_tick(build_schedule_context(instance, scheduled_execution_time=when)).run_requests
+    assert request.tags["gradus/trigger"] == "schedule"
+    assert instance.get_run_by_id(killed.run_id).status == DagsterRunStatus.FAILURE
+
+    # a run on another machine is not this machine's to judge: it still blocks
+    elsewhere = instance.create_run_for_job(job, status=DagsterRunStatus.STARTED,
+                                            tags={PID_TAG: str(owner.pid), HOST_TAG: "another-host"})
+    data = schedule.evaluate_tick(build_schedule_context(instance, scheduled_execution_time=when))
+    assert not data.run_requests and elsewhere.run_id in data.skip_message
 
 
 def fake_checkpoint(root, name, files=("config.json", "model.safetensors"), age_s=3600.0):
