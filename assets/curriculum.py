@@ -78,7 +78,8 @@ def curriculum(
         predicted,
         trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
     )
-    made = provenance(target, target_model.extraction_policy, spec.labels, predicted)
+    made = provenance(target, target_model.extraction_policy, spec.labels, predicted,
+                      measured=None if spec.labels == "predicted" else pass_rates, on_mismatch=spec.on_label_mismatch)
     contaminated = set(contamination["problem_id"][flagged(contamination)])
     made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
     if spec.exclude_contaminated:
@@ -99,8 +100,8 @@ def curriculum(
             "rows": manifest["counts"]["in_stages"],
             "stages": counts_table(stage_rows, "stage", "rows"),
             "excluded": counts_table(manifest["excluded"], "class", "problems"),
-            "label_key": target.key,
-            "contaminated_excluded": len(contaminated) if config.exclude_contaminated else 0,
+            "label_key": str(made["label_key"]),
+            "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
             "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
         },

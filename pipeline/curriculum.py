@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.labels import check_counts
+from pipeline.labels import check_counts, label_mismatch
 from pipeline.locks import locked
 from pipeline.storage import StorageLayout, file_sha256, staging_for, swap_in, write_parquet_atomic, write_text_atomic
 from pipeline.strata import SOLVED, UNSOLVED, Strata
@@ -47,14 +47,21 @@ class CurriculumSpec:
         "help": "which pass rates are staged: measured (pass_rates), predicted (the difficulty probe's, from "
         "predicted_difficulty, for every problem) or both (measured where a problem has rollouts, predicted "
         "elsewhere); rows record theirs in label_source"})
+    on_label_mismatch: Literal["error", "warn"] = field(default="error", metadata={
+        "help": "measured labels made for another model, revision, sampling or verifier than target_model: error "
+        "stops the build; warn builds it, records the labels' own key and the warning in the manifest, and leaves "
+        "sampling unset (training then needs it set explicitly)"})
     exclude_contaminated: bool = field(default=True, metadata={
         "help": "leave out problems any benchmark flags (the contamination asset); when false they stay in the "
         "stages and the blocking check curriculum_is_decontaminated stops everything downstream"})
 
 
 def provenance(target: LabelTarget, extraction_policy: str, labels: str,
-               predicted: Any | None = None) -> dict[str, Any]:
-    """What a curriculum's manifest records about how its labels were made."""
+               predicted: Any | None = None, measured: Any | None = None,
+               on_mismatch: str = "error") -> dict[str, Any]:
+    """What a curriculum's manifest records about how its labels were made: the target's settings,
+    checked against the `measured` labels (`pass_rates`) it stages, which must have been made for
+    it (`on_mismatch` "warn" records the labels' own key and the warning instead)."""
     out = {
         "model": {"id": target.model.model_id, "revision": target.model.revision, "path": target.model.path},
         "sampling": asdict(target.sampling),
@@ -66,6 +73,12 @@ def provenance(target: LabelTarget, extraction_policy: str, labels: str,
     }
     if predicted is not None and len(predicted):
         out["probe"] = str(predicted["probe_path"].iloc[0])
+    if measured is not None and (why := label_mismatch(measured, target)):
+        if on_mismatch == "error":
+            raise ValueError(f"curriculum: {why} (or set on_label_mismatch: warn)")
+        keys = sorted(set(measured["label_key"]))
+        out.update(label_key=keys[0] if len(keys) == 1 else keys, sampling=None, sampling_key=None,
+                   warnings=[why])
     return out
 
 

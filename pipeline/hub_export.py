@@ -192,7 +192,7 @@ def _decontamination(record: Mapping[str, Any] | None) -> str:
 def render_card(manifest: Mapping[str, Any], rates: np.ndarray, trials: np.ndarray, licences: Mapping[str, str],
                 name: str, usage_id: str, notes: str) -> str:
     """The card's Markdown body (without front matter)."""
-    model, sampling = manifest.get("model", {}), manifest.get("sampling", {})
+    model, sampling = manifest.get("model", {}), manifest.get("sampling") or {}
     strata = manifest["strata"]
     stage_rows = "\n".join(
         f"| `{s['name']}` | ({s['pass_rate_bin'][0]:.3g}, {s['pass_rate_bin'][1]:.3g}] | {s['rows']} | "

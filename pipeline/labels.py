@@ -111,3 +111,20 @@ def check_counts(labels: pd.DataFrame, what: str) -> None:
             f"{first['trials']} trials. Pass rates are derived from counts, so the stored labels were changed "
             "after labelling: rematerialize `pass_rates`"
         )
+
+
+def label_mismatch(labels: pd.DataFrame, target: LabelTarget) -> str | None:
+    """Why measured `labels` were not made for `target` (another model, revision, sampling or
+    verifier), or None when they were. A curriculum must describe the labels it stages, not the
+    target configured today: the two differ after a config change without a relabel."""
+    if labels.empty or "label_key" not in labels.columns:
+        return None
+    keys = sorted(set(labels["label_key"]))
+    verifiers = sorted(set(labels["verifier_version"])) if "verifier_version" in labels.columns else []
+    if keys == [target.key] and verifiers in ([], [target.verifier_version]):
+        return None
+    return (
+        f"pass_rates were measured for label key(s) {keys} (verifier {verifiers}), but target_model now says "
+        f"{target.key} (verifier {target.verifier_version}): rematerialize pass_rates (label_job or relabel_job) "
+        "with the current target, or set target_model back to the settings the labels were measured with"
+    )

@@ -12,7 +12,7 @@ from dagster import EnvVar, SourceAsset, instance_for_test, materialize, seriali
 
 from assets.curriculum import curriculum
 from assets.hub import hub_curriculum
-from assets.resources import HubPublisher
+from assets.resources import HubPublisher, TargetModel
 from assets.resources import resources as gradus_resources
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from pipeline.engines.base import SamplingConfig
@@ -143,3 +143,17 @@ def test_a_failed_push_neither_overwrites_nor_leaks_the_token(home, labelled, in
     failure = next(e for e in failed.all_events if e.is_step_failure)
     assert "Bearer ***" in str(failure.step_failure_data.error)
     assert scan_for(SECRET, instance, failed, home) == []
+
+
+def test_a_curriculum_of_labels_made_at_other_settings_is_refused(home, labelled, instance):
+    """Labels measured at T = 0.8, target_model now at T = 0.2: the manifest (and the card after it)
+    would claim T = 0.2, so the build stops and says how to fix it."""
+    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
+              unique_problems, evaluation_problems, contamination, curriculum]
+    changed = TargetModel(model_path=str(labelled), temperature=0.2, max_tokens=512)
+    result = materialize(assets, instance=instance, raise_on_error=False,
+                         resources=gradus_resources({"GRADUS_HOME": str(home)}, target_model=changed))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "rematerialize pass_rates" in failure.step_failure_data.error.cause.message
+    assert not (StorageLayout(str(home)).curriculum("default") / "manifest.json").exists()

@@ -87,3 +87,26 @@ def test_bad_name_is_refused(tmp_path):
     problems, labels = pool([(1, 2)])
     with pytest.raises(ValueError):
         build_curriculum(problems, labels, CurriculumSpec("../escape"), tmp_path)
+
+
+def test_provenance_describes_the_labels_it_stages_not_todays_target():
+    from pipeline.curriculum import provenance
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.labels import LabelTarget, pass_rates
+    from pipeline.model import ModelSpec
+
+    model = ModelSpec("/m", "org/m", "r1")
+    measured_at = LabelTarget(model, SamplingConfig(temperature=0.8), "v1")
+    rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})
+    labels = pass_rates(rewards, measured_at)
+    assert provenance(measured_at, "auto", "measured", measured=labels)["sampling"]["temperature"] == 0.8
+
+    today = LabelTarget(model, SamplingConfig(temperature=0.2, max_tokens=512), "v1")
+    with pytest.raises(ValueError, match=f"{measured_at.key}.*{today.key}.*rematerialize pass_rates"):
+        provenance(today, "auto", "measured", measured=labels)
+    warned = provenance(today, "auto", "measured", measured=labels, on_mismatch="warn")
+    assert warned["label_key"] == measured_at.key and warned["sampling"] is None
+    assert "rematerialize pass_rates" in warned["warnings"][0]
+    newer_verifier = LabelTarget(model, SamplingConfig(temperature=0.8), "v2")
+    with pytest.raises(ValueError, match="verifier"):
+        provenance(newer_verifier, "auto", "measured", measured=labels)
