@@ -105,6 +105,14 @@ class SpecConfig:
         return spec(**values, **others)
 
 
+def _valid_specs(config: Any) -> Any:
+    """Build every spec a config mirrors, so its checks (ranges, names, policies) reject a bad value
+    when the config is made, not when the step that uses it is reached."""
+    for spec in config.__specs__:
+        config.to_spec(spec)
+    return config
+
+
 def spec_config(*specs: type, base: type = Config, name: str | None = None) -> type:
     """A pydantic class on `base` (a Dagster `Config` or `ConfigurableResource`) with the configurable
     fields of `specs`: same names, same defaults, help as description. Subclass it to add methods."""
@@ -119,7 +127,9 @@ def spec_config(*specs: type, base: type = Config, name: str | None = None) -> t
                 pydantic.Field(default=_config_value(default), description=f.metadata[HELP])
             fields[f.name] = (_config_type(hints[f.name]), info)
     title = name or f"{specs[0].__name__}Fields"
-    model = pydantic.create_model(title, __base__=(base, SpecConfig), __module__=__name__, **fields)
+    model = pydantic.create_model(title, __base__=(base, SpecConfig), __module__=__name__,
+                                  __validators__={"_valid_specs": pydantic.model_validator(mode="after")(_valid_specs)},
+                                  **fields)
     model.__specs__ = specs
     return model
 

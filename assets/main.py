@@ -82,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from assets.definitions import build_definitions
     from assets.jobs import HOST_TAG, PID_TAG
+    from assets.preflight import config_errors
 
     defs = build_definitions()
     layout = defs.resources["storage"].layout()
@@ -91,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         import yaml
 
         run_config = yaml.safe_load(args.config.read_text()) or {}
+    errors = config_errors(run_config, {name: type(resource) for name, resource in defs.resources.items()})
+    if errors:
+        print("gradus: the run config is invalid; nothing was run:\n" + "\n".join(f"- {e}" for e in errors),
+              file=sys.stderr)
+        return 2
     started = time.perf_counter()
     with _instance(layout) as instance:
         job = defs.resolve_job_def("label_job")

@@ -35,6 +35,11 @@ def problems(
 ):
     """Ingest every configured source into one schema; bad rows go to `quarantined_problems`,
     among them text holding a special token of the target model's tokenizer."""
+    # The first step of every labelling run: checking the whole run's config here stops a bad value
+    # meant for a later step (a curriculum name, strata edges) before any engine starts.
+    from assets.preflight import check_run_config  # imports every asset module, this one included
+
+    check_run_config(context.run_config)
     tokenizer = load_tokenizer(target_model.spec(storage.root()))
     normalised = config.to_spec().load(verifier.pool(), special_token_strings(tokenizer))
     good = Problem.to_frame(normalised.problems)

@@ -23,7 +23,15 @@ import pyarrow.parquet as pq
 
 from pipeline.labels import check_counts, label_mismatch
 from pipeline.locks import locked
-from pipeline.storage import StorageLayout, file_sha256, staging_for, swap_in, write_parquet_atomic, write_text_atomic
+from pipeline.storage import (
+    StorageLayout,
+    file_sha256,
+    safe_name,
+    staging_for,
+    swap_in,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.strata import SOLVED, UNSOLVED, Strata
 
 if TYPE_CHECKING:
@@ -54,6 +62,9 @@ class CurriculumSpec:
     exclude_contaminated: bool = field(default=True, metadata={
         "help": "leave out problems any benchmark flags (the contamination asset); when false they stay in the "
         "stages and the blocking check curriculum_is_decontaminated stops everything downstream"})
+
+    def __post_init__(self) -> None:
+        safe_name(self.name)  # a folder name: checked when the run is configured, not when it is written
 
 
 def provenance(target: LabelTarget, extraction_policy: str, labels: str,
