@@ -9,7 +9,8 @@ from assets.jobs import all_assets, probe_assets
 from assets.resources import TargetModel, TransformersEngineResource, resources
 from pipeline.storage import StorageLayout
 
-LABELLING = ["problems", "quarantined_problems", "rollouts", "rollout_allocation", "rewards", "pass_rates"]
+LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
+             "rollout_allocation", "rewards", "pass_rates"]
 PROBLEMS = {"generators": [{"name": "chain_sum", "levels": [0, 1], "size_per_level": 2}]}
 
 
@@ -23,7 +24,7 @@ def label(home, tiny_llama):
                                  instance=instance, run_config={"ops": {"problems": {"config": PROBLEMS},
                                                                         "rollouts": {"config": rollouts}}})
         layout = StorageLayout(str(home))
-        return result, {name: pd.read_parquet(layout.asset([name])) for name in LABELLING[2:]}
+        return result, {name: pd.read_parquet(layout.asset([name])) for name in LABELLING[4:]}
 
     return run
 
