@@ -99,7 +99,6 @@ def bare(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingCon
         figures["seeded_batched"] = timed(in_batches)
     finally:
         llm.llm_engine.engine_core.shutdown(timeout=30)
-        del llm
     return figures
 
 
