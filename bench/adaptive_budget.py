@@ -146,8 +146,9 @@ def signal_weights(pass_rates: NDArray[np.float64]) -> NDArray[np.float64]:
 def sweep_grid() -> list[AllocationConfig]:
     """Adaptive settings around the defaults: stopping confidence, minimum gain, round sizes."""
     return [
-        AllocationConfig(max_samples=64, confidence=confidence, min_gain=min_gain,
+        AllocationConfig(max_samples=cap, confidence=confidence, min_gain=min_gain,
                          min_samples=batch, batch_per_problem=batch)
+        for cap in (64, 128)
         for confidence in (0.8, 0.9, 0.95, 0.99)
         for min_gain in (0.0002, 0.0005, 0.001, 0.002, 0.005)
         for batch in (2, 4, 8)
