@@ -40,7 +40,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.allocation import AllocationConfig, run_allocation
+from pipeline.allocation import MIN_POOL_TO_FIT, AllocationConfig, run_allocation
 from pipeline.strata import Strata
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
@@ -276,6 +276,10 @@ def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
     store = RolloutStore(home, model, sampling, engine="vllm")
     problems = build_problems(per_level)
     ids = problems["problem_id"].tolist()
+    if len(ids) < MIN_POOL_TO_FIT:
+        print(f"warning: {len(ids)} problems are fewer than the {MIN_POOL_TO_FIT} the allocation fits its "
+              "prior to: the adaptive policy runs on a flat prior and cannot stop early (raise "
+              "--real-per-level)", flush=True)
     total = cap + reference_n
     todo = missing_requests(problems, total, store.existing(ids))
     print(f"\nreal: {len(ids)} problems x {total} rollouts, {len(todo)} not cached yet", flush=True)
