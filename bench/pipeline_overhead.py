@@ -1,7 +1,7 @@
 """What the pipeline costs on top of the engine: bare `vllm.LLM.generate` vs the `rollouts` asset.
 
 The same problems, n and max tokens go through
-- bare: one `vllm.LLM` started as a user would on this CPU (float32, eager, the stack-notes
+- bare: one `vllm.LLM` started as a user would on this CPU (float32, eager, whole prefills, the stack-notes
   environment settings) and a single `generate` call with `SamplingParams(n=n)` per prompt;
 - asset: `dagster.materialize` of the `rollouts` asset (uniform policy, n per problem) on a fixed
   problems frame, with an empty rollout cache, the vLLM engine resource and the real store;
