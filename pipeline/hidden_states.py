@@ -141,7 +141,7 @@ class HiddenStateExtractor:
             # A plain forward numbers positions from the first (pad) column; generate() derives them
             # from the mask, and so must we, or left-padded rows would see shifted positions.
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            with torch.inference_mode():
+            with torch.inference_mode(), _first_layers(self._model, max(layers)):
                 hidden = self._model(
                     input_ids=enc["input_ids"],
                     attention_mask=mask,
@@ -153,6 +153,28 @@ class HiddenStateExtractor:
             if progress is not None:
                 progress(min(start + batch_size, len(order)), len(order))
         return out
+
+
+@contextmanager
+def _first_layers(model: object, depth: int) -> Iterator[None]:
+    """Run only the first `depth` decoder layers while inside: the layers above the deepest one read
+    cost compute and change nothing below them (a probe on layer 10 of 30 pays a third).
+
+    transformers reports the final norm's output as the last hidden state, so the norm is skipped
+    too, or the state at `depth` would come back normalised. Models without the usual `layers` and
+    `norm` attributes run whole.
+    """
+    import torch
+
+    layers, norm = getattr(model, "layers", None), getattr(model, "norm", None)
+    if not isinstance(layers, torch.nn.ModuleList) or norm is None or depth >= len(layers):
+        yield
+        return
+    model.layers, model.norm = layers[:depth], torch.nn.Identity()  # type: ignore[attr-defined]
+    try:
+        yield
+    finally:
+        model.layers, model.norm = layers, norm  # type: ignore[attr-defined]
 
 
 def _check_layers(layers: Sequence[int], num_hidden_layers: int) -> tuple[int, ...]:

@@ -342,7 +342,8 @@ def _sklearn_version() -> str:
 
 
 def predict(probe: ProbeReport, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Predicted pass rates in [0, 1] and their uncertainty, for features shaped like training's.
+    """Predicted pass rates in [0, 1] and their uncertainty, for features shaped like training's or
+    holding only the chosen layer.
 
     The uncertainty is the half-width, on the pass-rate scale, of a central `config.interval`
     interval around the predicted logit whose SD combines the out-of-fold residual SD (how wrong
@@ -350,9 +351,12 @@ def predict(probe: ProbeReport, features: np.ndarray) -> tuple[np.ndarray, np.nd
     training set). For `logistic` the prediction is P(ever solved) and only the spread counts.
     """
     features = np.asarray(features, dtype=np.float32)
-    if features.ndim != 3 or features.shape[1] != len(probe.layers):
-        raise ValueError(f"features must be (n, {len(probe.layers)} layers, hidden), got {features.shape}")
-    x = features[:, probe.layers.index(probe.chosen_layer), :]
+    if features.ndim != 3 or features.shape[1] not in (1, len(probe.layers)):
+        raise ValueError(f"features must be (n, {len(probe.layers)} layers, hidden) or (n, 1, hidden) at the "
+                         f"chosen layer {probe.chosen_layer}, got {features.shape}")
+    # Labelling needs only the chosen layer, which is cheaper to compute than every swept one.
+    column = probe.layers.index(probe.chosen_layer) if features.shape[1] == len(probe.layers) else 0
+    x = features[:, column, :]
     link = _link(probe.estimator, x)
     spread = (
         np.std([_link(m, x) for m in probe.fold_estimators], axis=0)

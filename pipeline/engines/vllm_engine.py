@@ -31,6 +31,8 @@ class VLLMEngine(Engine):
     """
 
     name = "vllm"
+    CPU_BATCH_SIZE = 128
+    GPU_BATCH_SIZE = 2048
 
     def __init__(
         self,
@@ -51,7 +53,7 @@ class VLLMEngine(Engine):
         cpu = _cpu_only()
         # A batch is the unit of progress reports and of durable writes: small enough on a CPU that
         # a watcher sees it move every minute or two, large enough on a GPU to keep vLLM saturated.
-        self._batch_size = batch_size or (128 if cpu else 2048)
+        self._batch_size = batch_size or (self.CPU_BATCH_SIZE if cpu else self.GPU_BATCH_SIZE)
         if cpu:
             # Measured on 2 cores: vLLM otherwise reserves one core for itself, and float32 is
             # ~4x faster than bf16 on CPUs without AMX.

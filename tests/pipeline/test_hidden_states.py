@@ -73,6 +73,15 @@ def test_batched_equals_one_at_a_time(extractor: HiddenStateExtractor) -> None:
     np.testing.assert_allclose(batched, single, atol=1e-4, rtol=1e-4)
 
 
+def test_shallow_layers_match_a_full_depth_pass(extractor: HiddenStateExtractor) -> None:
+    full = extractor.extract(PROMPTS, (0, 1, 2), batch_size=2)
+    # Only the layers up to the deepest one asked for run; what they return must not change.
+    np.testing.assert_allclose(extractor.extract(PROMPTS, (1,), batch_size=2)[:, 0], full[:, 1], atol=1e-5)
+    np.testing.assert_allclose(extractor.extract(PROMPTS, (0,), batch_size=2)[:, 0], full[:, 0], atol=1e-5)
+    # The model is whole again afterwards: the last layer still comes back as before.
+    np.testing.assert_array_equal(extractor.extract(PROMPTS, (0, 1, 2), batch_size=2), full)
+
+
 def test_extract_rejects_bad_layers(extractor: HiddenStateExtractor) -> None:
     with pytest.raises(ValueError, match="out of range"):
         extractor.extract(PROMPTS[:1], (3,))

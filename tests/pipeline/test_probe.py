@@ -164,6 +164,13 @@ def test_predict_checks_feature_shape(ridge_probe: probe_module.ProbeReport) -> 
         predict(ridge_probe, np.zeros((3, 2, 48), dtype=np.float32))
 
 
+def test_predict_from_the_chosen_layer_alone(ridge_probe: probe_module.ProbeReport) -> None:
+    features, _, _ = planted(20, seed=3)
+    chosen = features[:, [LAYERS.index(ridge_probe.chosen_layer)], :]
+    for got, want in zip(predict(ridge_probe, chosen), predict(ridge_probe, features)):
+        np.testing.assert_array_equal(got, want)
+
+
 def test_select_for_rollouts_prefers_doubt_near_boundaries() -> None:
     pred = np.array([0.50, 0.34, 0.90, 0.10, 0.66, 0.20])
     unc = np.array([0.05, 0.05, 0.05, 0.30, 0.01, 0.01])
