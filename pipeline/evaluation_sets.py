@@ -26,7 +26,7 @@ from pipeline.sources import (
     normalise,
     reasoning_gym_rows,
 )
-from pipeline.storage import safe_name, within
+from pipeline.storage import StorageLayout, safe_name
 
 HELDOUT_SEED_OFFSET = 1_000_000
 """Added to a generator's training seed: default training seeds are below 1,002,000 (name hash
@@ -80,7 +80,7 @@ class EvaluationSetsSpec:
 
 def hub_snapshot(spec: EvaluationSet, home: Path) -> Path:
     """The local copy of a Hub evaluation set, fetched on first use (needs the network then)."""
-    folder = within(home, "evaluation_sets", spec.name)
+    folder = StorageLayout(str(home)).evaluation_set(spec.name)
     if (folder / "dataset_info.json").exists():
         return folder
     import datasets

@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from pipeline.records import content_hash
-from pipeline.storage import slug, within
+from pipeline.storage import StorageLayout, slug, within
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ def lock_path(home: Path, kind: str, target: str) -> Path:
     """The lock file of `target`: readable name plus a hash, so distinct targets never share one."""
     if kind not in KINDS:
         raise ValueError(f"unknown lock kind {kind!r}; one of {KINDS}")
-    return within(home, "locks", kind, f"{slug(target)[:64]}-{content_hash(target, length=16)}.lock")
+    return within(StorageLayout(str(home)).locks, kind, f"{slug(target)[:64]}-{content_hash(target, length=16)}.lock")
 
 
 @contextmanager

@@ -163,6 +163,15 @@ class StorageLayout:
         return Path(self.checkpoint_dir).expanduser() if self.checkpoint_dir else within(self.root, "checkpoints")
 
     @property
+    def locks(self) -> Path:
+        """Per-target file locks (`pipeline.locks`): `locks/`."""
+        return within(self.root, "locks")
+
+    def evaluation_set(self, name: str) -> Path:
+        """The local copy of a Hub evaluation set: `evaluation_sets/<name>/`."""
+        return within(self.root, "evaluation_sets", safe_name(name))
+
+    @property
     def dagster(self) -> Path:
         """The command line's Dagster instance (unless `DAGSTER_HOME` is set): `dagster/`."""
         return within(self.root, "dagster")
