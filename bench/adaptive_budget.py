@@ -14,9 +14,11 @@ the label.
 
 Accuracy is reported plainly and weighted by p(1 - p) of the true pass rate: in RL with binary
 rewards that is a problem's learning signal, so calling p = 0.99 "solved" costs almost nothing and
-calling p = 0.5 "unsolved" costs the most. `--sweep` adds a grid of adaptive settings (confidence,
-min_gain, round size) to the default-strata pool; the headlines name the cheapest setting that
-reaches uniform-64's accuracy, plain and weighted.
+calling p = 0.5 "unsolved" costs the most. Every adaptive setting runs under both allocation
+objectives (`AllocationConfig.objective`: `accuracy`, every class alike; `signal`, a wrong class
+costing its p(1 - p)), side by side on the same outcomes. `--sweep` adds a grid of adaptive settings
+(confidence, min_gain, round size) to the default-strata pool; the headlines name the cheapest
+setting that reaches uniform-64's accuracy, plain and weighted, over all settings and per objective.
 
 A second part runs the real thing: the embedded SmolLM2 model (vLLM) on `probe_vs_rollouts.py`'s
 pool, with its sampling settings, so the two benches share one rollout cache under $GRADUS_HOME and
@@ -40,7 +42,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 from numpy.typing import NDArray
 
-from pipeline.allocation import MIN_POOL_TO_FIT, AllocationConfig, run_allocation
+from pipeline.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, run_allocation
 from pipeline.strata import Strata
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
@@ -53,8 +55,15 @@ ADAPTIVE = (
     AllocationConfig(policy="adaptive", max_samples=128, confidence=0.95, min_gain=0.0005),
     AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0005),
     AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0003),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0005,
+                     min_samples=8, batch_per_problem=8),
+    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.995, min_gain=0.0001),
+    AllocationConfig(policy="adaptive", max_samples=256, confidence=0.98, min_gain=0.0002),
+    AllocationConfig(policy="adaptive", max_samples=256, confidence=0.995, min_gain=0.0002),
 )
-"""Adaptive settings measured: the defaults, and a grid around them picked in exploratory runs."""
+"""Adaptive settings measured, each under every objective: the defaults, and a grid around them
+picked in exploratory runs (the last four are the cheapest the signal objective reached uniform-64's
+accuracy with, plain and weighted, in a sweep of 162 settings under each objective)."""
 
 
 @dataclass(frozen=True)
@@ -128,7 +137,7 @@ def _describe(config: AllocationConfig) -> str:
     if config.policy == "uniform":
         return f"n={config.samples_per_problem}"
     text = (
-        f"conf={config.confidence} gain={config.min_gain} "
+        f"{config.objective} conf={config.confidence} gain={config.min_gain} "
         f"n={config.min_samples}..{config.max_samples} +{config.batch_per_problem}"
     )
     return text + (f" budget={config.total_budget}" if config.total_budget is not None else "")
@@ -169,11 +178,12 @@ def simulate(
 ) -> dict:
     """Accuracy and rollouts of uniform n and of each adaptive setting on one simulated pool.
 
-    Returns `rows` (one per policy run) and the headlines: the cheapest adaptive setting whose
-    accuracy reaches uniform-64's (`rollout_ratio` = its rollouts / uniform-64's; None if no
-    setting reaches it), the same with accuracy weighted by p(1 - p) of the true pass rate
-    (`weighted_ratio`), the best adaptive accuracy, and the first adaptive setting rerun under a
-    total budget of a third of uniform-64's rollouts (`third_budget`).
+    Every setting in `adaptive` runs once per objective. Returns `rows` (one per policy run) and
+    the headlines: the cheapest adaptive setting whose accuracy reaches uniform-64's
+    (`rollout_ratio` = its rollouts / uniform-64's; None if no setting reaches it), the same with
+    accuracy weighted by p(1 - p) of the true pass rate (`weighted_ratio`), both also per
+    objective (`by_objective`), the best adaptive accuracy, and the first adaptive setting rerun
+    under a total budget of a third of uniform-64's rollouts (`third_budget`).
     """
     rng = np.random.default_rng(seed)
     pass_rates = mixture.sample(n_problems, rng)
@@ -188,11 +198,18 @@ def simulate(
         return evaluate(config, truth, signal, streams, strata)
 
     uniform_rows = [run(AllocationConfig(policy="uniform", samples_per_problem=n)) for n in UNIFORM_NS]
-    adaptive_rows = [run(config) for config in adaptive]
+    adaptive_rows = [run(replace(config, objective=o)) for o in OBJECTIVES for config in adaptive]
     third_row = run(third)
     reference = next(r for r in uniform_rows if r["setting"] == f"n={REFERENCE_N}")
     best = _cheapest_reaching(adaptive_rows, reference, "accuracy")
     weighted = _cheapest_reaching(adaptive_rows, reference, "weighted_accuracy")
+    by_objective = {}
+    for o in OBJECTIVES:
+        rows = [r for r in adaptive_rows if r["config"].objective == o]
+        cheapest = {key: _cheapest_reaching(rows, reference, key) for key in ("accuracy", "weighted_accuracy")}
+        by_objective[o] = {
+            key: cheapest[key]["rollouts"] / reference["rollouts"] if cheapest[key] else None for key in cheapest
+        }
     return {
         "rows": [*uniform_rows, *adaptive_rows, third_row],
         "uniform64": reference,
@@ -200,6 +217,7 @@ def simulate(
         "rollout_ratio": best["rollouts"] / reference["rollouts"] if best else None,
         "adaptive_weighted": weighted,
         "weighted_ratio": weighted["rollouts"] / reference["rollouts"] if weighted else None,
+        "by_objective": by_objective,
         "best_adaptive_accuracy": max(r["accuracy"] for r in adaptive_rows),
         "third_budget": third_row,
     }
@@ -231,6 +249,10 @@ def _print_table(title: str, result: dict) -> None:
             f"cheapest adaptive at >= uniform-{REFERENCE_N} p(1-p)-weighted accuracy: {weighted['setting']} -> "
             f"{result['weighted_ratio']:.3f} of uniform-{REFERENCE_N}'s rollouts"
         )
+    for o, ratios in result["by_objective"].items():
+        shown = {key: "none reaches it" if r is None else f"{r:.3f}" for key, r in ratios.items()}
+        print(f"objective {o}: rollouts / uniform-{REFERENCE_N}'s at its accuracy {shown['accuracy']}, "
+              f"at its p(1-p)-weighted accuracy {shown['weighted_accuracy']}")
 
 
 def _summary(prefix: str, result: dict) -> dict:
@@ -251,6 +273,10 @@ def _summary(prefix: str, result: dict) -> dict:
         f"{prefix}_accuracy_uniform21": next(
             r["accuracy"] for r in result["rows"] if r["policy"] == "uniform" and r["setting"] == "n=21"
         ),
+    } | {
+        f"{prefix}_objective_{o}_{name}": ratios[key]
+        for o, ratios in result["by_objective"].items()
+        for name, key in (("rollout_ratio", "accuracy"), ("rollout_ratio_signal_weighted", "weighted_accuracy"))
     }
 
 
@@ -363,15 +389,18 @@ def main(argv: Sequence[str] | None = None) -> None:
     _print_table(f"strata ({edges}), nothing excluded, {args.problems} problems", without)
     summary = {"sim_problems": args.problems, "sim_seed": args.seed}
     summary |= _summary("sim", with_excluded) | _summary("sim_stages_only", without)
-    defaults = next(r for r in with_excluded["rows"] if r["config"] == AllocationConfig(policy="adaptive"))
     reference = with_excluded["uniform64"]
-    summary |= {
-        "sim_default_setting": defaults["setting"],
-        "sim_default_rollouts_over_uniform64": round(defaults["rollouts"] / reference["rollouts"], 4),
-        "sim_default_accuracy": defaults["accuracy"],
-        "sim_default_weighted_accuracy": defaults["weighted_accuracy"],
-        "sim_settings_measured": len(settings),
-    }
+    for o in ("", *OBJECTIVES):  # "": the default config as shipped
+        config = AllocationConfig(policy="adaptive", **({"objective": o} if o else {}))
+        row = next(r for r in with_excluded["rows"] if r["config"] == config)
+        key = f"sim_objective_{o}_default" if o else "sim_default"
+        summary |= {
+            f"{key}_setting": row["setting"],
+            f"{key}_rollouts_over_uniform64": round(row["rollouts"] / reference["rollouts"], 4),
+            f"{key}_accuracy": row["accuracy"],
+            f"{key}_weighted_accuracy": row["weighted_accuracy"],
+        }
+    summary["sim_settings_measured"] = len(settings) * len(OBJECTIVES)
     if not args.skip_real:
         summary |= real(default, args.real_per_level, args.real_max, args.real_reference)
     print(json.dumps(summary))

@@ -201,20 +201,50 @@ def stratum_probabilities(
     """
     s, n = _counts(np.atleast_1d(successes), np.atleast_1d(trials))
     w_zero, w_beta, w_one = posterior_weights(s, n, prior)
-    edges = np.asarray(strata.edges)
-    # Mass of the Beta part in each bin, highest bin first.
-    cdf = stats.beta.cdf(edges[:, None], prior.alpha + s, prior.beta + n - s)
-    stages = w_beta * (cdf[:-1] - cdf[1:])
+    return _class_columns(w_zero, w_beta * _bin_masses(prior.alpha + s, prior.beta + n - s, strata), w_one, strata)
+
+
+def stratum_signal(
+    successes: ArrayLike, trials: ArrayLike, prior: BetaPrior, strata: Strata
+) -> NDArray[np.float64]:
+    """Posterior expected learning signal in each class: E[p(1 - p) * 1{p in class}], columns as in
+    `stratum_probabilities`; a row sums to E[p(1 - p) | s, n].
+
+    p(1 - p) is the reward variance that RL with binary rewards learns from, so these are what a
+    misclassification costs in learning signal. The point masses carry none (p(1 - p) = 0 at p = 0
+    and 1), so `solved` / `unsolved` columns are 0 when excluded. Closed form: p(1 - p) times the
+    Beta(a, b) density is ab / ((a + b)(a + b + 1)) times the Beta(a + 1, b + 1) density.
+    """
+    s, n = _counts(np.atleast_1d(successes), np.atleast_1d(trials))
+    _, w_beta, _ = posterior_weights(s, n, prior)
+    a, b = prior.alpha + s, prior.beta + n - s
+    signal = w_beta * a * b / ((a + b) * (a + b + 1))
+    zero = np.zeros(s.shape)
+    return _class_columns(zero, signal * _bin_masses(a + 1, b + 1, strata), zero, strata)
+
+
+def _bin_masses(a: NDArray, b: NDArray, strata: Strata) -> NDArray[np.float64]:
+    """Beta(a, b) mass in each stage bin, highest bin first: shape (stages, problems)."""
+    cdf = stats.beta.cdf(np.asarray(strata.edges)[:, None], a, b)
+    return cdf[:-1] - cdf[1:]
+
+
+def _class_columns(
+    at_zero: NDArray[np.float64], stages: NDArray[np.float64], at_one: NDArray[np.float64], strata: Strata
+) -> NDArray[np.float64]:
+    """Per-class columns from the p == 0 part, the per-stage parts and the p == 1 part: a point
+    mass that is not a class of its own joins the stage it falls in."""
+    stages = stages.copy()
     columns: list[NDArray[np.float64]] = []
     if strata.exclude_solved:
-        columns.append(w_one)
+        columns.append(at_one)
     else:
-        stages[0] += w_one
+        stages[0] += at_one
     if strata.exclude_unsolved:
         columns.extend(stages)
-        columns.append(w_zero)
+        columns.append(at_zero)
     else:
-        stages[-1] += w_zero
+        stages[-1] += at_zero
         columns.extend(stages)
     return np.stack(columns, axis=1)
 

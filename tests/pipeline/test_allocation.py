@@ -86,6 +86,21 @@ def test_all_fail_problems_stop_at_min_samples_under_an_empirical_prior() -> Non
     assert set(result.stop_reasons[never]) == {"settled"}
 
 
+def test_signal_objective_stops_all_pass_and_all_fail_problems_sooner_and_keeps_mixed_ones_going() -> None:
+    p = mixed_pool(2_000, seed=4)
+    runs = {
+        objective: run_allocation(bernoulli(p, seed=4), p.size, STRATA, AllocationConfig(policy="adaptive", objective=objective))
+        for objective in ("accuracy", "signal")
+    }
+    pure, mixed = (p == 0) | (p == 1), (p > 0.2) & (p < 0.8)
+    accuracy, signal = runs["accuracy"].trials, runs["signal"].trials
+    assert signal[pure].mean() < 0.5 * accuracy[pure].mean()
+    assert signal[mixed].mean() > 0.8 * accuracy[mixed].mean()
+    assert signal[mixed].mean() > 2 * signal[pure].mean()
+    assert runs["signal"].total_rollouts < runs["accuracy"].total_rollouts
+    assert "" not in set(runs["signal"].stop_reasons)
+
+
 def test_run_allocation_is_deterministic_with_a_fixed_seed() -> None:
     p = mixed_pool(400, seed=5)
     config = AllocationConfig(policy="adaptive", total_budget=4_000)
@@ -114,6 +129,7 @@ def test_run_allocation_rejects_impossible_sample_counts() -> None:
     "kwargs",
     [
         {"policy": "greedy"},
+        {"objective": "precision"},
         {"min_samples": 0},
         {"min_samples": 8, "max_samples": 4},
         {"batch_per_problem": 0},

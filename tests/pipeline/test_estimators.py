@@ -15,6 +15,7 @@ from pipeline.estimators import (
     posterior_mean,
     posterior_weights,
     stratum_probabilities,
+    stratum_signal,
 )
 from pipeline.strata import Strata
 
@@ -154,6 +155,25 @@ def test_stratum_probabilities_of_a_plain_beta() -> None:
     np.testing.assert_allclose(probs, [0.0, cdf[0] - cdf[1], cdf[1] - cdf[2], cdf[2] - cdf[3], 0.0])
     with_masses = stratum_probabilities(0, 10, BetaPrior(1.0, 1.0, unsolved_mass=0.5), strata)[0]
     assert with_masses[class_index(strata, -1)] == pytest.approx(0.5 / (0.5 + 0.5 / 11))
+
+
+@pytest.mark.parametrize("exclude", [True, False])
+def test_stratum_signal_is_p_times_1_minus_p_integrated_over_each_class(exclude: bool) -> None:
+    strata = Strata(exclude_solved=exclude, exclude_unsolved=exclude)
+    prior = BetaPrior(0.6, 0.6, solved_mass=0.15, unsolved_mass=0.35)
+    signal = stratum_signal(S, N, prior, strata)
+    # numerically: the Beta part's posterior weight times the integral of p(1-p) x its density per bin
+    grid = np.linspace(0, 1, 200_001)[1:-1]
+    _, w_beta, _ = posterior_weights(S, N, prior)
+    density = stats.beta.pdf(grid[:, None], prior.alpha + S, prior.beta + N - S)
+    integrand = grid[:, None] * (1 - grid[:, None]) * density * w_beta
+    bins = strata.stage_of(grid)
+    expected = np.stack(
+        [np.trapezoid(np.where((bins == c)[:, None], integrand, 0.0), grid, axis=0) for c in strata.classes], axis=1
+    )
+    np.testing.assert_allclose(signal, expected, atol=1e-6)
+    if exclude:  # the point masses at p = 0 and 1 carry no signal
+        np.testing.assert_array_equal(signal[:, [0, -1]], 0.0)
 
 
 def test_class_index() -> None:
