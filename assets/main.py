@@ -35,6 +35,10 @@ run_monitoring:
 `DAGSTER_HOME=$GRADUS_HOME/dagster dagster dev`."""
 
 
+QUIET_LOGGERS = {"console": {"config": {"log_level": "INFO"}}}
+"""The console logger of a run without `--verbose`: the steps' own progress lines and warnings."""
+
+
 def _instance(layout: StorageLayout):
     from dagster import DagsterInstance
 
@@ -58,6 +62,10 @@ def summary(manifest: dict, by_category: dict[str, tuple[float, int]] | None = N
         lines.append(f"  {s['name']}: {s['rows']:>5} problems, pass rate in ({lo:.2f}, {hi:.2f}], mean {mean}{empty}")
     ex = manifest["excluded"]
     lines.append(f"  excluded: {ex['solved']} always solved, {ex['unsolved']} never solved")
+    decontamination = manifest.get("decontamination") or {}
+    if decontamination.get("excluded_flagged") and decontamination.get("flagged"):
+        lines.append(f"  contaminated: {decontamination['flagged']} left out, flagged against "
+                     + ", ".join(sorted(decontamination.get("benchmarks", {}))))
     if by_category:
         lines.append("mean pass rate per category:")
         lines += [f"  {c:<32} {rate:.3f}  ({n} problems)" for c, (rate, n) in sorted(by_category.items())]
@@ -76,6 +84,8 @@ def pass_rate_by_category(layout: StorageLayout) -> dict[str, tuple[float, int]]
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, help="Dagster run config (YAML or JSON) for the job")
+    parser.add_argument("--verbose", action="store_true",
+                        help="print Dagster's DEBUG events and vLLM's INFO lines too (default: progress and results)")
     args = parser.parse_args(argv)
 
     from dagster import DagsterInstance  # noqa: F401  (import cost before the clock starts)
@@ -97,6 +107,11 @@ def main(argv: list[str] | None = None) -> int:
         print("gradus: the run config is invalid; nothing was run:\n" + "\n".join(f"- {e}" for e in errors),
               file=sys.stderr)
         return 2
+    if not args.verbose:
+        # Dagster's console logger prints every engine event at DEBUG, and vLLM its start-up at INFO:
+        # pages of lines around the few that say how far the run is. The run's event log keeps all.
+        run_config = {**run_config, "loggers": run_config.get("loggers") or QUIET_LOGGERS}
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     started = time.perf_counter()
     with _instance(layout) as instance:
         job = defs.resolve_job_def("label_job")

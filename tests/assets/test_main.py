@@ -29,7 +29,7 @@ def test_summary_lists_every_stage_and_the_excluded_counts(home):
     assert text[-1].split() == ["c", "0.500", "(5", "problems)"]
 
 
-def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeypatch, capsys):
+def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("GRADUS_ENGINE", "transformers")
     monkeypatch.setenv("GRADUS_MODEL_PATH", tiny_llama.path)
@@ -42,7 +42,8 @@ def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeyp
     }))
     assert main(["--config", str(config)]) == 0
     layout = StorageLayout(str(home))
-    out = capsys.readouterr().out
+    out, err = capfd.readouterr()
+    assert " - DEBUG - " not in out + err and " - INFO - label_job - " in out + err  # progress, not pages
     assert f"curriculum manifest: {layout.curriculum('cli') / 'manifest.json'}" in out
     model = resolve_model(tiny_llama.path)
     assert f"model {model.model_id} @ {model.revision}" in out
