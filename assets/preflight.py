@@ -51,7 +51,8 @@ def config_errors(run_config: Mapping[str, Any], resource_types: Mapping[str, ty
     for section, name, cls, block in blocks:
         if cls is None or not issubclass(cls, SpecConfig):
             continue
-        values = {k: "<from the environment>" if _is_env(v) else v for k, v in ((block or {}).get("config") or {}).items()}
+        given = (block or {}).get("config") or {}
+        values = {k: "<from the environment>" if _is_env(v) else v for k, v in given.items()}
         try:
             cls(**values)
         except (ValidationError, TypeError, ValueError) as exc:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -27,8 +26,7 @@ from pipeline.storage import (
     StorageLayout,
     file_sha256,
     safe_name,
-    staging_for,
-    swap_in,
+    replacing,
     write_parquet_atomic,
     write_text_atomic,
 )
@@ -203,15 +201,8 @@ def build_curriculum(
     strata = spec.strata
     problems_t = _as_table(problems)
     table = stratify(problems_t, labels, strata)
-    with locked(home, "curriculum", spec.name):
-        staging = staging_for(root)
-        try:
-            manifest = _write_stages(problems_t, table, spec, staging, provenance)
-            swap_in(staging, root)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
-    return manifest
+    with locked(home, "curriculum", spec.name), replacing(root) as staging:
+        return _write_stages(problems_t, table, spec, staging, provenance)
 
 
 def _write_stages(

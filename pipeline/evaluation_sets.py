@@ -26,7 +26,7 @@ from pipeline.sources import (
     normalise,
     reasoning_gym_rows,
 )
-from pipeline.storage import StorageLayout, safe_name
+from pipeline.storage import StorageLayout, replacing, safe_name
 
 HELDOUT_SEED_OFFSET = 1_000_000
 """Added to a generator's training seed: default training seeds are below 1,002,000 (name hash
@@ -92,9 +92,8 @@ def hub_snapshot(spec: EvaluationSet, home: Path) -> Path:
             f"cannot fetch evaluation set {spec.name!r} from the Hub ({spec.hub}, split {spec.split}): "
             f"{type(exc).__name__}: {exc}. Run once online, or point `path` at a local copy."
         ) from exc
-    staging = folder.with_name(f".{folder.name}.staging")
-    dataset.save_to_disk(str(staging))
-    staging.replace(folder)
+    with replacing(folder) as staging:
+        dataset.save_to_disk(str(staging))
     return folder
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.curriculum import manifest_problems, read_manifest
-from pipeline.storage import staging_for, swap_in, write_text_atomic
+from pipeline.storage import replacing, write_text_atomic
 
 CARD = "README.md"
 NOTES_START = "<!-- gradus:notes:start -->"
@@ -287,30 +287,28 @@ def build_hub_folder(
         raise ValueError(f"curriculum {curriculum} disagrees with its manifest: {'; '.join(issues)}")
     manifest = read_manifest(curriculum)
     old_meta, old_body = split_card((out / CARD).read_text()) if (out / CARD).is_file() else ({}, "")
-    staging = staging_for(out)
+    with replacing(out) as staging:
+        rows, stages, rates, trials = {}, [], [], []
+        for stage in manifest["stages"]:
+            rows[stage["name"]] = stage["rows"]
+            if not stage["rows"]:
+                continue  # `datasets` cannot load a zero-row Parquet file: an empty stage gets no config
+            stages.append(stage["name"])
+            target = staging / data_file(stage["name"])
+            target.parent.mkdir(parents=True)
+            shutil.copyfile(curriculum / stage["file"], target)
+            labels = pq.read_table(target, columns=["pass_rate", "trials"])
+            rates.append(labels.column("pass_rate").to_numpy())
+            trials.append(labels.column("trials").to_numpy())
+        all_rates = np.concatenate(rates) if rates else np.array([])
+        all_trials = np.concatenate(trials) if trials else np.array([], dtype=np.int64)
 
-    rows, stages, rates, trials = {}, [], [], []
-    for stage in manifest["stages"]:
-        rows[stage["name"]] = stage["rows"]
-        if not stage["rows"]:
-            continue  # `datasets` cannot load a zero-row Parquet file: an empty stage gets no config
-        stages.append(stage["name"])
-        target = staging / data_file(stage["name"])
-        target.parent.mkdir(parents=True)
-        shutil.copyfile(curriculum / stage["file"], target)
-        labels = pq.read_table(target, columns=["pass_rate", "trials"])
-        rates.append(labels.column("pass_rate").to_numpy())
-        trials.append(labels.column("trials").to_numpy())
-    all_rates = np.concatenate(rates) if rates else np.array([])
-    all_trials = np.concatenate(trials) if trials else np.array([], dtype=np.int64)
-
-    licence, licences = card_licence(manifest.get("source_snapshot", {}).get("sources", {}), license)
-    name = pretty_name or old_meta.get("pretty_name") or f"gradus curriculum: {manifest['name']}"
-    meta = {**old_meta, **front_matter(stages, licence, name, sum(rows.values()))}
-    body = render_card(manifest, all_rates, all_trials, licences, name, repo_id or str(out), notes_of(old_body))
-    card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
-    write_text_atomic(card, staging / CARD)
-    swap_in(staging, out)
+        licence, licences = card_licence(manifest.get("source_snapshot", {}).get("sources", {}), license)
+        name = pretty_name or old_meta.get("pretty_name") or f"gradus curriculum: {manifest['name']}"
+        meta = {**old_meta, **front_matter(stages, licence, name, sum(rows.values()))}
+        body = render_card(manifest, all_rates, all_trials, licences, name, repo_id or str(out), notes_of(old_body))
+        card = "---\n" + yaml.safe_dump(meta, sort_keys=False, allow_unicode=True) + "---\n" + body
+        write_text_atomic(card, staging / CARD)
     return HubFolder(out, tuple(c["config_name"] for c in meta["configs"]), rows, licence)
 
 

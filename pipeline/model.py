@@ -11,12 +11,11 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from dataclasses import dataclass
 import importlib.util
 from pathlib import Path
 
-from pipeline.storage import StorageLayout, safe_name, slug, staging_for, swap_in, write_text_atomic
+from pipeline.storage import StorageLayout, replacing, safe_name, slug, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -113,8 +112,7 @@ def convert_gguf(gguf: Path, out: Path) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    tmp = staging_for(out)
-    try:
+    with replacing(out) as tmp:
         tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
         model = AutoModelForCausalLM.from_pretrained(
             str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
@@ -125,10 +123,6 @@ def convert_gguf(gguf: Path, out: Path) -> None:
             model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        swap_in(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def read_marker(folder: Path) -> dict | None:

@@ -7,7 +7,8 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -85,16 +86,22 @@ def write_text_atomic(text: str, path: Path) -> None:
     write_bytes_atomic(text.encode("utf-8"), path)
 
 
-def staging_for(target: Path) -> Path:
-    """A fresh, empty folder beside `target` for this build alone, to `swap_in` when done:
-    concurrent builds of the same target never share one."""
+@contextmanager
+def replacing(target: Path) -> Iterator[Path]:
+    """A fresh, empty folder beside `target` for this build alone (concurrent builds of one target
+    never share one): swapped in for `target` whole when the block ends, removed if it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.staging-", dir=target.parent))
     staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
-    return staging
+    try:
+        yield staging
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
-def swap_in(staging: Path, target: Path) -> None:
+def _swap_in(staging: Path, target: Path) -> None:
     """Replace folder `target` by `staging` with renames, so readers see the old or the new
     folder whole, never a mix."""
     old = target.with_name(f".{target.name}.old")
@@ -202,20 +209,15 @@ def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
     """`write_parquet_atomic` plus a checksum sidecar, written before the file appears: a file
     that exists always has its checksum (a crash between the two leaves only an orphan sidecar).
     Returns the sha256."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    digests: list[str] = []
+
+    def write(tmp: str) -> None:
         pq.write_table(table, tmp)
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        digest = file_sha256(Path(tmp))
-        write_text_atomic(f"{digest}  {path.name}\n", sha256_sidecar(path))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return digest
+        digests.append(file_sha256(Path(tmp)))
+        write_text_atomic(f"{digests[0]}  {path.name}\n", sha256_sidecar(path))
+
+    _write_atomic(path, write)
+    return digests[0]
 
 
 def verify_sha256(path: Path, fix: str) -> bool:
@@ -242,8 +244,9 @@ def verify_sha256(path: Path, fix: str) -> bool:
 def inside_home(path: str | os.PathLike[str], home: Path, what: str) -> Path:
     """`path` resolved, refusing one outside the storage root (e.g. a path read from an event log
     that another home or a hand-edited record put there)."""
-    resolved, root = Path(path).expanduser().resolve(), home.resolve()
-    if resolved != root and root not in resolved.parents:
-        raise ValueError(f"{what} {resolved} lies outside GRADUS_HOME ({root}): refusing to use it; "
-                         "name it explicitly in the config if it belongs to this home")
-    return resolved
+    given = Path(path).expanduser()
+    try:
+        return within(home, str(given))
+    except ValueError:
+        raise ValueError(f"{what} {given.resolve()} lies outside GRADUS_HOME ({home.resolve()}): refusing to use "
+                         "it; name it explicitly in the config if it belongs to this home") from None

@@ -4,12 +4,11 @@ and a content-hash revision), so relabelling the checkpoint gives labels under a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
 from pipeline.model import MODEL_MARKER, ModelSpec, folder_revision
-from pipeline.storage import swap_in, write_text_atomic
+from pipeline.storage import replacing, write_text_atomic
 
 
 def save_checkpoint(
@@ -21,18 +20,15 @@ def save_checkpoint(
     marker with the base model's id, so labels of the checkpoint never mix with the base's. The
     folder is written beside its final place and swapped in whole.
     """
-    staging = folder.with_name(f".{folder.name}.staging")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging)
-    tokenizer.save_pretrained(staging)
-    revision = folder_revision(staging)
-    marker = {
-        "model_id": base.model_id,
-        "revision": revision,
-        "base_model": {"model_id": base.model_id, "revision": base.revision, "path": base.path},
-        **provenance,
-    }
-    write_text_atomic(json.dumps(marker, indent=2, default=str), staging / MODEL_MARKER)
-    swap_in(staging, folder)
+    with replacing(folder) as staging:
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        revision = folder_revision(staging)
+        marker = {
+            "model_id": base.model_id,
+            "revision": revision,
+            "base_model": {"model_id": base.model_id, "revision": base.revision, "path": base.path},
+            **provenance,
+        }
+        write_text_atomic(json.dumps(marker, indent=2, default=str), staging / MODEL_MARKER)
     return ModelSpec(str(folder), base.model_id, revision)
