@@ -12,7 +12,6 @@ and still be valid Parquet) is an error naming the file, never a silent relabel.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
@@ -29,7 +28,7 @@ import pyarrow.parquet as pq
 
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.model import ModelSpec
-from pipeline.records import Rollout
+from pipeline.records import Rollout, content_hash
 from pipeline.locks import locked
 from pipeline.storage import (
     StorageLayout,
@@ -76,7 +75,7 @@ class RolloutStore:
         """The lock held while generating rollouts of these problems under this label key: a second
         process asking for the same problems waits, then finds them stored and generates nothing.
         Keyed by the problem set too, so the shards of one run (disjoint sets) run in parallel."""
-        ids = hashlib.sha256("\n".join(sorted(set(problem_ids))).encode()).hexdigest()[:16]
+        ids = content_hash(*sorted(set(problem_ids)), length=16)
         return locked(self.home, "rollouts", f"{self.model.key}/{self.sampling.key}/{ids}")
 
     def _dataset(self) -> pads.Dataset | None:
