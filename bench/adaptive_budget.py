@@ -35,35 +35,41 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, run_allocation
+from pipeline.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
+from pipeline.estimators import BetaPrior
 from pipeline.strata import Strata
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
 """Uniform baselines; 21 is a third of 64, the rollouts the adaptive policy is meant to fit in."""
 REFERENCE_N = 64
-ADAPTIVE = (
+ADAPTIVE = tuple(dict.fromkeys((  # the defaults may be one of the grid's settings
     AllocationConfig(policy="adaptive"),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.9, min_gain=0.0003),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.95, min_gain=0.0008),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.95, min_gain=0.0005),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0005),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0003),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.99, min_gain=0.0005,
+    *(
+        AllocationConfig(policy="adaptive", max_samples=cap, confidence=1.0, min_gain=min_gain)
+        for cap in (128, 256)
+        for min_gain in (0.0006, 0.0008, 0.001, 0.0012, 0.0015)
+    ),
+    AllocationConfig(policy="adaptive", max_samples=256, confidence=0.99, min_gain=0.001),
+    AllocationConfig(policy="adaptive", max_samples=256, confidence=1.0, min_gain=0.001,
                      min_samples=8, batch_per_problem=8),
-    AllocationConfig(policy="adaptive", max_samples=128, confidence=0.995, min_gain=0.0001),
-    AllocationConfig(policy="adaptive", max_samples=256, confidence=0.98, min_gain=0.0002),
-    AllocationConfig(policy="adaptive", max_samples=256, confidence=0.995, min_gain=0.0002),
-)
-"""Adaptive settings measured, each under every objective: the defaults, and a grid around them
-picked in exploratory runs (the last four are the cheapest the signal objective reached uniform-64's
-accuracy with, plain and weighted, in a sweep of 162 settings under each objective)."""
+)))
+"""Adaptive settings measured, each under every objective: the defaults, and a grid of rollout
+prices (`min_gain`) and caps around the price at which the signal objective matches uniform-64's
+p(1 - p)-weighted accuracy, with the confidence stop off (1.0), once on and once with rounds of 8."""
+LOWER_EDGES = (1.0, 0.5, 0.25, 0.0)
+"""Strata edges reported beside the default: SmolLM2 rarely passes above 2/3, so lower edges fill
+every stage on its pools."""
+BOUND_CAP = 256
+"""Cap of the Bayes-optimal reference rule (`bound`): a larger one changed its spend by < 0.5 %."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +84,14 @@ class PoolMixture:
     """Beta shape of the rest (both shapes below 1: U-shaped, most mass near 0 and 1)."""
     beta: float = 0.6
     """Beta shape of the rest."""
+
+    def prior(self) -> BetaPrior:
+        return BetaPrior(self.alpha, self.beta, solved_mass=self.solved, unsolved_mass=self.unsolved)
+
+    def mean_signal(self) -> float:
+        """E[4p(1 - p)] over the pool: the point masses carry none."""
+        a, b = self.alpha, self.beta
+        return (1.0 - self.solved - self.unsolved) * 4.0 * a * b / ((a + b) * (a + b + 1.0))
 
     def sample(self, n_problems: int, rng: np.random.Generator) -> NDArray[np.float64]:
         u = rng.random(n_problems)
@@ -153,15 +167,41 @@ def signal_weights(pass_rates: NDArray[np.float64]) -> NDArray[np.float64]:
 
 
 def sweep_grid() -> list[AllocationConfig]:
-    """Adaptive settings around the defaults: stopping confidence, minimum gain, round sizes."""
+    """Adaptive settings around the defaults: stopping confidence, rollout price, caps, round sizes."""
     return [
         AllocationConfig(policy="adaptive", max_samples=cap, confidence=confidence, min_gain=min_gain,
                          min_samples=batch, batch_per_problem=batch)
-        for cap in (64, 128)
-        for confidence in (0.8, 0.9, 0.95, 0.99)
-        for min_gain in (0.0002, 0.0005, 0.001, 0.002, 0.005)
+        for cap in (128, 256)
+        for confidence in (0.95, 0.99, 1.0)
+        for min_gain in (0.0005, 0.0008, 0.001, 0.0012, 0.0015, 0.002)
         for batch in (2, 4, 8)
     ]
+
+
+def bound(strata: Strata, mixture: PoolMixture = PoolMixture(), cap: int = BOUND_CAP) -> dict:
+    """Rollouts of the Bayes-optimal rule at uniform-64's p(1 - p)-weighted accuracy, as a share of
+    uniform-64's: the signal objective with the pool's true prior, one rollout per round, no
+    confidence stop, its rollout price bisected until the accuracy just matches. Both sides are
+    exact expectations (`allocation.expected_outcome`), not samples. Since it stops each problem
+    optimally for its price knowing the prior, no policy that labels with `Strata.observed_class`
+    is expected to spend less on this pool at that accuracy.
+    """
+    prior, norm = mixture.prior(), mixture.mean_signal()
+
+    def weighted(config: AllocationConfig) -> tuple[float, float]:
+        rollouts, score = expected_outcome(prior, strata, config)
+        return rollouts, 1.0 - (1.0 - score) / norm
+
+    _, target = weighted(AllocationConfig(policy="uniform", samples_per_problem=REFERENCE_N))
+    rule = AllocationConfig(policy="adaptive", min_samples=1, batch_per_problem=1, max_samples=cap,
+                            confidence=1.0, prior=prior)
+    lo, hi = 1e-5, 1e-1  # prices: the accuracy falls as the price rises
+    for _ in range(24):
+        mid = math.sqrt(lo * hi)
+        lo, hi = (mid, hi) if weighted(replace(rule, min_gain=mid))[1] >= target else (lo, mid)
+    rollouts, accuracy = weighted(replace(rule, min_gain=lo))
+    return {"rollout_ratio": rollouts / REFERENCE_N, "weighted_accuracy": accuracy,
+            "uniform64_weighted_accuracy": target, "price": lo}
 
 
 def _cheapest_reaching(rows: list[dict], reference: dict, key: str) -> dict | None:
@@ -280,16 +320,36 @@ def _summary(prefix: str, result: dict) -> dict:
     }
 
 
-def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
-    """Adaptive vs uniform at equal spend on SmolLM2, scored against a disjoint high-n reference.
+REAL_GENERATORS = ("products", "chain_sum", "basic_arithmetic")
+"""Generators whose easiest levels SmolLM2 solves some of the time (short answers, 24-35 tokens);
+with their harder levels the pool's pass rates spread from 0 to about 0.5."""
+REAL_LEVELS = (0, 1, 2)
 
-    The pool is `bench/probe_vs_rollouts.py`'s (4 generators x 3 levels x `per_level`) with its
-    sampling settings, so both benches read and fill one rollout cache under $GRADUS_HOME.
+
+def real_pool(per_level: int) -> pd.DataFrame:
+    """`per_level` problems of each generator in `REAL_GENERATORS` at each of `REAL_LEVELS`."""
+    from pipeline.records import Problem
+    from pipeline.sources import ReasoningGymSource, load_problems
+
+    sources = [ReasoningGymSource(name, levels=REAL_LEVELS, size_per_level=per_level) for name in REAL_GENERATORS]
+    return Problem.to_frame(load_problems(sources).problems)
+
+
+def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: int) -> dict:
+    """Adaptive allocation vs uniform-`cap` on SmolLM2 (vLLM), from one rollout cache under $GRADUS_HOME.
+
+    Every problem gets rollouts 0..cap+reference_n-1, generated in sample-index order (index 0 of
+    every problem, then index 1, ...), so a run cut short leaves every problem the same prefix and
+    a rerun generates only the rest. The adaptive policy (the library's default settings, capped
+    at `cap`) reads indices 0..cap-1 round by round; uniform-`cap` reads all of them, and uniform-n
+    reads 0..n-1 with n matched to the adaptive spend. The reference class of a problem comes from
+    the disjoint indices cap..cap+reference_n-1, or with `reference_n` 0 from uniform-`cap` itself.
+    The figures of the first strata carry no suffix; later strata's keys end in their edges.
     """
-    from bench.probe_vs_rollouts import build_problems
     from pipeline.engines import create_engine
     from pipeline.engines.base import SamplingConfig
     from pipeline.model import embedded_model
+    from pipeline.progress import Progress
     from pipeline.rollout_store import RolloutStore, missing_requests
     from pipeline.sampling import sample_rollouts
     from pipeline.scoring import score_rollouts
@@ -300,23 +360,26 @@ def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
     model = embedded_model(home)
     sampling = SamplingConfig(temperature=0.8, top_p=1.0, max_tokens=64, seed=0)
     store = RolloutStore(home, model, sampling, engine="vllm")
-    problems = build_problems(per_level)
+    problems = real_pool(per_level)
     ids = problems["problem_id"].tolist()
     if len(ids) < MIN_POOL_TO_FIT:
         print(f"warning: {len(ids)} problems are fewer than the {MIN_POOL_TO_FIT} the allocation fits its "
               "prior to: the adaptive policy runs on a flat prior and cannot stop early (raise "
               "--real-per-level)", flush=True)
     total = cap + reference_n
-    todo = missing_requests(problems, total, store.existing(ids))
-    print(f"\nreal: {len(ids)} problems x {total} rollouts, {len(todo)} not cached yet", flush=True)
+    todo = sorted(missing_requests(problems, total, store.existing(ids)), key=lambda r: r.sample_index)
+    print(f"\nreal: {len(ids)} problems x {total} rollouts, {len(todo)} not cached yet (home {home})", flush=True)
     started = time.perf_counter()
     if todo:
-        def progress(done: int, count: int, tok_s: float) -> None:
-            print(f"  rollouts {done}/{count}, {tok_s:.0f} tok/s", flush=True)
-
+        progress = Progress("real rollouts", len(todo), lambda line: print(line, flush=True),
+                            unit="rollouts", every_s=30)
         with create_engine("vllm", model) as engine:
-            engine.generate(todo, sampling, progress, on_batch=store.append)
+            engine.generate(todo, sampling, lambda done, _, tok_s: progress.update(done, f"{tok_s:.0f} tok/s"),
+                            on_batch=store.append)
     generate_s = time.perf_counter() - started
+    figures: dict = {"real_problems": len(ids), "real_max_samples": cap,
+                     "real_reference_rollouts_per_problem": reference_n or cap,
+                     "real_reference_disjoint": reference_n > 0, "real_generated_this_run": len(todo)}
     with VerifierPool(workers=2) as pool:
 
         def scorer(frame):
@@ -327,42 +390,117 @@ def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
             return grouped["sum"].to_numpy(np.int64), grouped["count"].to_numpy(np.int64)
 
         everything = store.load(ids, total)
-        ref_s, ref_n = counts(everything[everything["sample_index"] >= cap])
-        reference = strata.observed_class(ref_s, ref_n)
+        outcomes = scorer(everything)[["problem_id", "passed"]].assign(
+            sample_index=everything["sample_index"].to_numpy())
+
+        def counts_below(lo: int, hi: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+            rows = outcomes[(outcomes["sample_index"] >= lo) & (outcomes["sample_index"] < hi)]
+            grouped = rows.groupby("problem_id")["passed"].agg(["sum", "count"]).reindex(ids)
+            return grouped["sum"].to_numpy(np.int64), grouped["count"].to_numpy(np.int64)
+
+        full_s, full_n = counts_below(0, cap)
+        ref_s, ref_n = counts_below(cap, total) if reference_n else (full_s, full_n)
+        rate = full_s / full_n
+        figures["real_pass_rate_mean"] = round(float(rate.mean()), 4)
+        figures["real_share_never_passed"] = round(float(np.mean(full_s == 0)), 4)
 
         def cached_only():
             raise RuntimeError("every rollout should come from the store here")
 
-        config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=cap, batch_per_problem=4)
-        adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
-        a_s, a_n = counts(adaptive.rollouts)
-        spent = int(a_n.sum())
-        n_uniform = max(1, round(spent / len(ids)))
-        u_s, u_n = counts(everything[everything["sample_index"] < n_uniform])
-    # The reference's own pass rate stands in for the true one in the learning-signal weights.
-    signal = signal_weights(ref_s / ref_n)
-    agree_a = strata.observed_class(a_s, a_n) == reference
-    agree_u = strata.observed_class(u_s, u_n) == reference
-    figures = {
-        "real_problems": len(ids),
-        "real_rollouts_adaptive": spent,
-        "real_rollouts_uniform": int(u_n.sum()),
-        "real_rollout_ratio": round(spent / (cap * len(ids)), 4),
-        "real_agreement_adaptive": round(float(agree_a.mean()), 4),
-        "real_agreement_uniform": round(float(agree_u.mean()), 4),
-        "real_weighted_agreement_adaptive": round(float(np.sum(signal * agree_a) / np.sum(signal)), 4),
-        "real_weighted_agreement_uniform": round(float(np.sum(signal * agree_u) / np.sum(signal)), 4),
-        "real_max_samples": cap,
-        "real_reference_rollouts_per_problem": reference_n,
-        "real_generated_this_run": len(todo),
-    }
-    print(f"real: SmolLM2-135M, {len(ids)} problems, reference = {reference_n} disjoint rollouts each"
-          f" (generated {len(todo)} rollouts in {generate_s:.0f} s)")
-    print(f"  adaptive (4..{cap}): {spent} rollouts ({figures['real_rollout_ratio']:.3f} of uniform-{cap}), "
-          f"agreement {figures['real_agreement_adaptive']:.3f}, weighted {figures['real_weighted_agreement_adaptive']:.3f}")
-    print(f"  uniform n={n_uniform}: {int(u_n.sum())} rollouts, agreement {figures['real_agreement_uniform']:.3f}, "
-          f"weighted {figures['real_weighted_agreement_uniform']:.3f}")
+        for k, strata in enumerate(strata_list):
+            suffix = "" if k == 0 else f"_{edges_key(strata)}"
+            config = AllocationConfig(policy="adaptive", max_samples=cap)
+            adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
+            a_s, a_n = counts(adaptive.rollouts)
+            spent = int(a_n.sum())
+            n_uniform = max(1, round(spent / len(ids)))
+            u_s, u_n = counts_below(0, n_uniform)
+            reference = strata.observed_class(ref_s, ref_n)
+            # The reference's own pass rate stands in for the true one in the learning-signal weights.
+            signal = signal_weights(ref_s / ref_n)
+            agree = {name: strata.observed_class(s, n) == reference
+                     for name, (s, n) in (("adaptive", (a_s, a_n)), ("uniform", (u_s, u_n)),
+                                          ("uniform_cap", (full_s, full_n)))}
+
+            def weighted(a: NDArray[np.bool_]) -> float:
+                return round(float(np.sum(signal * a) / np.sum(signal)), 4)
+
+            figures |= {
+                f"real_rollouts_adaptive{suffix}": spent,
+                f"real_rollouts_uniform{suffix}": int(u_n.sum()),
+                f"real_rollout_ratio{suffix}": round(spent / (cap * len(ids)), 4),
+                f"real_agreement_adaptive{suffix}": round(float(agree["adaptive"].mean()), 4),
+                f"real_agreement_uniform{suffix}": round(float(agree["uniform"].mean()), 4),
+                f"real_weighted_agreement_adaptive{suffix}": weighted(agree["adaptive"]),
+                f"real_weighted_agreement_uniform{suffix}": weighted(agree["uniform"]),
+                f"real_class_counts{suffix}": {int(c): int(np.sum(reference == c)) for c in strata.classes},
+            }
+            if reference_n:
+                figures |= {
+                    f"real_agreement_uniform{cap}{suffix}": round(float(agree["uniform_cap"].mean()), 4),
+                    f"real_weighted_agreement_uniform{cap}{suffix}": weighted(agree["uniform_cap"]),
+                }
+            edges = ", ".join(f"{e:.3g}" for e in strata.edges)
+            against = f"{reference_n} disjoint rollouts" if reference_n else f"uniform-{cap}"
+            print(f"real, strata ({edges}): SmolLM2-135M, {len(ids)} problems, reference class from {against}")
+            print(f"  adaptive ({config.min_samples}..{cap}, {config.objective}): {spent} rollouts "
+                  f"({spent / (cap * len(ids)):.3f} of uniform-{cap}), agreement {agree['adaptive'].mean():.3f}, "
+                  f"weighted {weighted(agree['adaptive']):.3f}")
+            print(f"  uniform n={n_uniform}: {int(u_n.sum())} rollouts, agreement {agree['uniform'].mean():.3f}, "
+                  f"weighted {weighted(agree['uniform']):.3f}")
+            if reference_n:
+                print(f"  uniform n={cap}: agreement {agree['uniform_cap'].mean():.3f}, "
+                      f"weighted {weighted(agree['uniform_cap']):.3f}")
+    print(f"real: generated {len(todo)} rollouts in {generate_s:.0f} s", flush=True)
     return figures
+
+
+def edges_key(strata: Strata) -> str:
+    return "edges_" + "_".join(f"{e:.3g}" for e in strata.edges)
+
+
+def simulation_summary(n_problems: int, seed: int, sweep: bool) -> dict:
+    """The simulated part: tables printed, headline figures returned.
+
+    The default strata (whatever `Strata()` is) carry the unprefixed `sim_` keys; the same edges
+    with nothing excluded `sim_stages_only_`, and `LOWER_EDGES`, if they differ from the default,
+    `sim_edges_..._`. `_bound_` keys are the Bayes-optimal rule's (`bound`).
+    """
+    default = Strata()
+    stages_only = Strata(default.edges, exclude_solved=False, exclude_unsolved=False)
+    settings = (*ADAPTIVE, *sweep_grid()) if sweep else ADAPTIVE
+    summary: dict = {"sim_problems": n_problems, "sim_seed": seed}
+    runs = [("sim", default, settings), ("sim_stages_only", stages_only, ADAPTIVE)]
+    if Strata(LOWER_EDGES) != default:
+        runs.append((f"sim_{edges_key(Strata(LOWER_EDGES))}", Strata(LOWER_EDGES), ADAPTIVE))
+    for prefix, strata, adaptive in runs:
+        result = simulate(n_problems, seed, strata, adaptive=adaptive)
+        edges = ", ".join(f"{e:.3g}" for e in strata.edges)
+        excluded = "solved/unsolved excluded" if strata.exclude_solved else "nothing excluded"
+        _print_table(f"strata ({edges}), {excluded}, {n_problems} problems", result)
+        summary |= _summary(prefix, result)
+        if strata.exclude_solved:
+            best = bound(strata)
+            summary |= {f"{prefix}_bound_rollout_ratio_signal_weighted": round(best["rollout_ratio"], 4),
+                        f"{prefix}_bound_price": round(best["price"], 6)}
+            print(f"Bayes-optimal rule (true prior, one rollout per round, price {best['price']:.5f}): "
+                  f"{best['rollout_ratio']:.3f} of uniform-{REFERENCE_N}'s rollouts at its expected p(1-p)-weighted "
+                  f"accuracy {best['uniform64_weighted_accuracy']:.4f}")
+        if prefix != "sim":
+            continue
+        reference = result["uniform64"]
+        for o in ("", *OBJECTIVES):  # "": the default config as shipped
+            config = AllocationConfig(policy="adaptive", **({"objective": o} if o else {}))
+            row = next(r for r in result["rows"] if r["config"] == config)
+            key = f"sim_objective_{o}_default" if o else "sim_default"
+            summary |= {
+                f"{key}_setting": row["setting"],
+                f"{key}_rollouts_over_uniform64": round(row["rollouts"] / reference["rollouts"], 4),
+                f"{key}_accuracy": row["accuracy"],
+                f"{key}_weighted_accuracy": row["weighted_accuracy"],
+            }
+    summary["sim_settings_measured"] = len(settings) * len(OBJECTIVES)
+    return summary
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -372,37 +510,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--sweep", action="store_true",
                         help="measure a grid of adaptive settings (confidence, min_gain, round size) too")
     parser.add_argument("--skip-real", action="store_true", help="simulation only (no model)")
-    parser.add_argument("--real-per-level", type=int, default=17,
-                        help="real pool: problems per generator and level (4 x 3 levels)")
-    parser.add_argument("--real-max", type=int, default=16, help="real: the adaptive cap per problem")
+    parser.add_argument("--real-per-level", type=int, default=24,
+                        help="real pool: problems per generator and level (3 generators x 3 levels)")
+    parser.add_argument("--real-max", type=int, default=64,
+                        help="real: rollouts of uniform, and the adaptive cap, per problem")
     parser.add_argument("--real-reference", type=int, default=32,
-                        help="real: disjoint rollouts per problem that the reference class is read from")
+                        help="real: disjoint rollouts per problem that the reference class is read from "
+                        "(0: uniform-max is the reference)")
+    parser.add_argument("--real-only", action="store_true", help="the real part only (no simulation)")
     args = parser.parse_args(argv)
 
-    default = Strata()
-    stages_only = Strata(default.edges, exclude_solved=False, exclude_unsolved=False)
-    settings = (*ADAPTIVE, *sweep_grid()) if args.sweep else ADAPTIVE
-    with_excluded = simulate(args.problems, args.seed, default, adaptive=settings)
-    without = simulate(args.problems, args.seed, stages_only)
-    edges = ", ".join(f"{e:.3g}" for e in default.edges)
-    _print_table(f"strata ({edges}), solved/unsolved excluded, {args.problems} problems", with_excluded)
-    _print_table(f"strata ({edges}), nothing excluded, {args.problems} problems", without)
-    summary = {"sim_problems": args.problems, "sim_seed": args.seed}
-    summary |= _summary("sim", with_excluded) | _summary("sim_stages_only", without)
-    reference = with_excluded["uniform64"]
-    for o in ("", *OBJECTIVES):  # "": the default config as shipped
-        config = AllocationConfig(policy="adaptive", **({"objective": o} if o else {}))
-        row = next(r for r in with_excluded["rows"] if r["config"] == config)
-        key = f"sim_objective_{o}_default" if o else "sim_default"
-        summary |= {
-            f"{key}_setting": row["setting"],
-            f"{key}_rollouts_over_uniform64": round(row["rollouts"] / reference["rollouts"], 4),
-            f"{key}_accuracy": row["accuracy"],
-            f"{key}_weighted_accuracy": row["weighted_accuracy"],
-        }
-    summary["sim_settings_measured"] = len(settings) * len(OBJECTIVES)
+    summary = {} if args.real_only else simulation_summary(args.problems, args.seed, args.sweep)
     if not args.skip_real:
-        summary |= real(default, args.real_per_level, args.real_max, args.real_reference)
+        summary |= real((Strata(), Strata(LOWER_EDGES)), args.real_per_level, args.real_max, args.real_reference)
     print(json.dumps(summary))
 
 

@@ -6,11 +6,13 @@ posterior (`pipeline.estimators`):
 
 - how likely is the class it would be assigned now to be its true class (its score, see
   `objective` below)? At `confidence` it stops;
-- how much would more rollouts raise that score, per rollout? The expectation is taken over
-  the possible outcomes of 1, 2, 4 … further batches (up to `max_samples`), and the best horizon
-  counts. Below `min_gain` it stops: more samples are not expected to be worth their cost. This is
-  what stops problems that every rollout passes (or fails), whose label is right with a
-  probability that grows only slowly with more rollouts.
+- is another batch worth its cost? `min_gain` is the price of one rollout in score. The value of
+  continuing is computed exactly by backward induction over every count the problem can still
+  reach (up to `max_samples`), continuing after each batch only while that pays: the Bayes-optimal
+  stopping rule for that price. It stops once the expected rise in score from continuing, per
+  rollout, is at most `min_gain`. This is what stops problems that every rollout passes (or
+  fails), whose label is right with a probability that grows only slowly with more rollouts, and
+  problems sitting on a stratum edge, which no affordable number of rollouts settles.
 
 Both questions use a prior fitted to the whole pool by default, with point masses at p = 0 and
 p = 1 (`BetaPrior.fit_pool`), so "solved" and "unsolved" have real posterior probability.
@@ -60,7 +62,7 @@ class AllocationConfig:
     samples_per_problem: int = field(default=8, metadata={"help": "uniform: rollouts per problem"})
     min_samples: int = field(default=4, metadata={
         "help": "adaptive: rollouts every problem gets in the first round, before any stopping rule"})
-    max_samples: int = field(default=64, metadata={"help": "adaptive: cap on a problem's rollouts"})
+    max_samples: int = field(default=256, metadata={"help": "adaptive: cap on a problem's rollouts"})
     batch_per_problem: int = field(default=4, metadata={
         "help": "adaptive: rollouts added per round to each problem still open"})
     objective: Literal["accuracy", "signal"] = field(default="signal", metadata={
@@ -68,10 +70,12 @@ class AllocationConfig:
         "class is true. signal: 1 - E[4p(1-p) if the assigned class is wrong], a misclassification costing "
         "the problem's learning signal p(1-p) (4p(1-p) is 1 at p = 1/2, 0 at p = 0 or 1), so problems whose "
         "rollouts all pass or all fail stop sooner and mixed ones get the rollouts"})
-    confidence: float = field(default=0.95, metadata={
-        "help": "adaptive: stop once the score (see objective) of the assigned class reaches this"})
-    min_gain: float = field(default=0.0005, metadata={
-        "help": "adaptive: stop once more rollouts are expected to raise the score by less than this, per rollout"})
+    confidence: float = field(default=1.0, metadata={
+        "help": "adaptive: stop once the score (see objective) of the assigned class reaches this (1: only "
+        "min_gain stops)"})
+    min_gain: float = field(default=0.001, metadata={
+        "help": "adaptive: the price of one rollout in score: a problem gets more while continuing (and stopping "
+        "when it pays) is expected to raise its score by more than this per rollout"})
     total_budget: int | None = field(default=None, metadata={
         "help": "cap on the total rollouts over all problems (counting those already done); empty: no cap"})
     prior: BetaPrior | None = None
@@ -129,8 +133,8 @@ class _Assessment:
     """The adaptive policy's view of each problem after its current trials."""
 
     gain: NDArray[np.float64]
-    """Expected rise, per rollout, of the assigned class's score (`AllocationConfig.objective`), at
-    the best lookahead horizon (0 at max_samples)."""
+    """Expected rise, per rollout, of the assigned class's score (`AllocationConfig.objective`) from
+    the next batch on, continuing optimally after it (0 at max_samples)."""
     settled: NDArray[np.bool_]
     """Confident in the class assigned now, or not worth more rollouts."""
 
@@ -225,6 +229,45 @@ def run_allocation(
     )
 
 
+def expected_outcome(prior: BetaPrior, strata: Strata, config: AllocationConfig) -> tuple[float, float]:
+    """Expected rollouts and expected final score (see `AllocationConfig.objective`) of `config`'s
+    rule on one problem whose pass rate is drawn from `prior`.
+
+    Exact, not sampled: the distribution of (successes, trials) is carried through the rule batch by
+    batch. The prior is held fixed (no refit between rounds) and there is no total budget, so with
+    the pool's true prior this is what the rule spends and reaches on an endless pool. Under the
+    `signal` objective, 1 - score is the expected learning signal lost to a wrong class, in units of
+    the most a problem carries (p(1 - p) = 1/4).
+    """
+    uniform = config.policy == "uniform"
+    cap = config.samples_per_problem if uniform else config.max_samples
+    start = cap if uniform else config.min_samples
+    tables = _Tables.build(prior, strata, cap, config)
+    pending = {start: np.exp(_log_binom(start) + tables.log_marginal[: start + 1, start])}
+    rollouts = score = 0.0
+    for k in sorted(range(start, cap + 1)):
+        mass = pending.pop(k, None)
+        if mass is None:
+            continue
+        now = tables.score[: k + 1, k]
+        stop = np.ones(k + 1, dtype=bool) if k >= cap else (
+            (now >= config.confidence) | (tables.gain[: k + 1, k] <= config.min_gain)
+        )
+        rollouts += k * float(mass[stop].sum())
+        score += float((mass * now)[stop].sum())
+        if stop.all():
+            continue
+        h = min(config.batch_per_problem, cap - k)
+        s = np.arange(k + 1)[:, None]
+        predictive = np.exp(_log_binom(h) + tables.log_marginal[s + np.arange(h + 1), k + h]
+                            - tables.log_marginal[s, k])
+        after = np.zeros(k + h + 1)
+        for j in range(h + 1):
+            after[j : j + k + 1] += np.where(stop, 0.0, mass) * predictive[:, j]
+        pending[k + h] = pending.get(k + h, 0.0) + after
+    return rollouts, score
+
+
 def _even_share(want: NDArray[np.int64], budget: int, tie: NDArray) -> NDArray[np.int64]:
     """`budget` rollouts spread as evenly as `want` allows: every problem gets min(want, level),
     the highest level the budget covers, and the remainder goes one each in `tie` order."""
@@ -271,14 +314,14 @@ def _assess(
         prior = BetaPrior()
     else:
         prior = BetaPrior.fit_pool(s, n)
-    tables = _Tables.build(prior, strata, max(config.max_samples, int(n.max())), config.objective)
+    tables = _Tables.build(prior, strata, max(config.max_samples, int(n.max())), config)
     pairs, inverse = np.unique(np.stack([s[sampled], n[sampled]]), axis=1, return_inverse=True)
     ps, pn = pairs
     conf = tables.score[ps, pn]
     room = np.maximum(config.max_samples - pn, 0)
-    gain = _lookahead_gain(ps, pn, room, tables, config.batch_per_problem)
+    gain = tables.gain[ps, pn]
     # A problem at max_samples can gain nothing more; it is capped, not settled, unless confident.
-    settled = (conf >= config.confidence) | ((gain < config.min_gain) & (room > 0))
+    settled = (conf >= config.confidence) | ((gain <= config.min_gain) & (room > 0))
     inverse = inverse.ravel()
     out_gain, out_settled = np.zeros(n.shape), np.zeros(n.shape, dtype=bool)
     out_gain[sampled], out_settled[sampled] = gain[inverse], settled[inverse]
@@ -294,54 +337,55 @@ class _Tables:
     the class the counts assign is the true class; under `signal` 1 - E[4p(1 - p) * 1{class wrong}],
     the posterior expected learning signal lost to a wrong label, as a share of the most a problem
     can carry (1/4 at p = 1/2), so both live in [0, 1] and share thresholds."""
+    gain: NDArray[np.float64]
+    """Expected rise in score per rollout from drawing the next batch and continuing optimally
+    after it (0 from max_samples on)."""
     log_marginal: NDArray[np.float64]
     """`estimators.log_marginal`, for predictive probabilities."""
 
     @classmethod
-    def build(
-        cls, prior: BetaPrior, strata: Strata, top: int, objective: str = "accuracy"
-    ) -> _Tables:
-        # Lookahead visits the same counts from many starting points: one table per round is
-        # cheaper than evaluating posteriors per (problem, horizon, outcome).
+    def build(cls, prior: BetaPrior, strata: Strata, top: int, config: AllocationConfig) -> _Tables:
         s, n = np.nonzero(np.tri(top + 1, dtype=bool).T)  # all 0 <= s <= n <= top
         score = np.zeros((top + 1, top + 1))
         log_m = np.full((top + 1, top + 1), -np.inf)
         log_m[s, n] = log_marginal(s, n, prior)
         s, n = s[n > 0], n[n > 0]
         assigned = np.arange(s.size), class_index(strata, strata.observed_class(s, n))
-        if objective == "signal":
+        if config.objective == "signal":
             signal = stratum_signal(s, n, prior, strata)
             score[s, n] = 1.0 - 4.0 * (signal.sum(axis=1) - signal[assigned])
         else:
             score[s, n] = stratum_probabilities(s, n, prior, strata)[assigned]
-        return cls(score, log_m)
+        return cls(score, _continuation_gain(score, log_m, config), log_m)
 
 
-def _lookahead_gain(
-    s: NDArray[np.int64], n: NDArray[np.int64], room: NDArray[np.int64], tables: _Tables, batch: int
+def _continuation_gain(
+    score: NDArray[np.float64], log_m: NDArray[np.float64], config: AllocationConfig
 ) -> NDArray[np.float64]:
-    """Best expected rise in the assigned class's score per rollout, over 1, 2, 4 … batches ahead.
+    """Per (s, n): (E[value after the next batch] - score now) / batch size, where a problem's value
+    is what it ends with under the optimal rule for the price `min_gain` per rollout: its score
+    once it stops (at `confidence`, at `max_samples`, or when continuing does not pay), else the
+    expected value after one more batch less that batch's price. Backward induction from
+    `max_samples` down; the posterior predictive of j passes in h more rollouts is
+    C(h, j) * exp(log_marginal(s + j, n + h) - log_marginal(s, n)).
 
-    One batch alone undervalues a problem near a stratum edge, where no single batch can move its
-    observed pass rate across; looking further ahead (up to the room left below max_samples)
-    credits it with what a run of batches would buy.
+    Looking one batch ahead alone would undervalue a problem near a stratum edge, where no single
+    batch moves its observed pass rate across; the induction credits every run of batches that pays.
     """
-    gain = np.zeros(s.shape)
-    now = tables.score[s, n]
-    step = 0
-    while (live := (room > 0) & ((step == 0) | (batch << max(step - 1, 0) < room))).any():
-        horizon = np.minimum(batch << step, room)
-        for h in np.unique(horizon[live]):
-            rows = np.flatnonzero(live & (horizon == h))
-            after_s, after_n = s[rows, None] + np.arange(h + 1), n[rows, None] + h
-            log_pred = (
-                _log_binom(h)
-                + tables.log_marginal[after_s, after_n]
-                - tables.log_marginal[s[rows], n[rows]][:, None]
-            )
-            expected = (np.exp(log_pred) * tables.score[after_s, after_n]).sum(axis=1)
-            gain[rows] = np.maximum(gain[rows], (expected - now[rows]) / h)
-        step += 1
+    top = score.shape[0] - 1
+    cap = min(config.max_samples, top)
+    value = score.copy()
+    gain = np.zeros_like(score)
+    for k in range(cap - 1, 0, -1):
+        h = min(config.batch_per_problem, cap - k)
+        s = np.arange(k + 1)[:, None]
+        j = np.arange(h + 1)
+        predictive = np.exp(_log_binom(h) + log_m[s + j, k + h] - log_m[s, k])
+        expected = (predictive * value[s + j, k + h]).sum(axis=1)
+        now = score[: k + 1, k]
+        gain[: k + 1, k] = (expected - now) / h
+        go = (now < config.confidence) & (gain[: k + 1, k] > config.min_gain)
+        value[: k + 1, k] = np.where(go, expected - config.min_gain * h, now)
     return gain
 
 
