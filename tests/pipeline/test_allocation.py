@@ -1,11 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
-from pipeline.allocation import AllocationConfig, plan_round, run_allocation, stop_reason
+from pipeline.allocation import AllocationConfig, expected_outcome, plan_round, run_allocation, stop_reason
 from pipeline.estimators import BetaPrior
 from pipeline.strata import Strata
 
@@ -148,3 +149,52 @@ def test_a_pool_too_small_to_fit_uses_a_uniform_prior() -> None:
     result = run_allocation(bernoulli(np.ones(3)), 3, STRATA, AllocationConfig(policy="adaptive", max_samples=16))
     assert result.trials.tolist() == [16, 16, 16]
     assert set(result.stop_reasons) == {"max_samples"}
+
+
+PRIOR = BetaPrior(0.6, 0.6, solved_mass=0.15, unsolved_mass=0.35)
+
+
+def prior_pool(size: int, seed: int) -> np.ndarray:
+    """Pass rates drawn from PRIOR."""
+    rng = np.random.default_rng(seed)
+    u = rng.random(size)
+    return np.where(u < PRIOR.unsolved_mass, 0.0,
+                    np.where(u < PRIOR.unsolved_mass + PRIOR.solved_mass, 1.0, rng.beta(PRIOR.alpha, PRIOR.beta, size)))
+
+
+@pytest.mark.parametrize("objective", ["signal", "accuracy"])
+def test_expected_outcome_matches_a_simulated_pool(objective: str) -> None:
+    config = AllocationConfig(policy="adaptive", objective=objective, max_samples=64, min_gain=0.002, prior=PRIOR)
+    rollouts, score = expected_outcome(PRIOR, STRATA, config)
+    p = prior_pool(20_000, seed=8)
+    result = run_allocation(bernoulli(p, seed=8), p.size, STRATA, config)
+    wrong = STRATA.observed_class(result.successes, result.trials) != STRATA.stage_of(p)
+    realised = 1.0 - wrong * (4 * p * (1 - p) if objective == "signal" else 1.0)
+    trials_se = result.trials.std() / np.sqrt(p.size)
+    assert abs(result.trials.mean() - rollouts) < 4 * trials_se
+    assert abs(realised.mean() - score) < 4 * realised.std() / np.sqrt(p.size)
+
+
+def test_expected_outcome_of_uniform_n_is_the_chance_its_counts_land_in_the_true_class() -> None:
+    config = AllocationConfig(policy="uniform", samples_per_problem=16, objective="accuracy")
+    rollouts, score = expected_outcome(PRIOR, STRATA, config)
+    p = prior_pool(40_000, seed=9)
+    right = STRATA.observed_class(np.random.default_rng(9).binomial(16, p), 16) == STRATA.stage_of(p)
+    assert rollouts == pytest.approx(16.0)
+    assert abs(right.mean() - score) < 4 * right.std() / np.sqrt(p.size)
+
+
+def test_the_rule_for_a_price_beats_every_other_rule_at_that_price() -> None:
+    # min_gain is the price of a rollout; the backward-induction rule maximises score - price * rollouts
+    price = 0.001
+
+    def net(config: AllocationConfig) -> float:
+        rollouts, score = expected_outcome(PRIOR, STRATA, config)
+        return score - price * rollouts
+
+    rule = AllocationConfig(policy="adaptive", max_samples=128, confidence=1.0, min_gain=price, prior=PRIOR)
+    best = net(rule)
+    others = [replace(rule, min_gain=price * f) for f in (0.25, 0.5, 2.0, 4.0)]
+    others += [replace(rule, confidence=c) for c in (0.9, 0.95, 0.99)]
+    others += [AllocationConfig(policy="uniform", samples_per_problem=n) for n in (4, 8, 16, 32, 64, 128)]
+    assert max(net(other) for other in others) <= best + 1e-12
