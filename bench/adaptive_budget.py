@@ -7,27 +7,33 @@ unsolved, else the stage of s / n); accuracy is the fraction of labels equal to 
 true pass rate (`Strata.stage_of`). Every policy reads the same pre-drawn outcome stream per
 problem (common random numbers), so differences between rows are not sampling noise of the pool.
 
-Two strata are measured: the default (3 stages, solved and unsolved excluded) and the same stage
-edges with nothing excluded. They differ in what is hard: telling p == 1 from p = 0.99 takes many
-rollouts whatever the policy, and with solved / unsolved as classes that distinction is part of
-the label.
+The default strata (whatever `Strata()` is: solved and unsolved excluded), the same edges with
+nothing excluded, and `LOWER_EDGES` (1, 0.5, 0.25, 0) are measured. They differ in what is hard:
+telling p == 1 from p = 0.99 takes many rollouts whatever the policy, and with solved / unsolved as
+classes that distinction is part of the label.
 
 Accuracy is reported plainly and weighted by p(1 - p) of the true pass rate: in RL with binary
 rewards that is a problem's learning signal, so calling p = 0.99 "solved" costs almost nothing and
 calling p = 0.5 "unsolved" costs the most. Every adaptive setting runs under both allocation
 objectives (`AllocationConfig.objective`: `accuracy`, every class alike; `signal`, a wrong class
 costing its p(1 - p)), side by side on the same outcomes. `--sweep` adds a grid of adaptive settings
-(confidence, min_gain, round size) to the default-strata pool; the headlines name the cheapest
-setting that reaches uniform-64's accuracy, plain and weighted, over all settings and per objective.
+(confidence, rollout price, cap, round size) to the default-strata pool; the headlines name the
+cheapest setting that reaches uniform-64's accuracy, plain and weighted, over all settings and per
+objective. Beside them, `bound` gives what the Bayes-optimal rule (the pool's true prior, one
+rollout per round) needs for uniform-64's weighted accuracy: no policy that labels with
+`Strata.observed_class` is expected to need less.
 
-A second part runs the real thing: the embedded SmolLM2 model (vLLM) on `probe_vs_rollouts.py`'s
-pool, with its sampling settings, so the two benches share one rollout cache under $GRADUS_HOME and
-reruns are cheap. Every problem gets rollouts 0..cap+reference-1 once; adaptive allocation reads
-indices 0..cap-1 round by round, uniform reads 0..n-1 with n matched to the adaptive spend, and both
-are compared with a reference class from the disjoint indices cap..cap+reference-1.
+A second part runs the real thing: the embedded SmolLM2 model (vLLM, T = 0.8, 64 tokens) on 211
+reasoning-gym problems (`REAL_GENERATORS` x levels 0-2), with its rollouts cached under
+$GRADUS_HOME, so reruns are cheap. Every problem gets rollouts 0..max+reference-1, generated in
+sample-index order, so a run cut short leaves every problem the same prefix; the adaptive policy
+(default settings, capped at max) reads indices 0..max-1 round by round, uniform-max reads all of
+them, uniform-n reads 0..n-1 with n matched to the adaptive spend, and all are compared with a
+reference class from the disjoint indices max..max+reference-1 (or, with --real-reference 0, with
+uniform-max's class). Both the default strata and `LOWER_EDGES` are reported.
 
-Run: PYTHONPATH=. .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S] [--sweep] [--skip-real]
-         [--real-per-level 17] [--real-max 16] [--real-reference 32]
+Run: PYTHONPATH=. .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S] [--sweep]
+         [--skip-real | --real-only] [--real-per-level 24] [--real-max 64] [--real-reference 32]
 Prints tables, then on its last line one JSON object.
 """
 
@@ -178,6 +184,18 @@ def sweep_grid() -> list[AllocationConfig]:
     ]
 
 
+def expected_weighted(
+    config: AllocationConfig, strata: Strata, mixture: PoolMixture = PoolMixture()
+) -> tuple[float, float]:
+    """Expected rollouts per problem and p(1 - p)-weighted accuracy of `config` (signal objective,
+    whose score is 1 - the expected weighted loss) on the mixture, exactly
+    (`allocation.expected_outcome`, the true prior held fixed)."""
+    if config.objective != "signal":
+        raise ValueError("expected_weighted reads the signal objective's score; got objective " + config.objective)
+    rollouts, score = expected_outcome(mixture.prior(), strata, config)
+    return rollouts, 1.0 - (1.0 - score) / mixture.mean_signal()
+
+
 def bound(strata: Strata, mixture: PoolMixture = PoolMixture(), cap: int = BOUND_CAP) -> dict:
     """Rollouts of the Bayes-optimal rule at uniform-64's p(1 - p)-weighted accuracy, as a share of
     uniform-64's: the signal objective with the pool's true prior, one rollout per round, no
@@ -186,11 +204,10 @@ def bound(strata: Strata, mixture: PoolMixture = PoolMixture(), cap: int = BOUND
     optimally for its price knowing the prior, no policy that labels with `Strata.observed_class`
     is expected to spend less on this pool at that accuracy.
     """
-    prior, norm = mixture.prior(), mixture.mean_signal()
+    prior = mixture.prior()
 
     def weighted(config: AllocationConfig) -> tuple[float, float]:
-        rollouts, score = expected_outcome(prior, strata, config)
-        return rollouts, 1.0 - (1.0 - score) / norm
+        return expected_weighted(config, strata, mixture)
 
     _, target = weighted(AllocationConfig(policy="uniform", samples_per_problem=REFERENCE_N))
     rule = AllocationConfig(policy="adaptive", min_samples=1, batch_per_problem=1, max_samples=cap,
@@ -481,11 +498,16 @@ def simulation_summary(n_problems: int, seed: int, sweep: bool) -> dict:
         summary |= _summary(prefix, result)
         if strata.exclude_solved:
             best = bound(strata)
+            rollouts, accuracy = expected_weighted(AllocationConfig(policy="adaptive"), strata)
             summary |= {f"{prefix}_bound_rollout_ratio_signal_weighted": round(best["rollout_ratio"], 4),
-                        f"{prefix}_bound_price": round(best["price"], 6)}
+                        f"{prefix}_bound_price": round(best["price"], 6),
+                        f"{prefix}_expected_weighted_accuracy_uniform64": round(best["uniform64_weighted_accuracy"], 4),
+                        f"{prefix}_default_expected_rollout_ratio": round(rollouts / REFERENCE_N, 4),
+                        f"{prefix}_default_expected_weighted_accuracy": round(accuracy, 4)}
             print(f"Bayes-optimal rule (true prior, one rollout per round, price {best['price']:.5f}): "
                   f"{best['rollout_ratio']:.3f} of uniform-{REFERENCE_N}'s rollouts at its expected p(1-p)-weighted "
-                  f"accuracy {best['uniform64_weighted_accuracy']:.4f}")
+                  f"accuracy {best['uniform64_weighted_accuracy']:.4f}; the default settings are expected to "
+                  f"spend {rollouts / REFERENCE_N:.3f} of it for {accuracy:.4f}")
         if prefix != "sim":
             continue
         reference = result["uniform64"]
