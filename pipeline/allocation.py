@@ -22,9 +22,11 @@ p = 1 from p = 0.99 costs as many rollouts as telling 0.5 from 0.2, and problems
 pass (or fail) often run to `max_samples`. Under `signal` (the default) the probability is replaced by
 the learning signal at stake, 1 - E[4p(1 - p) if the class is wrong]: in RL with binary rewards a
 problem teaches in proportion to p(1 - p), so calling p = 0.99 solved loses almost nothing. In
-simulation (`bench/adaptive_budget.py`, 10,000 problems, 162 settings each) it reached more
-accuracy per rollout than `accuracy`, plain and p(1 - p)-weighted, at every spend compared (a
-quarter, a third, half of uniform-64's rollouts, and what each needs to match uniform-64).
+simulation (`bench/adaptive_budget.py`, 10,000 problems) the cheapest setting matching uniform-64's
+p(1 - p)-weighted accuracy spent 0.44 of its rollouts under `signal` and 0.63 under `accuracy`; the
+Bayes-optimal rule with the pool's true prior, one rollout at a time, is expected to need 0.45, so
+the defaults (a price of 0.001, no confidence stop, cap 256: expected 0.48 for 0.884 against
+uniform-64's 0.878) spend within 7 % of what any rule labelling by observed pass rate is expected to.
 
 `plan_round` covers every problem at once so the generation engine gets one batch per round; the
 `rollouts` asset calls it with real generation, and `run_allocation` drives it in simulation.
