@@ -426,7 +426,8 @@ def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: i
 
         for k, strata in enumerate(strata_list):
             suffix = "" if k == 0 else f"_{edges_key(strata)}"
-            config = AllocationConfig(policy="adaptive", max_samples=cap)
+            config = AllocationConfig(policy="adaptive", max_samples=cap,
+                                      min_samples=min(AllocationConfig.min_samples, cap))
             adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
             a_s, a_n = counts(adaptive.rollouts)
             spent = int(a_n.sum())
