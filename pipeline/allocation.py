@@ -83,7 +83,8 @@ class AllocationConfig:
     prior: BetaPrior | None = None
     """Prior over pass rates; None fits one to the pool every round (`BetaPrior.fit_pool`), or uses
     a uniform Beta while fewer than 50 problems have trials (too few to fit; with no point masses,
-    problems whose rollouts all pass or all fail then run to max_samples)."""
+    problems whose rollouts all pass or all fail then take long to settle: 84 rollouts at the
+    default price, where a fitted prior stops most of them within a few rounds)."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
