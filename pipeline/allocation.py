@@ -84,7 +84,7 @@ class AllocationConfig:
     """Prior over pass rates; None fits one to the pool every round (`BetaPrior.fit_pool`), or uses
     a uniform Beta while fewer than 50 problems have trials (too few to fit; with no point masses,
     problems whose rollouts all pass or all fail then take long to settle: 84 rollouts at the
-    default price, where a fitted prior stops most of them within a few rounds)."""
+    default price, where the fitted prior of the bench's simulated pool stops them after 20 to 28)."""
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
