@@ -16,8 +16,10 @@ Both generate a small warm-up batch (other seeds, so nothing is reused) before t
 
     PYTHONPATH=. .venv/bin/python bench/engines.py [--problems 32] [--n 8] [--max-tokens 64]
 
-Takes about 5 minutes on a quiet 2-core machine with the defaults (256 sequences). Prints progress,
-a table, then one JSON object of the figures on its last line.
+With the defaults (256 sequences) it should take about 5 minutes on a quiet 2-core machine (from
+the rates in the stack notes: vLLM ~270 tok/s, transformers ~70 tok/s); on a loaded one
+transformers' threads contend and it takes far longer. Prints progress, a table, then one JSON
+object of the figures on its last line.
 """
 
 from __future__ import annotations
