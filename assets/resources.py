@@ -14,9 +14,11 @@ defaults and descriptions are the spec's.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -35,6 +37,48 @@ from pipeline.strata import Strata
 from pipeline.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
 
 
+LIBRARY_LOGGER = "pipeline"
+
+
+class _StepHandler(logging.Handler):
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write(record.getMessage())
+
+
+@contextmanager
+def library_log(write: Callable[[str], None] | None) -> Iterator[None]:
+    """While the block runs, the library's log records (`pipeline.*`, INFO and up) also go to
+    `write`, the step's logger: the model conversion and the engine start-up then show in the run's
+    event log and the console, not only on stderr or nowhere."""
+    if write is None:
+        yield
+        return
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    handler, level = _StepHandler(write), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+class StepLoggedResource(ConfigurableResource):
+    """The base of resources whose slow first use (model conversion, engine start) should be
+    reported through the log of the step using them."""
+
+    _step_log: Optional[Callable[[str], None]] = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._step_log = context.log.info if context.log is not None else None
+
+
 class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
     """The storage root for every gradus output (`$GRADUS_HOME`, default `.gradus/`)."""
 
@@ -47,7 +91,7 @@ class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
         return path
 
 
-class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResource)):
+class TargetModel(spec_config(TargetSpec, SamplingConfig, base=StepLoggedResource)):
     """The model and sampling settings that labels are measured against (the label key).
 
     Point `model_path` at any local Hugging Face folder (e.g. a trainer checkpoint) to label with
@@ -58,7 +102,8 @@ class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResou
 
     def spec(self, home: Path) -> ModelSpec:
         if self._spec is None:
-            self._spec = self.to_spec(TargetSpec).model(home)
+            with library_log(self._step_log):  # a first use converts the embedded model (~30 s)
+                self._spec = self.to_spec(TargetSpec).model(home)
         return self._spec
 
     def sampling(self) -> SamplingConfig:
@@ -76,7 +121,7 @@ class StrataResource(spec_config(Strata, base=ConfigurableResource)):
         return self.to_spec()
 
 
-class InferenceEngine(ConfigurableResource, abc.ABC):
+class InferenceEngine(StepLoggedResource, abc.ABC):
     """Generates rollouts. Started lazily on the first request that needs generating, so a fully
     cached run never pays the engine's start-up, and shut down explicitly after the step."""
 
@@ -93,7 +138,8 @@ class InferenceEngine(ConfigurableResource, abc.ABC):
             self._shutdown()
         if self._engine is None:
             started = time.perf_counter()
-            self._engine = self.to_spec().create(model)
+            with library_log(self._step_log):  # start-up takes tens of seconds: say so, and when it is done
+                self._engine = self.to_spec().create(model)
             self._started_s = time.perf_counter() - started
         return self._engine
 
