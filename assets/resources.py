@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, DagsterInvariantViolationError, EnvVar, InitResourceContext, OpExecutionContext
 from pydantic import PrivateAttr
 
 from assets.config import spec_config
@@ -50,11 +50,13 @@ class _StepHandler(logging.Handler):
 
 
 @contextmanager
-def library_log(write: Callable[[str], None] | None) -> Iterator[None]:
-    """While the block runs, the library's log records (`pipeline.*`, INFO and up) also go to
-    `write`, the step's logger: the model conversion and the engine start-up then show in the run's
-    event log and the console, not only on stderr or nowhere."""
-    if write is None:
+def step_log() -> Iterator[None]:
+    """Inside a running step, the library's log records (`pipeline.*`, INFO and up) also go to the
+    step's logger while the block runs: the model conversion and the engine start-up then show in
+    the run's event log and the console, under the step they delay. Elsewhere it does nothing."""
+    try:
+        write = OpExecutionContext.get().log.info
+    except DagsterInvariantViolationError:
         yield
         return
     logger = logging.getLogger(LIBRARY_LOGGER)
@@ -69,16 +71,6 @@ def library_log(write: Callable[[str], None] | None) -> Iterator[None]:
         logger.setLevel(level)
 
 
-class StepLoggedResource(ConfigurableResource):
-    """The base of resources whose slow first use (model conversion, engine start) should be
-    reported through the log of the step using them."""
-
-    _step_log: Optional[Callable[[str], None]] = PrivateAttr(default=None)
-
-    def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._step_log = context.log.info if context.log is not None else None
-
-
 class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
     """The storage root for every gradus output (`$GRADUS_HOME`, default `.gradus/`)."""
 
@@ -91,7 +83,7 @@ class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
         return path
 
 
-class TargetModel(spec_config(TargetSpec, SamplingConfig, base=StepLoggedResource)):
+class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResource)):
     """The model and sampling settings that labels are measured against (the label key).
 
     Point `model_path` at any local Hugging Face folder (e.g. a trainer checkpoint) to label with
@@ -102,7 +94,7 @@ class TargetModel(spec_config(TargetSpec, SamplingConfig, base=StepLoggedResourc
 
     def spec(self, home: Path) -> ModelSpec:
         if self._spec is None:
-            with library_log(self._step_log):  # a first use converts the embedded model (~30 s)
+            with step_log():  # a first use converts the embedded model (~30 s)
                 self._spec = self.to_spec(TargetSpec).model(home)
         return self._spec
 
@@ -121,7 +113,7 @@ class StrataResource(spec_config(Strata, base=ConfigurableResource)):
         return self.to_spec()
 
 
-class InferenceEngine(StepLoggedResource, abc.ABC):
+class InferenceEngine(ConfigurableResource, abc.ABC):
     """Generates rollouts. Started lazily on the first request that needs generating, so a fully
     cached run never pays the engine's start-up, and shut down explicitly after the step."""
 
@@ -138,7 +130,7 @@ class InferenceEngine(StepLoggedResource, abc.ABC):
             self._shutdown()
         if self._engine is None:
             started = time.perf_counter()
-            with library_log(self._step_log):  # start-up takes tens of seconds: say so, and when it is done
+            with step_log():  # start-up takes tens of seconds: say so, and when it is done
                 self._engine = self.to_spec().create(model)
             self._started_s = time.perf_counter() - started
         return self._engine
