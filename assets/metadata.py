@@ -28,6 +28,8 @@ def preview(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> Metada
 
 
 def _short(value: object) -> str:
+    if isinstance(value, float):
+        value = "" if (rounded := figure(value)) is None else rounded
     text = str(value).replace("\n", " ").replace("|", "\\|")
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 

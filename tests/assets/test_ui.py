@@ -3,11 +3,12 @@ first steps of a run (model conversion, engine start-up) reported in the step's 
 
 import math
 
+import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
-from assets.metadata import figure, picture_key
+from assets.metadata import figure, picture_key, preview
 from assets.resources import TargetModel, TransformersEngineResource, resources
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
@@ -18,6 +19,11 @@ def test_figures_are_rounded_and_undefined_ones_are_empty():
     assert figure(0.09027777777777778) == 0.09
     assert figure(2 / 3) == 0.667
     assert figure(float("nan")) is None and figure(math.inf) is None and figure(None) is None
+
+
+def test_previews_show_rounded_figures():
+    table = preview(pd.DataFrame({"pass_rate": [0.09027777777777778, float("nan")], "problem_id": ["a", "b"]})).value
+    assert table.splitlines()[2:] == ["| 0.09        | a            |", "|             | b            |"]
 
 
 def test_engine_start_is_reported_in_the_step_log_and_the_histogram_comes_first(home, tiny_llama):
