@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from assets.config import spec_config
-from assets.metadata import counts_table, histogram_png, picture
+from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.contamination import decontamination_record, flagged
 from pipeline.curriculum import (
@@ -95,6 +95,7 @@ def curriculum(
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
     return MaterializeResult(
         metadata={
+            **picture_entry(histogram_png(series, "pass rate per stage"), "pass-rate histogram per stage"),
             "path": MetadataValue.path(str(folder)),
             "manifest": MetadataValue.path(str(folder / MANIFEST)),
             "rows": manifest["counts"]["in_stages"],
@@ -103,7 +104,6 @@ def curriculum(
             "label_key": str(made["label_key"]),
             "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
-            "histogram": picture(histogram_png(series, "pass rate per stage"), "stages"),
         },
         check_results=[
             AssetCheckResult(

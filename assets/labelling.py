@@ -29,7 +29,7 @@ from dagster import (
 from pydantic import Field
 
 from assets.config import spec_config
-from assets.metadata import counts_table, histogram_png, picture, preview
+from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.allocation import AllocationConfig
 from pipeline.labels import pass_rates as aggregate_pass_rates
@@ -271,7 +271,7 @@ def rewards(
         metadata={
             "rows": len(frame),
             "passed": int(frame["passed"].sum()),
-            "mean_reward": float(frame["score"].mean()) if len(frame) else 0.0,
+            "mean_reward": figure(frame["score"].mean()) if len(frame) else 0.0,
             "statuses": counts_table(frame["status"].value_counts().to_dict(), "status"),
             "extraction_policy": target_model.extraction_policy,
             "failed_preview": preview(failed, ["problem_id", "sample_index", "extracted", "status"]),
@@ -303,15 +303,15 @@ def pass_rates(
     yield Output(
         frame,
         metadata={
+            **picture_entry(png, "pass-rate histogram per category"),
             "rows": len(frame),
             "label_key": target.key,
-            "mean_pass_rate": float(frame["pass_rate"].mean()) if len(frame) else 0.0,
+            "mean_pass_rate": figure(frame["pass_rate"].mean()) if len(frame) else 0.0,
             "never_solved": int((frame["successes"] == 0).sum()),
             "always_solved": int((frame["successes"] == frame["trials"]).sum()),
             "pass_rate_by_category": counts_table(
                 {c: f"{v.mean():.3f}" for c, v in by_category}, "category", "mean pass rate"
             ),
-            "histogram": picture(png, "pass-rate histogram"),
             "preview": preview(frame, ["problem_id", "successes", "trials", "pass_rate", "ci_low", "ci_high"]),
         },
     )

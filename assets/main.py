@@ -108,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     if not args.verbose:
-        # Dagster's console logger prints every engine event at DEBUG, and vLLM its start-up at INFO:
-        # pages of lines around the few that say how far the run is. The run's event log keeps all.
+        # Dagster's console logger prints every engine event at DEBUG, vLLM its start-up at INFO and
+        # WARNING (two dozen lines on a CPU), and transformers and vLLM draw progress bars: pages of
+        # lines around the few that say how far the run is. The steps log the model conversion and
+        # the engine start-up themselves; the run's event log keeps everything.
         run_config = {**run_config, "loggers": run_config.get("loggers") or QUIET_LOGGERS}
-        os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+        os.environ.setdefault("VLLM_LOGGING_LEVEL", "ERROR")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     started = time.perf_counter()
     with _instance(layout) as instance:
         job = defs.resolve_job_def("label_job")

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping, Sequence
 
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from pipeline.plots import axes, png
+from pipeline.plots import histograms, png
 
 PREVIEW_ROWS = 8
 PREVIEW_CHARS = 80
+FIGURE_DIGITS = 3
+"""Decimals of a rate or score shown in the UI (0.090, not 0.09027777777777778)."""
+PICTURE_MARK = "📊"
 
 
 def preview(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> MetadataValue:
@@ -24,6 +28,8 @@ def preview(frame: pd.DataFrame, columns: Sequence[str] | None = None) -> Metada
 
 
 def _short(value: object) -> str:
+    if isinstance(value, float):
+        value = "" if (rounded := figure(value)) is None else rounded
     text = str(value).replace("\n", " ").replace("|", "\\|")
     return text if len(text) <= PREVIEW_CHARS else text[: PREVIEW_CHARS - 1] + "…"
 
@@ -34,9 +40,29 @@ def schema(frame: pd.DataFrame) -> MetadataValue:
     )
 
 
+def figure(value: float | None, digits: int = FIGURE_DIGITS) -> float | None:
+    """A float as people read it in the UI: rounded to `digits` decimals; NaN or infinite
+    (an undefined score, e.g. AUROC with one class) as None, since metadata has no NaN."""
+    if value is None or not math.isfinite(float(value)):
+        return None
+    return round(float(value), digits)
+
+
 def picture(png: bytes, alt: str) -> MetadataValue:
     """An inline PNG in a Markdown metadata entry (the UI renders data-URI images)."""
     return MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def picture_key(title: str) -> str:
+    """The metadata key of a picture: the UI's list shows keys, and a Markdown value only as a
+    generic "[Show Markdown]" link, so the key says a picture is behind it."""
+    return f"{PICTURE_MARK} {title} (picture)"
+
+
+def picture_entry(png: bytes, title: str) -> dict[str, MetadataValue]:
+    """One metadata entry holding a picture; put it first in an asset's metadata (the UI lists
+    entries in the order given)."""
+    return {picture_key(title): picture(png, title)}
 
 
 def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> MetadataValue:
@@ -47,14 +73,5 @@ def counts_table(counts: Mapping[str, int], key: str, value: str = "count") -> M
 def histogram_png(
     values: Mapping[str, Sequence[float]], title: str, xlabel: str = "pass rate", bins: int = 10
 ) -> bytes:
-    """Overlaid histograms (one series per key), as PNG bytes."""
-    fig, ax = axes(6, 3.2)
-    edges = [i / bins for i in range(bins + 1)]
-    for label, series in values.items():
-        ax.hist(list(series), bins=edges, alpha=0.6, label=f"{label} (n={len(series)})")
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel("problems")
-    ax.set_title(title)
-    if len(values) > 1:
-        ax.legend(fontsize=8)
-    return png(fig)
+    """One histogram panel per series (small multiples, shared axes), as PNG bytes."""
+    return png(histograms(values, title, xlabel, bins))

@@ -7,10 +7,8 @@ the pool, rolled out or not, and marks the unmeasured problems whose stratum it 
 the best use of the next rollouts. `curriculum` can stage these predictions (its `labels` option).
 """
 
-import math
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import pandas as pd
 from dagster import (
@@ -24,10 +22,11 @@ from dagster import (
 )
 
 from assets.config import spec_config
-from assets.metadata import histogram_png, picture, preview
+from assets.metadata import figure, histogram_png, picture_entry, preview
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
 from pipeline.labels import check_counts
+from pipeline.progress import Progress
 from pipeline.probe import (
     PredictionSpec,
     ProbeConfig,
@@ -42,8 +41,6 @@ from pipeline.probe import (
 
 GROUP = "probes"
 PROBE_CHECK = "difficulty_probe_is_good_enough"
-# Progress lines per extraction: enough to watch a long run, few enough to read.
-_PROGRESS_LINES = 20
 
 
 # --- hidden_states -------------------------------------------------------------------------------
@@ -74,19 +71,13 @@ def hidden_states(
     ids = problems["problem_id"].astype(str)
     missing = set(store.missing(list(ids)))
     computed = ids.isin(missing).to_numpy()
-    batches = math.ceil(len(missing) / config.batch_size)
-    every = max(batches // _PROGRESS_LINES, 1)
-
-    def progress(done: int, total: int) -> None:
-        batch = math.ceil(done / config.batch_size)
-        if batch % every == 0 or done == total:
-            context.log.info(f"hidden states: batch {batch}/{batches} ({done}/{total} prompts)")
-
+    tracker = Progress("hidden states", len(missing), context.log.info, unit="prompts")
     context.log.info(f"hidden states for {model.key}, layers {list(layers)}: "
                      f"{len(missing)} to compute, {len(ids) - len(missing)} cached")
     with torch_threads(config.threads):
         compute_hidden_states(
-            model, problems[computed], layout.hidden_states, layers, config.dtype, config.batch_size, progress
+            model, problems[computed], layout.hidden_states, layers, config.dtype, config.batch_size,
+            lambda done, _total: tracker.update(done),
         )
     frame = pd.DataFrame({
         "problem_id": ids.to_numpy(),
@@ -175,15 +166,15 @@ def difficulty_probe(
     yield Output(
         card,
         metadata={
+            **picture_entry(figures["predicted_vs_measured.png"], "predicted vs measured"),
+            **picture_entry(figures["layer_scores.png"], "held-out score by layer"),
             "path": MetadataValue.path(str(folder)),
             "chosen_layer": report.chosen_layer,
-            **{name: _number(m[name]) for name in ("spearman", "pearson", "auroc", "within_group_spearman", "mae")},
+            **{name: figure(m[name]) for name in ("spearman", "pearson", "auroc", "within_group_spearman", "mae")},
             "labelled_problems": int(m["n_problems"]),
             "groups": int(m["n_groups"]),
             "layer_scores": MetadataValue.md(report.layer_scores.to_markdown(index=False, floatfmt=".3f")),
             "calibration": MetadataValue.md(report.calibration.to_markdown(index=False, floatfmt=".3f")),
-            "predicted_vs_measured": picture(figures["predicted_vs_measured.png"], "predicted vs measured"),
-            "layer_curve": picture(figures["layer_scores.png"], "held-out score by layer"),
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in report.notes) or "none"),
         },
     )
@@ -191,13 +182,8 @@ def difficulty_probe(
         check_name=PROBE_CHECK,
         passed=passed,
         description=reason,
-        metadata={"reason": reason, "spearman": _number(m["spearman"]), "floor": config.min_spearman},
+        metadata={"reason": reason, "spearman": figure(m["spearman"]), "floor": config.min_spearman},
     )
-
-
-def _number(value: float) -> Optional[float]:
-    """Metadata has no NaN (e.g. AUROC with one class): undefined scores are shown as empty."""
-    return round(float(value), 4) if math.isfinite(value) else None
 
 
 # --- predicted_difficulty ------------------------------------------------------------------------
@@ -251,13 +237,13 @@ def predicted_difficulty(
     return Output(
         frame,
         metadata={
+            **picture_entry(histogram_png(series, "predicted pass rate"), "predicted pass-rate histogram"),
             "rows": len(frame),
             "measured": int(measured.sum()),
             "unmeasured": candidates,
             "selected_for_rollouts": picked,
-            "mean_predicted_pass_rate": _number(float(pred.mean())) if len(pred) else None,
-            "mean_uncertainty": _number(float(frame["uncertainty"].mean())) if len(pred) else None,
-            "histogram": picture(histogram_png(series, "predicted pass rate"), "predicted pass rate"),
+            "mean_predicted_pass_rate": figure(pred.mean()) if len(pred) else None,
+            "mean_uncertainty": figure(frame["uncertainty"].mean()) if len(pred) else None,
             "selected_preview": preview(chosen, ["rollout_rank", "problem_id", "category", "pass_rate", "uncertainty"]),
             "probe": MetadataValue.path(str(card["probe_path"])),
         },

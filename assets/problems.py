@@ -12,7 +12,7 @@ from pipeline.sources import ProblemsSpec
 
 
 class ProblemsConfig(spec_config(ProblemsSpec)):
-    """Which problems to label. The default is three reasoning-gym generators at three levels."""
+    """Which problems to label. The default is three reasoning-gym generators at their easiest level."""
 
 
 @multi_asset(

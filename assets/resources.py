@@ -14,13 +14,15 @@ defaults and descriptions are the spec's.
 from __future__ import annotations
 
 import abc
+import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from dagster import ConfigurableResource, EnvVar, InitResourceContext
+from dagster import ConfigurableResource, DagsterInvariantViolationError, EnvVar, InitResourceContext, OpExecutionContext
 from pydantic import PrivateAttr
 
 from assets.config import spec_config
@@ -33,6 +35,40 @@ from pipeline.model import ModelSpec
 from pipeline.storage import StorageLayout
 from pipeline.strata import Strata
 from pipeline.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
+
+
+LIBRARY_LOGGER = "pipeline"
+
+
+class _StepHandler(logging.Handler):
+    def __init__(self, write: Callable[[str], None]) -> None:
+        super().__init__(logging.INFO)
+        self._write = write
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._write(record.getMessage())
+
+
+@contextmanager
+def step_log() -> Iterator[None]:
+    """Inside a running step, the library's log records (`pipeline.*`, INFO and up) also go to the
+    step's logger while the block runs: the model conversion and the engine start-up then show in
+    the run's event log and the console, under the step they delay. Elsewhere it does nothing."""
+    try:
+        write = OpExecutionContext.get().log.info
+    except DagsterInvariantViolationError:
+        yield
+        return
+    logger = logging.getLogger(LIBRARY_LOGGER)
+    handler, level = _StepHandler(write), logger.level
+    logger.addHandler(handler)
+    if logger.getEffectiveLevel() > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
@@ -58,7 +94,8 @@ class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResou
 
     def spec(self, home: Path) -> ModelSpec:
         if self._spec is None:
-            self._spec = self.to_spec(TargetSpec).model(home)
+            with step_log():  # a first use converts the embedded model (~30 s)
+                self._spec = self.to_spec(TargetSpec).model(home)
         return self._spec
 
     def sampling(self) -> SamplingConfig:
@@ -93,7 +130,8 @@ class InferenceEngine(ConfigurableResource, abc.ABC):
             self._shutdown()
         if self._engine is None:
             started = time.perf_counter()
-            self._engine = self.to_spec().create(model)
+            with step_log():  # start-up takes tens of seconds: say so, and when it is done
+                self._engine = self.to_spec().create(model)
             self._started_s = time.perf_counter() - started
         return self._engine
 

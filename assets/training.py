@@ -6,7 +6,7 @@ from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
 from assets.config import spec_config
 from assets.curriculum import curriculum
-from assets.metadata import picture, preview
+from assets.metadata import figure, picture_entry, preview
 from assets.resources import GradusStorage, TargetModel, Verifier
 from pipeline.training import TrainingSpec, train_curriculum
 
@@ -35,6 +35,7 @@ def staged_rl_policy(
     return Output(
         run.log,
         metadata={
+            **picture_entry(run.plot_png, "train reward per stage"),
             "run": MetadataValue.path(str(run.folder)),
             "base_model": start.key,
             "generation": run.generation,
@@ -48,8 +49,7 @@ def staged_rl_policy(
             "checkpoints": MetadataValue.json(
                 [{"phase": s.phase, "path": s.checkpoint.path, "revision": s.checkpoint.revision} for s in run.stages]
             ),
-            "mean_reward": float(run.log["reward"].mean()),
-            "reward_per_stage": picture(run.plot_png, "train reward per stage"),
+            "mean_reward": figure(run.log["reward"].mean()),
             "log": preview(run.log, ["step", "phase", "stage", "reward", "samples_seen", "wall_s"]),
         },
     )

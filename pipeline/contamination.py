@@ -32,6 +32,7 @@ import pyarrow.compute as pc
 from pipeline.dedup import CHUNK, DedupSpec, as_table, over_chunks, shingle_signatures
 from pipeline.minhash import MinHasher, Ngrams, Tokens, ngrams, similarity
 from pipeline.normalise import canonical_form, datatrove_form, number_shape, open_r1_form, problem_texts
+from pipeline.progress import Progress
 
 METHODS = ("exact", "open_r1", "datatrove")
 """The flag columns per benchmark; `minhash` (a score) and `match` come beside them."""
@@ -228,13 +229,14 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
             _best_matches(sigs, usable, benchmarks, scores, best, lo)
         return found_here
 
+    tracker = Progress("contamination", n, progress, unit="problems") if progress and n > CHUNK else None
     for lo, found_here in over_chunks(range(0, max(n, 1), CHUNK), work):
         for key, (found, counts) in found_here.items():
             hits.setdefault(key, []).append(found)
             if counts is not None:
                 shape_counts[key] += counts
-        if progress and n > CHUNK:
-            progress(f"contamination: {min(lo + CHUNK, n)}/{n} problems")
+        if tracker:
+            tracker.update(min(lo + CHUNK, n))
 
     columns: dict[str, Any] = {"problem_id": table.column("problem_id").combine_chunks()}
     for b, bench in enumerate(benchmarks):

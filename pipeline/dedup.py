@@ -28,6 +28,7 @@ from scipy.sparse.csgraph import connected_components
 
 from pipeline.minhash import MinHasher, Tokens, Words, mix, ngrams, similarity
 from pipeline.normalise import canonical, canonical_form, problem_texts
+from pipeline.progress import Progress
 from pipeline.records import Record
 
 EXACT, NEAR, CONFLICT = "exact_duplicate", "near_duplicate", "conflicting_answers"
@@ -137,12 +138,13 @@ def canonical_keys(texts: pa.Array | pa.ChunkedArray, spec: DedupSpec | None,
         words = Tokens.of(texts.slice(lo, CHUNK)).words(canonical_form)
         return words.sequence_keys(), shingle_signatures(words, spec) if spec else None
 
+    tracker = Progress("canonical forms and MinHash", n, progress, unit="texts") if progress and n > CHUNK else None
     for lo, (part, signed) in over_chunks(range(0, n, CHUNK), work):
         keys[lo: lo + CHUNK] = part
         if signed:
             sigs[lo: lo + CHUNK], has_words[lo: lo + CHUNK] = signed
-        if progress and n > CHUNK:
-            progress(f"canonical forms and MinHash: {min(lo + CHUNK, n)}/{n} texts")
+        if tracker:
+            tracker.update(min(lo + CHUNK, n))
     return keys, sigs, has_words
 
 

@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import os
+import time
 from dataclasses import dataclass
 import importlib.util
 from pathlib import Path
@@ -160,12 +161,14 @@ def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
     with locked(layout.root, "model", folder.name):
         if (spec := _converted(folder, gguf)) is not None:  # converted while this process waited
             return spec
-        log.info("converting %s into %s (once)", gguf, folder)
+        log.info("converting the embedded model %s into a float32 folder %s (once, ~30 s)", gguf.name, folder)
+        started = time.perf_counter()
         revision = "gguf-q4_1-" + file_digest(gguf, 10)
         convert_gguf(gguf, folder)
         meta = {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
                 "gguf_size": gguf.stat().st_size}
         write_text_atomic(json.dumps(meta, indent=2), folder / MODEL_MARKER)
+        log.info("converted the embedded model in %.0f s", time.perf_counter() - started)
     return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
 
 

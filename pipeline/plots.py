@@ -7,7 +7,12 @@ process-wide backend switch, so plotting is safe inside Dagster steps and worker
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+PANEL_COLUMNS = 3
+"""Small multiples per row: nine categories make a 3 × 3 grid that stays readable at UI width."""
 
 
 def axes(width: float, height: float) -> tuple[Any, Any]:
@@ -23,3 +28,35 @@ def png(fig: Any) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", bbox_inches="tight")
     return buffer.getvalue()
+
+
+def histograms(
+    values: Mapping[str, Sequence[float]], title: str, xlabel: str, bins: int = 10, lo: float = 0.0, hi: float = 1.0
+) -> Any:
+    """One histogram panel per series (small multiples on shared axes), each titled with its name
+    and size: overlaid translucent series mix their colours until none matches its legend entry."""
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    names = list(values) or ["(none)"]
+    cols = min(len(names), PANEL_COLUMNS)
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(2.6 * cols + 0.6, 1.9 * rows + 0.6), dpi=100, layout="constrained")
+    grid = fig.subplots(rows, cols, sharex=True, sharey=True, squeeze=False)
+    edges = [lo + (hi - lo) * i / bins for i in range(bins + 1)]
+    for index, panel in enumerate(grid.flat):
+        if index >= len(names):
+            panel.set_visible(False)
+            continue
+        series = list(values.get(names[index], ()))
+        panel.hist(series, bins=edges, color="C0", edgecolor="white")
+        panel.set_title(f"{names[index]} (n={len(series)})", fontsize=9)
+        panel.tick_params(labelsize=8)
+        panel.yaxis.set_major_locator(MaxNLocator(integer=True))
+        if index % cols == 0:
+            panel.set_ylabel("problems", fontsize=8)
+        if index >= len(names) - cols:
+            panel.set_xlabel(xlabel, fontsize=8)
+            panel.xaxis.set_tick_params(labelbottom=True)
+    fig.suptitle(title, fontsize=11)
+    return fig

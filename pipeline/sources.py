@@ -100,13 +100,18 @@ class DatasetSource:
 
 
 DEFAULT_GENERATORS = tuple(
-    ReasoningGymSource(name, (0, 1, 2), 4) for name in ("basic_arithmetic", "chain_sum", "leg_counting")
+    ReasoningGymSource(name, (0,), 12) for name in ("products", "chain_sum", "basic_arithmetic")
 )
+"""The embedded default, chosen by measuring SmolLM2-135M-Instruct (8 rollouts, T = 0.8, last number):
+of eight generators' easiest levels only these three give pass rates spread over (0, 1) (means 0.39,
+0.27, 0.22; problems up to 7/8); aiw, count_bits, gcd, letter_counting and number_sequence
+average under 0.1, and every harder level is mostly never solved, so they would
+fill the `unsolved` class rather than the stages."""
 
 
 @dataclass(frozen=True)
 class ProblemsSpec:
-    """Which problems to label: the default is three reasoning-gym generators at three levels."""
+    """Which problems to label: the default is three reasoning-gym generators at their easiest level."""
 
     generators: tuple[ReasoningGymSource, ...] = field(default=DEFAULT_GENERATORS, metadata={
         "help": "reasoning-gym generators"})

@@ -29,7 +29,7 @@ UNSOLVED = -1
 class Strata:
     """Pass-rate bins, easy → hard: edges from 1 down to 0, e.g. (1.0, 2/3, 1/3, 0.0) → 3 stages."""
 
-    edges: tuple[float, ...] = field(default=(1.0, 2 / 3, 1 / 3, 0.0), metadata={
+    edges: tuple[float, ...] = field(default=(1.0, 0.5, 0.25, 0.0), metadata={
         "help": "pass-rate bin edges, strictly descending from 1 to 0; K+1 edges make K stages"})
     exclude_solved: bool = field(default=True, metadata={
         "help": "keep always-solved problems (p == 1) out of the stages as their own class"})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
@@ -41,9 +42,12 @@ class TransformersEngine(Engine):
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = device
         self._batch_size = batch_size
+        log.info("loading %s into transformers on %s…", model.key, device)
+        started = time.perf_counter()
         self._tokenizer = load_tokenizer(model)
         self._model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype))
         self._model.to(device).eval()
+        log.info("transformers engine ready in %.0f s", time.perf_counter() - started)
 
     def batch_size(self) -> int:
         return self._batch_size

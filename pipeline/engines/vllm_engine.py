@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import time
 from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
@@ -83,8 +84,10 @@ class VLLMEngine(Engine):
             )
             if data_parallel_size > 1:
                 kwargs["data_parallel_size"] = data_parallel_size
-        log.info("starting vLLM engine for %s (%s)", model.key, "cpu" if cpu else "cuda")
+        log.info("starting the vLLM engine for %s on %s (~25-45 s on a 2-core CPU)…", model.key, "CPU" if cpu else "CUDA")
+        started = time.perf_counter()
         self._llm = LLM(**kwargs)
+        log.info("vLLM engine ready in %.0f s", time.perf_counter() - started)
 
     def batch_size(self) -> int:
         return self._batch_size

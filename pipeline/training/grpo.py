@@ -23,6 +23,7 @@ import pyarrow as pa
 
 from pipeline.model import ModelSpec, load_tokenizer
 from pipeline.plots import axes, png
+from pipeline.progress import Progress
 from pipeline.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from pipeline.training.checkpoints import save_checkpoint
 from pipeline.training.pool import load_curriculum
@@ -114,7 +115,8 @@ def _trainer_class() -> type:
     return CurriculumGRPOTrainer
 
 
-def _phase_callback(controller: PhaseController, end_phase: Callable[[Any, Any], None], started: float) -> Any:
+def _phase_callback(controller: PhaseController, end_phase: Callable[[Any, Any], None], started: float,
+                    tracker: Progress) -> Any:
     from transformers import TrainerCallback
 
     class PhaseCallback(TrainerCallback):
@@ -128,6 +130,8 @@ def _phase_callback(controller: PhaseController, end_phase: Callable[[Any, Any],
         def on_step_end(self, args, state, control, model=None, processing_class=None, **kwargs):
             now = time.perf_counter()
             controller.annotate(state.global_step, {"step_s": now - self.step_started, "wall_s": now - started})
+            reward = controller.records[-1]["reward"] if controller.records else float("nan")
+            tracker.update(state.global_step, f"phase {controller.phase}/{controller.phases}, reward {reward:.3f}")
             if controller.phase_done():
                 end_phase(model, processing_class)
                 controller.advance()
@@ -268,7 +272,9 @@ def train_curriculum(
     trainer.prompts_per_step = spec.prompts_per_step
     # Start the verifier workers now, so the first step's time is the step's own.
     pool.gold_problems([VerificationTask("math", "1", None)])
-    trainer.add_callback(_phase_callback(controller, end_phase, time.perf_counter()))
+    # The total is the schedule's cap: a threshold schedule may end phases sooner.
+    tracker = Progress("training", max_steps, progress, unit="steps")
+    trainer.add_callback(_phase_callback(controller, end_phase, time.perf_counter(), tracker))
     trainer.train()
     if not controller.finished:
         raise RuntimeError(f"training stopped in phase {controller.phase} of {controller.phases}")

@@ -19,6 +19,7 @@ from scipy.special import expit
 from scipy.stats import spearmanr
 
 from assets.jobs import all_assets, probe_assets
+from assets.metadata import picture_key
 from assets.probes import PROBE_CHECK
 from assets.resources import StrataResource, TargetModel, resources
 from pipeline.labels import pass_rates as aggregate_pass_rates
@@ -115,8 +116,8 @@ def test_hidden_states_are_extracted_once_per_model_and_layers(pool, fitted, ins
     assert again["layers"] == first["layers"] and PLANT_LAYER in first["layers"]
     index = read(pool["home"], "hidden_states")
     assert not index["computed"].any() and set(index["problem_id"]) == set(pool["ids"])
-    assert "hidden states: batch 2/2 (24/24 prompts)" in log_lines(instance, pool["first"])
-    assert not any("hidden states: batch" in line for line in log_lines(instance, fitted))
+    assert any(line.startswith("hidden states: 24/24 prompts (100%)") for line in log_lines(instance, pool["first"]))
+    assert not any(line.startswith("hidden states: ") for line in log_lines(instance, fitted))
 
 
 def test_probe_learns_planted_labels_and_predicts_the_whole_pool(pool, fitted, smollm2):
@@ -126,10 +127,11 @@ def test_probe_learns_planted_labels_and_predicts_the_whole_pool(pool, fitted, s
     meta = metadata(fitted, "difficulty_probe")
     card = read(pool["home"], "difficulty_probe").iloc[0]
     assert card["passes"] and card["spearman"] >= card["min_spearman"] == 0.3
-    assert meta["spearman"] == pytest.approx(card["spearman"], abs=1e-4)
+    assert meta["spearman"] == pytest.approx(card["spearman"], abs=5e-4)  # rounded for the UI
     assert meta["labelled_problems"] == int(pool["measured"].sum()) == 20
-    assert {"layer_scores", "calibration", "predicted_vs_measured", "layer_curve"} <= meta.keys()
-    assert meta["predicted_vs_measured"].startswith("![predicted vs measured](data:image/png;base64,")
+    pictures = [picture_key("predicted vs measured"), picture_key("held-out score by layer")]
+    assert list(meta)[:2] == pictures and {"layer_scores", "calibration"} <= meta.keys()
+    assert meta[pictures[0]].startswith("![predicted vs measured](data:image/png;base64,")
 
     model = TargetModel(model_path=smollm2.path).spec(pool["home"])
     folder = pool["home"] / "probes"

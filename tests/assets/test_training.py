@@ -11,6 +11,7 @@ import torch
 from dagster import DagsterInstance, materialize
 
 from assets.definitions import defs
+from assets.metadata import picture_key
 from assets.resources import resources as gradus_resources
 from assets.training import TrainingConfig, staged_rl_policy
 from pipeline.curriculum import CurriculumSpec, build_curriculum
@@ -86,7 +87,8 @@ def test_staged_rl_policy_trains_smollm2_stage_by_stage(home, smollm2, tmp_path)
     [event] = result.asset_materializations_for_node("staged_rl_policy")
     checkpoints = event.metadata["checkpoints"].value
     assert [c["phase"] for c in checkpoints] == [1, 2]
-    assert "data:image/png;base64," in event.metadata["reward_per_stage"].value
+    assert list(event.metadata)[0] == picture_key("train reward per stage")
+    assert "data:image/png;base64," in event.metadata[picture_key("train reward per stage")].value
     assert event.metadata["sampling"].value == {
         "temperature": 1.0, "top_p": 1.0, "max_completion_length": 16, "extraction_policy": "auto"}
     for checkpoint in checkpoints:

@@ -10,7 +10,7 @@ from pipeline.allocation import AllocationConfig, expected_outcome, plan_round, 
 from pipeline.estimators import BetaPrior
 from pipeline.strata import Strata
 
-STRATA = Strata()
+STRATA = Strata((1.0, 2 / 3, 1 / 3, 0.0))
 
 
 def bernoulli(pass_rates: np.ndarray, seed: int = 0) -> Callable[[np.ndarray], np.ndarray]:

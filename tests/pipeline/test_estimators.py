@@ -151,7 +151,7 @@ def test_stratum_probabilities_of_a_plain_beta() -> None:
     prior = BetaPrior(1.0, 1.0)
     probs = stratum_probabilities(3, 10, prior, strata)[0]
     # no point masses: solved and unsolved have probability 0, stages are Beta(4, 8) bin masses
-    cdf = stats.beta.cdf([1, 2 / 3, 1 / 3, 0], 4, 8)
+    cdf = stats.beta.cdf(strata.edges, 4, 8)
     np.testing.assert_allclose(probs, [0.0, cdf[0] - cdf[1], cdf[1] - cdf[2], cdf[2] - cdf[3], 0.0])
     with_masses = stratum_probabilities(0, 10, BetaPrior(1.0, 1.0, unsolved_mass=0.5), strata)[0]
     assert with_masses[class_index(strata, -1)] == pytest.approx(0.5 / (0.5 + 0.5 / 11))
@@ -159,7 +159,8 @@ def test_stratum_probabilities_of_a_plain_beta() -> None:
 
 @pytest.mark.parametrize("exclude", [True, False])
 def test_stratum_signal_is_p_times_1_minus_p_integrated_over_each_class(exclude: bool) -> None:
-    strata = Strata(exclude_solved=exclude, exclude_unsolved=exclude)
+    # Edges off the integration grid: an edge on a grid point would be split between two bins.
+    strata = Strata((1.0, 2 / 3, 1 / 3, 0.0), exclude_solved=exclude, exclude_unsolved=exclude)
     prior = BetaPrior(0.6, 0.6, solved_mass=0.15, unsolved_mass=0.35)
     signal = stratum_signal(S, N, prior, strata)
     # numerically: the Beta part's posterior weight times the integral of p(1-p) x its density per bin

@@ -16,8 +16,8 @@ def test_default_strata_classes_and_labels() -> None:
 
 
 def test_stage_of_true_pass_rates_puts_edges_in_the_harder_bin() -> None:
-    strata = Strata()
-    rates = [1.0, 0.9, 2 / 3, 0.5, 1 / 3, 0.1, 0.0]
+    strata = Strata()  # (1, 0.5, 0.25, 0)
+    rates = [1.0, 0.9, 0.5, 0.4, 0.25, 0.1, 0.0]
     assert strata.stage_of(rates).tolist() == [SOLVED, 1, 2, 2, 3, 3, UNSOLVED]
 
 
@@ -39,7 +39,7 @@ def test_counts_decide_solved_and_unsolved_for_smoothed_rates() -> None:
 
 def test_observed_class_uses_s_over_n() -> None:
     strata = Strata()
-    classes = strata.observed_class([2, 43, 64, 0, 1], [3, 64, 64, 64, 64])
+    classes = strata.observed_class([1, 43, 64, 0, 1], [3, 64, 64, 64, 64])
     assert classes.tolist() == [2, 1, SOLVED, UNSOLVED, 3]
 
 
