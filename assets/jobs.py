@@ -30,7 +30,7 @@ label_job = define_asset_job(
     description="Ingest problems, roll out, verify, label and build the curriculum.",
 )
 
-# Not in label_job: a probe needs labels to learn from, and its blocking check may stop a run.
+# Not in label_job: a probe needs labels to learn from, and hidden states cost a pass over the pool.
 probe_job = define_asset_job(
     "probe_job",
     selection=AssetSelection.assets(*probe_assets),

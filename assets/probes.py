@@ -1,8 +1,9 @@
 """`hidden_states`, `difficulty_probe` and `predicted_difficulty`: difficulty for the price of a prefill.
 
 A probe on the last prompt token's hidden states learns the target model's measured pass rates,
-is scored by grouped cross-validation (groups = category) and stopped by a blocking check when its
-held-out ranking is too weak, then predicts a pass rate with an uncertainty for every problem in
+is scored by grouped cross-validation (groups = category) and checked against a floor: below it, its
+predictions are withheld (the check fails, `predicted_difficulty` is empty, and a curriculum that
+asks for predicted labels refuses to build, while one on measured labels goes on). Otherwise it predicts a pass rate with an uncertainty for every problem in
 the pool, rolled out or not, and marks the unmeasured problems whose stratum it is least sure of as
 the best use of the next rollouts. `curriculum` can stage these predictions (its `labels` option).
 """
@@ -37,6 +38,7 @@ from pipeline.probe import (
     probe_id,
     probe_passes,
     save_probe,
+    withheld_predictions,
 )
 
 GROUP = "probes"
@@ -109,7 +111,9 @@ class DifficultyProbeConfig(spec_config(ProbeConfig)):
 
 @asset(
     group_name=GROUP,
-    check_specs=[AssetCheckSpec(PROBE_CHECK, asset="difficulty_probe", blocking=True,
+    # Not blocking: a weak probe must not stop a curriculum built from measured labels downstream;
+    # predicted_difficulty withholds its predictions instead.
+    check_specs=[AssetCheckSpec(PROBE_CHECK, asset="difficulty_probe",
                                 description="The probe's held-out Spearman reaches the configured floor.")],
 )
 def difficulty_probe(
@@ -212,10 +216,11 @@ def predicted_difficulty(
     target = target_model.target(storage.root())
     card = difficulty_probe.iloc[0]
     if not bool(card["passes"]):
-        raise Failure(
-            description=f"the probe at {card['probe_path']} failed {PROBE_CHECK}: {card['reason']}. "
-            "Refit it on more or better labels, or lower difficulty_probe's min_spearman.",
-        )
+        reason = (f"the probe at {card['probe_path']} failed {PROBE_CHECK}: {card['reason']}. "
+                  "Refit it on more or better labels, or lower difficulty_probe's min_spearman.")
+        context.log.warning(f"predictions withheld: {reason}")
+        empty = withheld_predictions().assign(label_key=target.key, probe_path=str(card["probe_path"]))
+        return Output(empty, metadata={"rows": 0, "withheld": reason})
     if card["label_key"] != target.key:
         raise Failure(description=f"the probe was fitted for {card['label_key']}, not {target.key}: "
                                   "re-materialize difficulty_probe")

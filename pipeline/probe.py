@@ -69,8 +69,8 @@ class ProbeConfig:
     cv_folds: int = field(default=5, metadata={
         "help": "grouped cross-validation folds, groups = category (fewer when there are fewer groups)"})
     min_spearman: float = field(default=0.3, metadata={
-        "help": "floor on the held-out Spearman correlation; below it the blocking check "
-        "difficulty_probe_is_good_enough fails and predicted_difficulty does not run"})
+        "help": "floor on the held-out Spearman correlation; below it the check "
+        "difficulty_probe_is_good_enough fails and predicted_difficulty withholds its predictions"})
     layers: tuple[int, ...] | None = field(default=None, metadata={
         "help": "hidden-state layers to sweep; empty: every stored layer"})
     pseudocount: float = 0.5
@@ -429,8 +429,33 @@ def prediction_frame(
     })
 
 
+def withheld_predictions() -> pd.DataFrame:
+    """The `prediction_frame` columns with no rows: what a probe below its floor predicts, so that
+    earlier predictions are replaced rather than left behind to be read as current."""
+    return pd.DataFrame({
+        "problem_id": pd.Series([], dtype=str),
+        "category": pd.Series([], dtype=str),
+        "pass_rate": pd.Series([], dtype=np.float64),
+        "uncertainty": pd.Series([], dtype=np.float64),
+        "ci_low": pd.Series([], dtype=np.float64),
+        "ci_high": pd.Series([], dtype=np.float64),
+        "label_source": pd.Series([], dtype=str),
+        "measured": pd.Series([], dtype=bool),
+        "measured_pass_rate": pd.Series([], dtype=np.float64),
+        "select_for_rollouts": pd.Series([], dtype=bool),
+        "rollout_rank": pd.array([], dtype="Int64"),
+    })
+
+
 def check_predictions(predicted: pd.DataFrame, label_key: str) -> pd.DataFrame:
-    """`predicted` (the `predicted_difficulty` rows), refused unless made for `label_key`."""
+    """`predicted` (the `predicted_difficulty` rows), refused unless made for `label_key`, and
+    refused when empty: predictions are withheld when the probe failed its floor."""
+    if predicted.empty:
+        raise ValueError(
+            "predicted_difficulty holds no predictions: the probe failed its floor "
+            "(difficulty_probe_is_good_enough). Refit difficulty_probe on more labels, lower its "
+            "min_spearman, or stage measured labels only (curriculum labels: measured)"
+        )
     keys = sorted(set(predicted["label_key"]))
     if keys and keys != [label_key]:
         raise ValueError(
