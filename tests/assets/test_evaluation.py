@@ -2,6 +2,7 @@
 checkpoint by checkpoint, with the transformers engine; and its config mirrors the spec."""
 
 import base64
+import dataclasses
 import re
 
 import pandas as pd
@@ -14,15 +15,16 @@ from assets.resources import resources as gradus_resources
 from assets.training import staged_rl_policy
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
-from tests.assets.test_training import config_fields, spec_fields
 from tests.pipeline.test_evaluation import digit_set
 from tests.pipeline.test_training import LABELLED_AT, problems_and_labels, tiny_model
 
 
 def test_evaluation_config_mirrors_the_spec_and_runs_in_its_own_job():
-    assert config_fields(EvaluationConfig) == spec_fields(EvaluationSpec)
+    assert list(EvaluationConfig.model_fields) == [f.name for f in dataclasses.fields(EvaluationSpec)]
     assert all(info.description for info in EvaluationConfig.model_fields.values())
-    assert EvaluationConfig().to_spec() == EvaluationSpec()
+    assert EvaluationConfig().to_spec() == EvaluationSpec()  # same defaults, nested sets included
+    changed = EvaluationConfig(run_name="r", k=2, benchmarks=[{"name": "b", "path": "x.jsonl"}]).to_spec()
+    assert (changed.run_name, changed.k, changed.benchmarks[0].path) == ("r", 2, "x.jsonl")
     assert OP_CONFIGS["policy_evaluation"] is EvaluationConfig
     assert defs.resolve_job_def("evaluate_job").asset_layer.executable_asset_keys == {policy_evaluation.key}
 
