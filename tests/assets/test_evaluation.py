@@ -1,13 +1,15 @@
 """`policy_evaluation` through Dagster: a tiny model trained by `staged_rl_policy` and evaluated,
-checkpoint by checkpoint, with the transformers engine; and its config mirrors the spec."""
+checkpoint by checkpoint, with the transformers engine; its config mirrors the spec; and the
+curriculum's informative-group figures."""
 
 import base64
 import dataclasses
 import re
 
 import pandas as pd
-from dagster import DagsterInstance, materialize
+from dagster import DagsterInstance, SourceAsset, materialize
 
+from assets.curriculum import curriculum
 from assets.definitions import defs
 from assets.evaluation import EvaluationConfig, policy_evaluation
 from assets.preflight import OP_CONFIGS
@@ -15,6 +17,9 @@ from assets.resources import resources as gradus_resources
 from assets.training import staged_rl_policy
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
+from pipeline.informative import informative_probability
+from pipeline.storage import StorageLayout
+from pipeline.training import TrainingSpec
 from tests.pipeline.test_evaluation import digit_set
 from tests.pipeline.test_training import LABELLED_AT, problems_and_labels, tiny_model
 
@@ -64,3 +69,33 @@ def test_policy_evaluation_scores_the_base_model_and_every_checkpoint(home, tmp_
     assert "stage_2" in meta["policies"].value and "digits" in meta["per_category_pass_at_1"].value
     # figures in the tables are rounded to 3 decimals
     assert not re.search(r"\d\.\d{4,}", meta["policies"].value + meta["per_category_pass_at_1"].value)
+
+
+def test_the_curriculum_records_how_many_grpo_groups_carry_gradient(home, tmp_path):
+    layout = StorageLayout(str(home))
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}")
+    ids = ["solved", "unsolved", "half", "quarter"]
+    successes = [8, 0, 4, 2]
+    layout.asset(["unique_problems"]).parent.mkdir(parents=True)
+    pd.DataFrame({"problem_id": ids, "source": "s", "prompt": [[{"role": "user", "content": f"q{i}"}] for i in ids],
+                  "answer": "1", "verifier": "math", "category": "c", "metadata": "{}"}).to_parquet(
+        layout.asset(["unique_problems"]))
+    pd.DataFrame({"problem_id": ids}).to_parquet(layout.asset(["contamination"]))
+    pd.DataFrame({"problem_id": ids, "successes": successes, "trials": 8, "pass_rate": [s / 8 for s in successes],
+                  "ci_low": 0.0, "ci_high": 1.0}).to_parquet(layout.asset(["pass_rates"]))
+    result = materialize(
+        [SourceAsset("unique_problems"), SourceAsset("contamination"), SourceAsset("pass_rates"),
+         SourceAsset("predicted_difficulty"), curriculum],
+        resources=gradus_resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": str(model)}),
+    )
+
+    assert result.success
+    [event] = result.asset_materializations_for_node("curriculum")
+    figures = event.metadata["informative_groups"].value
+    G = TrainingSpec().num_generations
+    assert figures["group_size"] == G
+    staged = informative_probability([0.5, 0.25], G).mean()
+    assert figures["pool"]["fraction"] == round(staged / 2, 4)  # the solved and unsolved problems add nothing
+    assert figures["curriculum"]["fraction"] == round(staged, 4) and figures["ratio"] == 2.0
