@@ -245,6 +245,10 @@ def main() -> None:
                 "fresh": measured_informative(fresh_rewards[fresh_rewards["problem_id"].isin(ids)], G),
             }
 
+        say("informative groups (G={}): ".format(G) + "; ".join(
+            f"{name}: labels {f['labels'].fraction:.3f}, fresh rollouts {f['fresh'].fraction:.3f} "
+            f"({f['fresh'].groups:.0f} groups)" for name, f in informative.items()))
+
         # --- training and evaluation -------------------------------------------------------------
         runs: list[dict] = []
         finals: list[pd.DataFrame] = []
