@@ -143,7 +143,9 @@ def pool_problems(per_level: int, verifier: VerifierPool, heldout_seeds: bool = 
     return Problem.to_frame(load_problems(sources, pool=verifier).problems)
 
 
-def spread(values: list[float]) -> dict[str, float]:
+def spread(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
     return {"mean": round(statistics.fmean(values), 4),
             "std": round(statistics.stdev(values), 4) if len(values) > 1 else 0.0,
             "values": [round(v, 4) for v in values]}
@@ -167,6 +169,8 @@ def main() -> None:
     parser.add_argument("--label-engine", choices=("vllm", "transformers"), default=None, help="override the preset")
     parser.add_argument("--eval-engine", choices=("vllm", "transformers"), default=None, help="override the preset")
     parser.add_argument("--seeds", type=int, nargs="+", default=None, help="override the preset")
+    parser.add_argument("--conditions", nargs="+", choices=list(CONDITIONS), default=list(CONDITIONS),
+                        help="which arms to train (all three are labelled and built either way)")
     args = parser.parse_args()
     preset = PRESETS[args.preset]
     overrides = {k: v for k, v in vars(args).items() if k in Preset.__dataclass_fields__ and v is not None}
@@ -253,7 +257,7 @@ def main() -> None:
         runs: list[dict] = []
         finals: list[pd.DataFrame] = []
         for seed in preset.seeds:
-            for name in CONDITIONS:
+            for name in args.conditions:
                 t = time.perf_counter()
                 spec = TrainingSpec(
                     curriculum=name, run_name=f"{name}-seed{seed}", sampler=SamplerSpec("sequential"),
