@@ -95,9 +95,9 @@ class Preset:
 
 
 PRESETS = {
-    # Sized to about 45 minutes of the shared 2-core CPU it was run on, under `nice -n 10` while other
-    # work kept the load at 10-40: there a GRPO step of 16 completions took over 2 minutes, so one
-    # seed and 8 completions per step. On a quiet machine raise --steps and --seeds.
+    # Sized for a shared 2-core CPU under `nice -n 10` while other work keeps the load at 10-40: there
+    # a GRPO step of 8 completions took 5-10 minutes, so one seed and few steps (the README's figures
+    # needed --steps 3 --eval-per-level 1 to fit). On a quiet machine raise --steps and --seeds.
     # Evaluation uses transformers: a vLLM start per checkpoint costs more than it saves at this size.
     "cpu": Preset(per_level=3, eval_per_level=2, label_samples=6, fresh_samples=4, eval_samples=4, k=2, steps=6,
                   seeds=(0,), prompts_per_step=2, group_size=4, max_tokens=48, learning_rate=1e-5,
