@@ -27,7 +27,9 @@ from pipeline.curriculum import (
     manifest_problems,
     provenance,
 )
+from pipeline.informative import pool_versus_curriculum
 from pipeline.probe import check_predictions, merge_labels
+from pipeline.training import TrainingSpec
 
 
 class CurriculumConfig(spec_config(CurriculumSpec)):
@@ -93,6 +95,9 @@ def curriculum(
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
+    # GRPO groups with mixed rewards per batch, whole labelled pool vs staged problems, at the
+    # trainer's default group size (from labels: optimistic for the stages, see pipeline.informative).
+    informative = pool_versus_curriculum(staged["pass_rate"], classes > 0, TrainingSpec().num_generations)
     return MaterializeResult(
         metadata={
             **picture_entry(histogram_png(series, "pass rate per stage"), "pass-rate histogram per stage"),
@@ -104,6 +109,7 @@ def curriculum(
             "label_key": str(made["label_key"]),
             "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
+            "informative_groups": MetadataValue.json(informative),
         },
         check_results=[
             AssetCheckResult(

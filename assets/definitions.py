@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from dagster import Definitions
 
-from assets.jobs import all_assets, jobs, operations_assets, probe_assets, training_assets
+from assets.jobs import all_assets, evaluation_assets, jobs, operations_assets, probe_assets, training_assets
 from assets.resources import resources
 from assets.schedules import nightly_relabel_schedule
 from assets.sensors import model_checkpoint_sensor
@@ -20,7 +20,7 @@ __all__ = ["all_assets", "build_definitions", "defs", "probe_assets"]
 def build_definitions(environ: Mapping[str, str] | None = None) -> Definitions:
     """The code location, its resources configured from `environ` (default: the environment)."""
     return Definitions(
-        assets=all_assets + probe_assets + operations_assets + training_assets,
+        assets=all_assets + probe_assets + operations_assets + training_assets + evaluation_assets,
         jobs=jobs,
         schedules=[nightly_relabel_schedule],
         sensors=[model_checkpoint_sensor],

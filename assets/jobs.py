@@ -7,7 +7,7 @@ from typing import Any
 import yaml
 from dagster import AssetSelection, define_asset_job
 
-from assets import curriculum, history, hub, hygiene, labelling, probes, problems, training
+from assets import curriculum, evaluation, history, hub, hygiene, labelling, probes, problems, training
 
 TRIGGER_TAG = "gradus/trigger"
 """Run tag saying what launched an unattended run: `schedule` or `checkpoint`."""
@@ -21,6 +21,7 @@ all_assets = [problems.problems, hygiene.unique_problems, hygiene.evaluation_pro
 """The labelling graph, problems to curriculum: what `label_job` materializes."""
 probe_assets = [probes.hidden_states, probes.difficulty_probe, probes.predicted_difficulty]
 training_assets = [training.staged_rl_policy]
+evaluation_assets = [evaluation.policy_evaluation]
 operations_assets = [history.difficulty_history, hub.hub_curriculum]
 
 # Generation-heavy steps must not start two engines at once on a small machine: one engine per run.
@@ -45,6 +46,15 @@ train_job = define_asset_job(
     description="GRPO fine-tuning through the curriculum on disk, stage by stage, with a checkpoint per stage.",
 )
 
+# Evaluation starts an engine per checkpoint: on its own, after train_job, so training never waits
+# on it and a policy can be re-evaluated (from the rollout cache) without retraining.
+evaluate_job = define_asset_job(
+    "evaluate_job",
+    selection=AssetSelection.assets(*evaluation_assets),
+    description="pass@1 and pass@k of the base model and every checkpoint of a training run, on an evaluation "
+    "set disjoint from its curriculum.",
+)
+
 # The probe assets feed `curriculum` only when it stages predictions: a relabel leaves them alone.
 relabel_job = define_asset_job(
     "relabel_job",
@@ -54,7 +64,7 @@ relabel_job = define_asset_job(
     "lacks (stale or new problems), re-verify, rebuild the curriculum and record the label version.",
 )
 
-jobs = [label_job, probe_job, train_job, relabel_job]
+jobs = [label_job, probe_job, train_job, evaluate_job, relabel_job]
 
 
 def unattended_run_config() -> dict[str, Any]:

@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from assets.config import SpecConfig
 from assets.curriculum import CurriculumConfig
+from assets.evaluation import EvaluationConfig
 from assets.hub import HubCurriculumConfig
 from assets.hygiene import ContaminationConfig, DedupConfig, EvaluationProblemsConfig
 from assets.labelling import RewardsConfig, ShardedRolloutsConfig
@@ -30,6 +31,7 @@ OP_CONFIGS: dict[str, type] = {
     "difficulty_probe": DifficultyProbeConfig,
     "predicted_difficulty": PredictedDifficultyConfig,
     "staged_rl_policy": TrainingConfig,
+    "policy_evaluation": EvaluationConfig,
     "hub_curriculum": HubCurriculumConfig,
 }
 """The config class of every op that takes run config (`ops: <name>: config:`)."""
