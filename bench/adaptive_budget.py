@@ -307,7 +307,7 @@ def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
               "prior to: the adaptive policy runs on a flat prior and cannot stop early (raise "
               "--real-per-level)", flush=True)
     total = cap + reference_n
-    todo = missing_requests(problems, total, store.existing(ids))
+    todo = missing_requests(problems, total, store.coverage(ids, total))
     print(f"\nreal: {len(ids)} problems x {total} rollouts, {len(todo)} not cached yet", flush=True)
     started = time.perf_counter()
     if todo:
@@ -335,7 +335,7 @@ def real(strata: Strata, per_level: int, cap: int, reference_n: int) -> dict:
 
         config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=cap, batch_per_problem=4)
         adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
-        a_s, a_n = counts(adaptive.rollouts)
+        a_s, a_n = counts(store.load(ids, dict(zip(ids, adaptive.allocation["trials"].tolist()))))
         spent = int(a_n.sum())
         n_uniform = max(1, round(spent / len(ids)))
         u_s, u_n = counts(everything[everything["sample_index"] < n_uniform])

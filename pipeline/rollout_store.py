@@ -275,15 +275,17 @@ def scan_store(root: Path, problem_ids: pa.Array, upto: np.ndarray, columns: Seq
     return StoredRollouts(root).scan(problem_ids, upto, columns=columns, batch_rows=batch_rows)
 
 
-def missing_requests(problems: pd.DataFrame, wanted: dict[str, int] | int, stored: np.ndarray) -> list[GenerationRequest]:
+def missing_requests(
+    problems: pd.DataFrame, wanted: dict[str, int] | int, stored: np.ndarray | None = None
+) -> list[GenerationRequest]:
     """The requests still to generate so each problem has sample indices 0..wanted-1; `stored` is
-    `RolloutStore.coverage` of the problems in their row order."""
+    `RolloutStore.coverage` of the problems in their row order (None: nothing stored)."""
     ids = problems["problem_id"].tolist()
     caps = np.full(len(ids), wanted, np.int64) if isinstance(wanted, int) else np.array(
         [wanted.get(pid, 0) for pid in ids], np.int64)
     width = int(caps.max()) if len(ids) else 0
     gaps = np.arange(width) < caps[:, None]
-    if stored.size:
+    if stored is not None and stored.size:
         gaps[:, : stored.shape[1]] &= ~stored[:, :width]
     rows, indices = np.nonzero(gaps)
     prompts = problems["prompt"].to_numpy()

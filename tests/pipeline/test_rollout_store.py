@@ -5,8 +5,6 @@ from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.model import ModelSpec
 from pipeline.rollout_store import RolloutStore, missing_requests
 
-NONE = np.zeros((0, 0), bool)
-
 MODEL = ModelSpec("/nowhere", "org/model", "rev1")
 PROMPT = [{"role": "user", "content": "q"}]
 
@@ -26,7 +24,7 @@ def test_missing_requests_cover_only_gaps():
 
 def test_store_roundtrip_and_caps(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig(), engine="test")
-    fill(store, missing_requests(problems("a", "b"), 4, NONE))
+    fill(store, missing_requests(problems("a", "b"), 4))
     assert store.existing() == {"a": {0, 1, 2, 3}, "b": {0, 1, 2, 3}}
     frame = store.load(["a", "b"], 2)
     assert list(zip(frame["problem_id"], frame["sample_index"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
@@ -45,7 +43,7 @@ def test_label_keys_are_separate_stores(tmp_path):
 
 def test_duplicate_writes_resolve_to_first_and_compaction_keeps_rows(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
-    reqs = missing_requests(problems("a"), 2, NONE)
+    reqs = missing_requests(problems("a"), 2)
     fill(store, reqs)
     store.append(reqs, [Completion("second", 1, "stop")] * 2)
     assert store.load(["a"])["text"].tolist() == ["a:0", "a:1"]
@@ -57,7 +55,7 @@ def test_duplicate_writes_resolve_to_first_and_compaction_keeps_rows(tmp_path):
 def test_a_torn_temp_file_is_ignored(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     (store.root / ".part-x.parquet.123.tmp").write_bytes(b"PAR1 half written")
-    fill(store, missing_requests(problems("a"), 1, NONE))
+    fill(store, missing_requests(problems("a"), 1))
     assert store.existing() == {"a": {0}}
 
 
@@ -70,7 +68,7 @@ def test_sampling_key_and_request_seed_are_stable():
 
 def test_scan_streams_bounded_batches_first_write_wins_and_caps_per_problem(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
-    fill(store, missing_requests(problems("a", "b", "c"), 4, NONE))
+    fill(store, missing_requests(problems("a", "b", "c"), 4))
     store.append([GenerationRequest.of("a", 1, PROMPT)], [Completion("late", 1, "stop")])
     batches = list(store.scan(["b", "a"], np.array([2, 3]), columns=["problem_id", "sample_index", "text"],
                               batch_rows=3))
@@ -83,7 +81,7 @@ def test_scan_streams_bounded_batches_first_write_wins_and_caps_per_problem(tmp_
 def test_compaction_streams_into_bounded_parts_and_keeps_the_first_write(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     for pid in "abcde":
-        fill(store, missing_requests(problems(pid), 2, NONE))
+        fill(store, missing_requests(problems(pid), 2))
     store.append([GenerationRequest.of("a", 0, PROMPT)], [Completion("late", 1, "stop")])
     assert store.compact(max_rows=4) == 6
     assert len(store.parts()) == 3  # 11 rows in parts of at most 4
