@@ -9,6 +9,8 @@ from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
 from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource, resources
+from pipeline.datasets import read_handle
+from pipeline.storage import StorageLayout
 
 pytestmark = pytest.mark.e2e
 
@@ -98,5 +100,5 @@ def test_rescoring_never_touches_the_engine(home, smollm2, instance):
     rescored = materialize(GRAPH, instance=instance, run_config=downstream, resources=resources,
                            selection=["rewards", "pass_rates", "curriculum"])
     assert rescored.success
-    rewards = pq.read_table(home / "assets" / "rewards.parquet").to_pandas()
+    rewards = read_handle(StorageLayout(str(home)).handle(["rewards"])).to_frame()
     assert len(rewards) == 4
