@@ -120,7 +120,8 @@ def problems_table(n: int) -> pa.Table:
     problems, _ = synthesise(n)
     name = pc.replace_substring(problems.column("source"), "reasoning_gym/", "")
     meta = pc.binary_join_element_wise('{"source_dataset": "', name, '", "level": ',
-                                       pc.extract_regex(problems.column("metadata"), r"(?P<l>\d+)").field("l"), "}", "")
+                                       pc.struct_field(pc.extract_regex(problems.column("metadata").combine_chunks(), r"(?P<l>\d+)"), "l"),
+                                       "}", "")
     is_rg = pc.equal(problems.column("verifier"), "reasoning_gym")
     meta = pc.if_else(is_rg, meta, problems.column("metadata"))
     return problems.set_column(problems.schema.get_field_index("metadata"), "metadata", meta)
