@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -89,6 +88,7 @@ class TreeMemory:
     def __init__(self, every_s: float = 0.2) -> None:
         self.every_s = every_s
         self.peak_rss_kb = self.peak_pss_kb = self.peak_self_kb = 0
+        self.samples: list[tuple[float, int]] = []  # (unix time, tree RSS in KiB)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -102,11 +102,18 @@ class TreeMemory:
 
     def _run(self) -> None:
         me = os.getpid()
+        reported = time.time()
         while not self._stop.is_set():
             totals = [_memory_kb(p) for p in _tree(me)]
-            self.peak_rss_kb = max(self.peak_rss_kb, sum(r for r, _ in totals))
+            self.samples.append((time.time(), sum(r for r, _ in totals)))
+            self.peak_rss_kb = max(self.peak_rss_kb, self.samples[-1][1])
             self.peak_pss_kb = max(self.peak_pss_kb, sum(p for _, p in totals))
             self.peak_self_kb = max(self.peak_self_kb, totals[0][0])
+            if time.time() - reported >= 60:  # a run cut short still tells its peak so far
+                reported = time.time()
+                print(f"memory: tree RSS {self.samples[-1][1] / 1024:.0f} MB now, peak {self.peak_rss_kb / 1024:.0f} MB "
+                      f"(PSS peak {self.peak_pss_kb / 1024:.0f} MB, main process {self.peak_self_kb / 1024:.0f} MB)",
+                      file=sys.stderr, flush=True)
             self._stop.wait(self.every_s)
 
 
@@ -239,7 +246,10 @@ def measure(n: int) -> dict:
                     steps.setdefault(entry.step_key, {})["start"] = entry.timestamp
                 elif event.event_type == DagsterEventType.STEP_SUCCESS:
                     steps.setdefault(entry.step_key, {})["end"] = entry.timestamp
-            step_s = {k: round(v["end"] - v["start"], 2) for k, v in steps.items() if {"start", "end"} <= v.keys()}
+            done = {k: v for k, v in steps.items() if {"start", "end"} <= v.keys()}
+            step_s = {k: round(v["end"] - v["start"], 2) for k, v in done.items()}
+            step_rss = {k: round(max((kb for t, kb in memory.samples if v["start"] <= t <= v["end"]), default=0)
+                                 / 1024, 1) for k, v in done.items()}
             rewards_meta = {k: v.value for k, v in
                             next(m for m in result.asset_materializations_for_node("rewards")).metadata.items()}
         rows = int(rewards_meta["rows"])
@@ -252,6 +262,7 @@ def measure(n: int) -> dict:
         "synth_s": round(synth_s, 1),
         "bench_parts": parts,
         "step_s": step_s,
+        "step_peak_rss_mb": step_rss,
         "peak_rss_mb": round(memory.peak_rss_kb / 1024, 1),
         "peak_pss_mb": round(memory.peak_pss_kb / 1024, 1),
         "peak_main_rss_mb": round(memory.peak_self_kb / 1024, 1),

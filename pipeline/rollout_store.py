@@ -82,7 +82,7 @@ class StoredRollouts:
 
     def scan(
         self,
-        problem_ids: Sequence[str] | pa.Array,
+        problem_ids: Sequence[str] | pa.Array | pa.ChunkedArray,
         upto: np.ndarray | int | None = None,
         start: np.ndarray | int = 0,
         columns: Sequence[str] | None = None,
@@ -97,9 +97,11 @@ class StoredRollouts:
         Memory is bounded by the batch size plus one byte per (problem, sample index) seen, never
         by the rows stored: this is what reads a pool of a million problems.
         """
-        ids = problem_ids if isinstance(problem_ids, pa.Array) else pa.array(list(problem_ids), pa.string())
-        n = len(ids)
-        index = pd.Index(ids.to_numpy(zero_copy_only=False))
+        if isinstance(problem_ids, (pa.Array, pa.ChunkedArray)):
+            index = pd.Index(problem_ids.to_numpy(zero_copy_only=False))
+        else:
+            index = pd.Index(np.asarray(list(problem_ids), dtype=object))
+        n = len(index)
         if not index.is_unique:
             raise ValueError("problem_ids has duplicates: scan each problem once")
         caps = None if upto is None else np.broadcast_to(np.asarray(upto, np.int64), (n,))

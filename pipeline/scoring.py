@@ -131,7 +131,7 @@ def score_dataset(
             frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
                            golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
                            golds["metadata"].take(take).to_pylist(), pool, policy, progress)
-            write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False),
+            write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
                                       staging / f"part-{number:06d}.parquet")
             summary.rows += len(frame)
             if bar.done != summary.rows:  # every answer settled without a worker: no line yet

@@ -21,7 +21,7 @@ import threading
 import time
 from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -194,7 +194,7 @@ class VerifierPool:
         self._context.set_forkserver_preload(["math_verify", "reasoning_gym"])
         self._lock = threading.Lock()
         self._closed = False
-        self._memo: OrderedDict[tuple[str, str, str, str], _Result] = OrderedDict()
+        self._memo: OrderedDict[tuple[str, str, str, str], Verdict] = OrderedDict()
         self._memo_size = memo_size
         self.stats: Counter[str] = Counter()
         """Answers settled per route: `fast_path` (in this process, no worker), `memo` (a repeat of
@@ -242,15 +242,15 @@ class VerifierPool:
                    "" if task.verifier == "math" else task.metadata)
             known = self._memo.get(key)
             if known is None and not note:
-                known = fast_result(task.verifier, task.gold, answer, task.metadata)
-                if known is not None:
+                fast = fast_result(task.verifier, task.gold, answer, task.metadata)
+                if fast is not None:
                     self.stats["fast_path"] += 1
-                    self._remember(key, known)
+                    known = self._remember(key, fast)
             elif known is not None:
                 self.stats["memo"] += 1
                 self._memo.move_to_end(key)
             if known is not None:
-                verdicts[i] = _verdict(known, note)
+                verdicts[i] = known if not note else replace(known, detail="; ".join(d for d in (known.detail, note) if d))
                 settled += 1
                 continue
             if key in waiting:  # a repeat within this call: checked once
@@ -275,10 +275,12 @@ class VerifierPool:
                 verdicts[i] = _verdict(result, note)
         return [v for v in verdicts if v is not None]
 
-    def _remember(self, key: tuple[str, str, str, str], result: _Result) -> None:
-        self._memo[key] = result
+    def _remember(self, key: tuple[str, str, str, str], result: _Result) -> Verdict:
+        """Keep the verdict for `key` (frozen: one object serves every repeat)."""
+        verdict = self._memo[key] = _verdict(result, "")
         if len(self._memo) > self._memo_size:
             self._memo.popitem(last=False)
+        return verdict
 
     def gold_problems(self, tasks: list[VerificationTask]) -> list[str | None]:
         """For each task, why its gold answer cannot be used, or None if it can (answers ignored).
