@@ -49,7 +49,7 @@ _START_TIMEOUT_S = 120.0
 _MAX_START_FAILURES = 3
 _GOLD_CACHE_SIZE = 4096
 _DETAIL_CHARS = 300
-MEMO_SIZE = 262_144
+MEMO_SIZE = 32_768
 """Verdicts remembered per pool, keyed by (verifier, normalised answer, gold, metadata): a
 problem's rollouts repeat answers (a small model's wrong answers cluster on a few values)."""
 
