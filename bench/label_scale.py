@@ -11,7 +11,8 @@ materializes `rollouts` (fully cached: no engine starts; its sampling step compa
 `rewards`, `pass_rates` and `curriculum` with Dagster's `materialize`, in process, with the
 project's IO manager and resources: the same code `label_job` runs.
 
-Each size runs in a fresh child process, so its peak memory is its own. Peak RSS is sampled every
+Each size is synthesised in one fresh child process and measured in another, so the measured peak
+is the data path's alone (the synthesised tables never count in it). Peak RSS is sampled every
 0.2 s as the sum over the process and all its descendants (the verifier fork server and workers),
 which counts pages they share more than once: an upper bound. Also given: the same sum of PSS
 (shared pages split between sharers). Verifications/s per core = rollouts / seconds of the
@@ -195,36 +196,48 @@ def write_completions(store, problems: pa.Table, seed: int = 1) -> int:
 
 # -- one size -------------------------------------------------------------------------------------
 
-def measure(n: int) -> dict:
-    """One size, in this process (run it in a fresh one)."""
+def _target(tmp: Path):
+    from assets.resources import TargetModel
+
+    model_dir = tmp / "model"  # the engine never starts: a config is all the label key needs
+    model_dir.mkdir(exist_ok=True)
+    (model_dir / "config.json").write_text('{"model_type": "llama"}')
+    return TargetModel(model_path=str(model_dir), model_id=MODEL_ID, revision="bench")
+
+
+def synthesise_home(n: int, tmp: Path) -> dict:
+    """The problems and 16 completions each, written under `tmp/home` (its own process, so the
+    bench's synthesis never counts in the measured peak)."""
+    from pipeline.rollout_store import RolloutStore
+    from pipeline.storage import StorageLayout, write_parquet_checksummed
+
+    home = tmp / "home"
+    target = _target(tmp)
+    layout = StorageLayout(str(home))
+    started = time.perf_counter()
+    problems = problems_table(n)
+    for name in ("problems", "unique_problems"):
+        write_parquet_checksummed(problems, layout.asset([name]))
+    write_parquet_checksummed(pa.table({"problem_id": pa.array([], pa.string())}), layout.asset(["contamination"]))
+    store = RolloutStore(home, target.spec(home), target.sampling(), engine="bench")
+    parts = write_completions(store, problems)
+    synth_s = time.perf_counter() - started
+    print(f"{n} problems: wrote {n * SAMPLES} completions in {parts} parts in {synth_s:.1f}s "
+          "(written by the bench: this measures the data path, not the engine)", file=sys.stderr, flush=True)
+    return {"synth_s": round(synth_s, 1), "bench_parts": parts}
+
+
+def measure(n: int, tmp: Path) -> dict:
+    """One size on the home `synthesise_home` wrote, in this process (run it in a fresh one)."""
     from dagster import DagsterEventType, DagsterInstance, materialize
 
     from assets.jobs import all_assets, probe_assets
-    from assets.resources import TargetModel, resources
-    from pipeline.rollout_store import RolloutStore
-    from pipeline.storage import StorageLayout, write_parquet_checksummed
+    from assets.resources import resources
     from pipeline.verification import available_cores
 
-    with tempfile.TemporaryDirectory(prefix="gradus-label-scale-") as tmp, TreeMemory() as memory:
-        home = Path(tmp) / "home"
-        model_dir = Path(tmp) / "model"  # the engine never starts: a config is all the key needs
-        model_dir.mkdir()
-        (model_dir / "config.json").write_text('{"model_type": "llama"}')
-        target = TargetModel(model_path=str(model_dir), model_id=MODEL_ID, revision="bench")
-        layout = StorageLayout(str(home))
-
-        started = time.perf_counter()
-        problems = problems_table(n)
-        for name in ("problems", "unique_problems"):
-            write_parquet_checksummed(problems, layout.asset([name]))
-        write_parquet_checksummed(pa.table({"problem_id": pa.array([], pa.string())}), layout.asset(["contamination"]))
-        store = RolloutStore(home, target.spec(home), target.sampling(), engine="bench")
-        parts = write_completions(store, problems)
-        del problems
-        synth_s = time.perf_counter() - started
-        print(f"{n} problems: wrote {n * SAMPLES} completions in {parts} parts in {synth_s:.1f}s "
-              "(written by the bench: this measures the data path, not the engine)", file=sys.stderr, flush=True)
-
+    home = tmp / "home"
+    target = _target(tmp)
+    with TreeMemory() as memory:
         with DagsterInstance.ephemeral() as instance:
             started = time.perf_counter()
             result = materialize(
@@ -259,8 +272,6 @@ def measure(n: int) -> dict:
         "problems": n,
         "rows": rows,
         "wall_s": round(wall_s, 1),
-        "synth_s": round(synth_s, 1),
-        "bench_parts": parts,
         "step_s": step_s,
         "step_peak_rss_mb": step_rss,
         "peak_rss_mb": round(memory.peak_rss_kb / 1024, 1),
@@ -277,29 +288,40 @@ def measure(n: int) -> dict:
     }
 
 
-def run_child(n: int) -> dict:
+def run_child(*args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]),
                                                         os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run([sys.executable, __file__, "--problems", str(n)], stdout=subprocess.PIPE, text=True,
-                         check=False, env=env)
+    out = subprocess.run([sys.executable, __file__, *args], stdout=subprocess.PIPE, text=True, check=False, env=env)
     if out.returncode != 0:
-        raise RuntimeError(f"size {n} failed (exit {out.returncode}); its log is above")
+        raise RuntimeError(f"{' '.join(args)} failed (exit {out.returncode}); its log is above")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_size(n: int) -> dict:
+    """Synthesise in one fresh process, measure in another."""
+    with tempfile.TemporaryDirectory(prefix="gradus-label-scale-") as tmp:
+        made = run_child("--synthesise", str(n), "--dir", tmp)
+        return {**run_child("--problems", str(n), "--dir", tmp), **made}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
-    parser.add_argument("--problems", type=int, help="measure one size in this process (used by the parent)")
+    parser.add_argument("--synthesise", type=int, help="write one size's home into --dir (used by the parent)")
+    parser.add_argument("--problems", type=int, help="measure one size in --dir in this process (used by the parent)")
+    parser.add_argument("--dir", type=Path, help="the folder of one size's home")
     args = parser.parse_args()
+    if args.synthesise:
+        print(json.dumps(synthesise_home(args.synthesise, args.dir)))
+        return
     if args.problems:
-        print(json.dumps(measure(args.problems)))
+        print(json.dumps(measure(args.problems, args.dir)))
         return
 
     print("data path only: completions are written into the rollout store by this bench, no engine runs")
     results = []
     for n in args.sizes:
-        results.append(run_child(n))
+        results.append(run_size(n))
         print(json.dumps(results[-1]), flush=True)
     print(f"{'problems':>10}{'rollouts':>11}{'wall s':>8}{'rewards s':>10}{'peak MB':>9}{'PSS MB':>8}"
           f"{'verif/s/core':>13}{'fast':>7}{'memo':>7}")
