@@ -7,6 +7,7 @@ counts are exact; the real engines are exercised in tests/assets/test_end_to_end
 import pandas as pd
 import pytest
 
+from pipeline import sampling
 from pipeline.allocation import AllocationConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig
 from pipeline.model import ModelSpec
@@ -88,3 +89,13 @@ def test_adaptive_needs_a_scorer(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     with pytest.raises(ValueError, match="scorer"):
         sample_rollouts(problems(2), store, lambda: ScriptedEngine(set()), AllocationConfig(policy="adaptive"), Strata())
+
+
+def test_a_store_past_the_part_threshold_is_compacted_after_sampling(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampling, "COMPACT_PARTS", 3)
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig())
+    for n in range(1, 5):  # one part per call: each call adds one problem
+        sample_rollouts(problems(n), store, lambda: ScriptedEngine(set()),
+                        AllocationConfig(policy="uniform", samples_per_problem=2), Strata())
+    assert len(store.parts()) < 4
+    assert len(store.load(problems(4)["problem_id"])) == 8
