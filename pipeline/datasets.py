@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 from pipeline.storage import verify_sha256
 
 BATCH_ROWS = 65_536
-"""Rows per record batch a handle's reader yields."""
+"""Rows per record batch when streaming a dataset or the rollout store: bounds a reader's memory
+whatever the pool size."""
 
 
 @dataclass(frozen=True)

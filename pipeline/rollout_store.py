@@ -26,6 +26,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.datasets import BATCH_ROWS
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.model import ModelSpec
 from pipeline.records import Rollout, content_hash
@@ -39,8 +40,6 @@ from pipeline.storage import (
     write_text_atomic,
 )
 
-BATCH_ROWS = 65_536
-"""Rows per record batch when reading the store: bounds a reader's memory whatever the pool size."""
 COMPACT_ROWS = 250_000
 """Rows per part after compaction: few enough files to open cheaply, each still streamable."""
 COMPACT_PARTS = 256
