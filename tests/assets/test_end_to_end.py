@@ -81,7 +81,7 @@ def test_transformers_graph_generates_only_for_new_problems(home, smollm2, insta
     assert first.success and generated(first) == 3 * 2
     second = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=run_config(bigger, 2))
     assert second.success and generated(second) == 3 * 2
-    rollouts = pq.read_table(home / "assets" / "rollouts.parquet").to_pandas()
+    rollouts = read_handle(StorageLayout(str(home)).handle(["rollouts"])).to_frame()
     assert len(rollouts) == 6 * 2
     assert not rollouts.duplicated(["problem_id", "sample_index"]).any()
     assert set(rollouts["engine"]) == {"transformers"}
