@@ -39,7 +39,7 @@ class ParquetIOManager(ConfigurableIOManager):
             return self.path_for(list(context.asset_key.path))
         return self.storage.layout().step(context.get_identifier())
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | DatasetHandle | None) -> None:
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | pa.Table | DatasetHandle | None) -> None:
         if obj is None:
             return
         path = self._output_path(context)
@@ -48,8 +48,9 @@ class ParquetIOManager(ConfigurableIOManager):
             write_text_atomic(obj.to_json(), path)
             context.add_output_metadata({"path": str(path), "data": obj.path, "rows": obj.rows})
             return
-        write_parquet_checksummed(pa.Table.from_pandas(obj, preserve_index=False), path)
-        context.add_output_metadata({"path": str(path), "rows": len(obj)})
+        table = obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
+        write_parquet_checksummed(table, path)
+        context.add_output_metadata({"path": str(path), "rows": table.num_rows})
 
     def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | DatasetHandle | None:
         """The stored frame (or table, or handle, as the input is typed); an asset input typed

@@ -73,21 +73,24 @@ class ShardedRolloutsConfig(RolloutsConfig):
     )
 
 
-@op(out=DynamicOut(pd.DataFrame, description="The problems of one shard."))
+@op(out=DynamicOut(pa.Table, description="The problems of one shard."))
 def shard_problems(
     context: OpExecutionContext,
     config: ShardedRolloutsConfig,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
-    """Split the pool into shards by a stable hash of the problem id (empty shards are skipped)."""
+    """Split the pool into shards by a stable hash of the problem id (empty shards are skipped).
+    Shards stay Arrow tables: a million prompts as Python objects would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
     target_model.spec(storage.root())
-    shards = split_problems(problems, config.shards) or {0: problems}
-    context.log.info(f"{len(problems)} problems in {len(shards)} shards: "
-                     + ", ".join(f"{i}: {len(s)}" for i, s in shards.items()))
+    rows = pd.DataFrame({"problem_id": problems.column("problem_id").to_pandas(), "row": np.arange(problems.num_rows)})
+    shards = {i: problems.take(pa.array(part["row"].to_numpy())) for i, part in
+              split_problems(rows, config.shards).items()} or {0: problems}
+    context.log.info(f"{problems.num_rows} problems in {len(shards)} shards: "
+                     + ", ".join(f"{i}: {s.num_rows}" for i, s in shards.items()))
     for index, shard in shards.items():
         yield DynamicOutput(shard, mapping_key=str(index))
 
@@ -108,7 +111,7 @@ def sample_shard(
     context: OpExecutionContext,
     config: RolloutsConfig,
     problems: pd.DataFrame,
-    shard: pd.DataFrame,
+    shard: pa.Table,
     storage: GradusStorage,
     target_model: TargetModel,
     engine: InferenceEngine,
@@ -118,6 +121,8 @@ def sample_shard(
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
     generates only what is missing."""
+    # Arrow-backed columns: only the prompts of requests actually generated become Python objects.
+    shard = shard.to_pandas(types_mapper=pd.ArrowDtype)
     home = storage.root()
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)

@@ -289,5 +289,5 @@ def missing_requests(
     if stored is not None and stored.size:
         gaps[:, : stored.shape[1]] &= ~stored[:, :width]
     rows, indices = np.nonzero(gaps)
-    prompts = problems["prompt"].to_numpy()
-    return [GenerationRequest.of(ids[r], int(i), list(prompts[r])) for r, i in zip(rows.tolist(), indices.tolist())]
+    prompts = problems["prompt"]  # read per request: Arrow-backed prompts stay Arrow until needed
+    return [GenerationRequest.of(ids[r], int(i), list(prompts.iloc[r])) for r, i in zip(rows.tolist(), indices.tolist())]
