@@ -1,5 +1,6 @@
 """Stores DataFrames as Parquet files under the storage root: assets under `assets/`, and the frames
-that ops inside a graph-backed asset hand each other (the rollout shards) under `steps/`."""
+that ops inside a graph-backed asset hand each other (the rollout shards) under `steps/`. Assets too
+large for a frame (rollouts, rewards) hand over a `DatasetHandle`, stored as JSON beside them."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from dagster._core.types.dagster_type import DagsterTypeKind
 
 from assets.resources import GradusStorage
-from pipeline.storage import verify_sha256, write_parquet_checksummed
+from pipeline.datasets import DatasetHandle, read_handle
+from pipeline.storage import verify_sha256, write_parquet_checksummed, write_text_atomic
 
 
 class ParquetIOManager(ConfigurableIOManager):
@@ -21,6 +23,10 @@ class ParquetIOManager(ConfigurableIOManager):
     Step outputs that are not assets go to `steps/<run id>/<step key>/<output>[/<mapping key>]
     .parquet`: steps may run in separate processes or pods (multiprocess, k8s or celery
     executors), so they meet on the shared storage root rather than in memory.
+
+    A `DatasetHandle` output is written as `<same path>.json` (its rows already lie where it
+    points). An input typed `pa.Table` is read as Arrow, and input metadata `columns` reads only
+    those columns: a step that needs the ids of a million problems does not load their prompts.
     """
 
     storage: GradusStorage
@@ -33,27 +39,43 @@ class ParquetIOManager(ConfigurableIOManager):
             return self.path_for(list(context.asset_key.path))
         return self.storage.layout().step(context.get_identifier())
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | None) -> None:
+    def handle_output(self, context: OutputContext, obj: pd.DataFrame | pa.Table | DatasetHandle | None) -> None:
         if obj is None:
             return
         path = self._output_path(context)
-        write_parquet_checksummed(pa.Table.from_pandas(obj, preserve_index=False), path)
-        context.add_output_metadata({"path": str(path), "rows": len(obj)})
+        if isinstance(obj, DatasetHandle):
+            path = path.with_suffix(".json")
+            write_text_atomic(obj.to_json(), path)
+            context.add_output_metadata({"path": str(path), "data": obj.path, "rows": obj.rows})
+            return
+        table = obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
+        write_parquet_checksummed(table, path)
+        context.add_output_metadata({"path": str(path), "rows": table.num_rows})
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | None:
-        """The stored frame; an asset input typed `Optional[...]` whose file does not exist (its
-        asset never materialized) is None, any other missing file an error."""
+    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | DatasetHandle | None:
+        """The stored frame (or table, or handle, as the input is typed); an asset input typed
+        `Optional[...]` whose file does not exist (its asset never materialized) is None, any other
+        missing file an error."""
+        kind = context.dagster_type.typing_type
         if context.has_asset_key:
-            path = self.path_for(list(context.asset_key.path))
+            key = list(context.asset_key.path)
+            path = self.storage.layout().handle(key) if kind is DatasetHandle else self.path_for(key)
             if not path.exists():
                 if context.dagster_type.kind == DagsterTypeKind.NULLABLE:
                     return None
                 raise FileNotFoundError(
                     f"{path} does not exist: materialize {context.asset_key.to_user_string()} first"
                 )
-            verify_sha256(path, f"rematerialize {context.asset_key.to_user_string()}")
+            if kind is not DatasetHandle:
+                verify_sha256(path, f"rematerialize {context.asset_key.to_user_string()}")
         else:
             path = self._output_path(context.upstream_output)
-            verify_sha256(path, "rerun the job")
-        return pq.read_table(path).to_pandas()
-
+            if kind is DatasetHandle:
+                path = path.with_suffix(".json")
+            else:
+                verify_sha256(path, "rerun the job")
+        if kind is DatasetHandle:
+            return read_handle(path)
+        columns = (context.definition_metadata or {}).get("columns")
+        table = pq.read_table(path, columns=columns)
+        return table if kind is pa.Table else table.to_pandas()

@@ -2,12 +2,19 @@
 
 `rollouts` is a graph-backed asset: `shard_problems` splits the pool, one `sample_shard` step per
 shard samples it with its own engine (in parallel under a multiprocess, k8s or celery executor),
-and `merge_shards` reads every shard's rollouts back as one table.
+and `merge_shards` checks every shard's rollouts in the store.
+
+`rollouts` and `rewards` are `DatasetHandle`s, not frames: the rows stay in Parquet on disk (the
+rollout store; `datasets/rewards/`) and every step streams them in bounded batches, so a million
+problems x 16 rollouts never sit in one process's memory.
 """
 
+from collections import Counter
 from dataclasses import replace
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSpec,
@@ -17,6 +24,7 @@ from dagster import (
     Config,
     DynamicOut,
     DynamicOutput,
+    In,
     MetadataValue,
     OpExecutionContext,
     Out,
@@ -32,10 +40,12 @@ from assets.config import spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.allocation import AllocationConfig
-from pipeline.labels import pass_rates as aggregate_pass_rates
+from pipeline.datasets import DatasetHandle
+from pipeline.labels import count_passes, pass_rates_from_counts
 from pipeline.rollout_store import RolloutStore
 from pipeline.sampling import sample_rollouts
-from pipeline.scoring import score_rollouts
+from pipeline.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
+from pipeline.storage import write_parquet_checksummed
 from pipeline.sharding import default_shards, merge_allocations, shard_budget, split_problems
 
 
@@ -63,26 +73,34 @@ class ShardedRolloutsConfig(RolloutsConfig):
     )
 
 
-@op(out=DynamicOut(pd.DataFrame, description="The problems of one shard."))
+@op(out=DynamicOut(pa.Table, description="The problems of one shard."))
 def shard_problems(
     context: OpExecutionContext,
     config: ShardedRolloutsConfig,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
-    """Split the pool into shards by a stable hash of the problem id (empty shards are skipped)."""
+    """Split the pool into shards by a stable hash of the problem id (empty shards are skipped).
+    Shards stay Arrow tables: a million prompts as Python objects would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
     target_model.spec(storage.root())
-    shards = split_problems(problems, config.shards) or {0: problems}
-    context.log.info(f"{len(problems)} problems in {len(shards)} shards: "
-                     + ", ".join(f"{i}: {len(s)}" for i, s in shards.items()))
+    rows = pd.DataFrame({"problem_id": problems.column("problem_id").to_pandas(), "row": np.arange(problems.num_rows)})
+    shards = {i: problems.take(pa.array(part["row"].to_numpy())) for i, part in
+              split_problems(rows, config.shards).items()} or {0: problems}
+    context.log.info(f"{problems.num_rows} problems in {len(shards)} shards: "
+                     + ", ".join(f"{i}: {s.num_rows}" for i, s in shards.items()))
     for index, shard in shards.items():
         yield DynamicOutput(shard, mapping_key=str(index))
 
 
+IDS_ONLY = {"columns": ["problem_id"]}
+"""Input metadata for the IO manager: steps that need only the pool's ids do not load its prompts."""
+
+
 @op(
+    ins={"problems": In(metadata=IDS_ONLY)},
     out={
         "allocation": Out(pd.DataFrame, description="The shard's rollout_allocation rows."),
         "stats": Out(pd.DataFrame, description="One row: what the shard generated and what it cost."),
@@ -93,7 +111,7 @@ def sample_shard(
     context: OpExecutionContext,
     config: RolloutsConfig,
     problems: pd.DataFrame,
-    shard: pd.DataFrame,
+    shard: pa.Table,
     storage: GradusStorage,
     target_model: TargetModel,
     engine: InferenceEngine,
@@ -103,6 +121,8 @@ def sample_shard(
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
     generates only what is missing."""
+    # Arrow-backed columns: only the prompts of requests actually generated become Python objects.
+    shard = shard.to_pandas(types_mapper=pd.ArrowDtype)
     home = storage.root()
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
@@ -118,7 +138,7 @@ def sample_shard(
     stats = {
         "shard": int(context.get_mapping_key() or 0),
         "problems": len(shard),
-        "rollouts": len(report.rollouts),
+        "rollouts": report.rows,
         "generated": report.generated,
         "tokens": report.tokens,
         "generate_seconds": round(report.generate_seconds, 3),
@@ -127,7 +147,7 @@ def sample_shard(
         "engine_start_s": round(engine.start_seconds, 1),
     }
     context.log.info(
-        f"shard {stats['shard']}: {len(report.rollouts)} rollouts ({report.generated} generated)"
+        f"shard {stats['shard']}: {report.rows} rollouts ({report.generated} generated)"
         + (f", {report.tokens_per_second:.0f} tok/s" if report.generated else "")
     )
     yield Output(report.allocation, "allocation")
@@ -135,8 +155,9 @@ def sample_shard(
 
 
 @op(
+    ins={"problems": In(metadata=IDS_ONLY)},
     out={
-        "rollouts": Out(pd.DataFrame),
+        "rollouts": Out(DatasetHandle),
         "rollout_allocation": Out(pd.DataFrame),
         "match_allocation": Out(description="The rollouts_match_allocation check."),
     },
@@ -150,29 +171,49 @@ def merge_shards(
     storage: GradusStorage,
     target_model: TargetModel,
 ):
-    """One rollouts table for the whole pool, read back from the store in (problem_id,
-    sample_index) order, so it is the same whatever the shard count."""
+    """The rollouts of the whole pool, as a handle on the store: each problem's sample indices
+    below its allocation, the same whatever the shard count. The store is scanned once, in bounded
+    batches, for the allocation check and the metadata; its rows are never loaded whole."""
     home = storage.root()
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling())
     ids = problems["problem_id"].tolist()
     alloc = merge_allocations(allocations, ids)
-    frame = store.load(ids, dict(zip(alloc["problem_id"], alloc["trials"].tolist())))
+    trials = alloc["trials"].to_numpy(np.int64)
+    selection = pa.table({"problem_id": pa.array(alloc["problem_id"].tolist(), pa.string()),
+                          "trials": pa.array(trials, pa.int64())})
+    selection_path = storage.layout().dataset(["rollouts"]) / "selection.parquet"
+    write_parquet_checksummed(selection, selection_path)
+    per_problem = np.zeros(len(trials), np.int64)
+    finish_reasons: Counter[str] = Counter()
+    for batch in store.scan(selection.column("problem_id"), trials, columns=["finish_reason"]):
+        per_problem += np.bincount(batch.column("position").to_numpy(), minlength=len(trials))
+        counts = batch.column("finish_reason").value_counts()
+        finish_reasons.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+    rows = int(per_problem.sum())
+    handle = DatasetHandle("rollouts", str(store.root), rows, f"{model.key}/{store.sampling.key}",
+                           str(selection_path))
+    head = store.scan(selection.column("problem_id"), trials, batch_rows=5,
+                      columns=["problem_id", "sample_index", "num_tokens", "finish_reason", "text"])
+    first = next(head, None)
+    head.close()  # releases the store's read lock
     shards = pd.concat(stats, ignore_index=True).sort_values("shard", ignore_index=True)
     generated, tokens = int(shards["generated"].sum()), int(shards["tokens"].sum())
     tokens_per_second = tokens / float(shards["generate_seconds"].sum()) if generated else 0.0
     context.log.info(
-        f"{len(frame)} rollouts from {len(shards)} shards ({generated} generated, {len(frame) - generated} cached)"
+        f"{rows} rollouts from {len(shards)} shards ({generated} generated, {rows - generated} cached)"
         + (f", {tokens_per_second:.0f} tok/s per engine" if generated else "")
     )
     per_shard = shards.assign(**{"tok/s": (shards["tokens"] / shards["generate_seconds"]).fillna(0).round(1)})
+    sample = first.to_pandas() if first is not None else pd.DataFrame(
+        columns=["problem_id", "sample_index", "num_tokens", "finish_reason", "text"])
     yield Output(
-        frame,
+        handle,
         output_name="rollouts",
         metadata={
-            "rows": len(frame),
+            "rows": rows,
             "generated": generated,
-            "reused_from_cache": len(frame) - generated,
+            "reused_from_cache": rows - generated,
             "generated_tokens": tokens,
             "tokens_per_second": round(tokens_per_second, 1),
             "engine": str(shards["engine"].iloc[0]),
@@ -182,8 +223,9 @@ def merge_shards(
             "model": model.key,
             "sampling": MetadataValue.json(vars(store.sampling)),
             "store": MetadataValue.path(str(store.root)),
-            "finish_reasons": counts_table(frame["finish_reason"].value_counts().to_dict(), "finish reason"),
-            "preview": preview(frame, ["problem_id", "sample_index", "num_tokens", "finish_reason", "text"]),
+            "store_parts": len(store.parts()),
+            "finish_reasons": counts_table(dict(finish_reasons), "finish reason"),
+            "preview": preview(sample, ["problem_id", "sample_index", "num_tokens", "finish_reason", "text"]),
         },
     )
     yield Output(
@@ -197,8 +239,7 @@ def merge_shards(
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
         },
     )
-    per_problem = frame.groupby("problem_id").size().reindex(alloc["problem_id"], fill_value=0)
-    short = int((per_problem.to_numpy() != alloc["trials"].to_numpy()).sum())
+    short = int((per_problem != trials).sum())
     yield AssetCheckResult(
         check_name=MATCH_ALLOCATION.name,
         asset_key=MATCH_ALLOCATION.asset_key,
@@ -246,34 +287,41 @@ class RewardsConfig(Config):
     show_failures: int = Field(default=8, description="failed answers shown in the preview")
 
 
-@asset(group_name="labelling")
+@asset(group_name="labelling", ins={"problems": AssetIn(metadata={"columns": GOLD_COLUMNS})})
 def rewards(
     context: AssetExecutionContext,
     config: RewardsConfig,
-    problems: pd.DataFrame,
-    rollouts: pd.DataFrame,
+    problems: pa.Table,
+    rollouts: DatasetHandle,
+    storage: GradusStorage,
     target_model: TargetModel,
     verifier: Verifier,
-) -> Output[pd.DataFrame]:
+) -> Output[DatasetHandle]:
     """Verify every rollout: extract the final answer, then math-verify or the generator's scorer,
-    each answer in an isolated worker with a hard timeout. Re-derived from stored rollouts, so a new
-    verifier or extraction policy never regenerates anything."""
-    step = max(len(rollouts) // 10, 1)
-
-    def progress(done: int, total: int) -> None:
-        if done == total or done % step == 0:
-            context.log.info(f"verified {done}/{total} answers")
-
-    frame = score_rollouts(problems, rollouts, verifier.pool(), target_model.extraction_policy, progress)
-    failed = frame[~frame["passed"]].head(config.show_failures)
+    each answer in an isolated worker with a hard timeout (plain numbers and repeats are settled
+    without one). Streamed batch by batch into `datasets/rewards/`, replaced whole on a rerun.
+    Re-derived from stored rollouts, so a new verifier or extraction policy never regenerates."""
+    pool = verifier.pool()
+    before = pool.stats.copy()
+    handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
+                                    target_model.extraction_policy, context.log.info, config.show_failures)
+    routes = pool.stats - before
+    failed = pd.concat(summary.failed, ignore_index=True) if summary.failed else pd.DataFrame(
+        columns=["problem_id", "sample_index", "extracted", "status"])
     return Output(
-        frame,
+        handle,
         metadata={
-            "rows": len(frame),
-            "passed": int(frame["passed"].sum()),
-            "mean_reward": figure(frame["score"].mean()) if len(frame) else 0.0,
-            "statuses": counts_table(frame["status"].value_counts().to_dict(), "status"),
+            "rows": summary.rows,
+            "passed": summary.passed,
+            "mean_reward": figure(summary.mean_reward),
+            "statuses": counts_table(dict(summary.statuses), "status"),
+            "verifications_per_s": round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0,
+            "fast_path": routes["fast_path"],
+            "memo_hits": routes["memo"],
+            "worker_checks": routes["worker"],
+            "verifier_workers": len(pool.worker_pids),
             "extraction_policy": target_model.extraction_policy,
+            "dataset": MetadataValue.path(handle.path),
             "failed_preview": preview(failed, ["problem_id", "sample_index", "extracted", "status"]),
         },
     )
@@ -281,20 +329,24 @@ def rewards(
 
 @asset(
     group_name="labelling",
+    ins={"problems": AssetIn(metadata={"columns": ["problem_id", "category"]})},
     check_specs=[AssetCheckSpec("pass_rates_are_valid", asset="pass_rates", blocking=True,
                                 description="Pass rates in [0, 1]; trials equal the rollouts scored.")],
 )
 def pass_rates(
     context: AssetExecutionContext,
     problems: pd.DataFrame,
-    rewards: pd.DataFrame,
+    rewards: DatasetHandle,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
     """Per problem: successes, trials, pass rate and a 90% credible interval, keyed by model,
-    revision, sampling parameters and verifier version."""
+    revision, sampling parameters and verifier version. Counted in one streamed pass over the
+    rewards (two counters per problem in memory)."""
     target = target_model.target(storage.root())
-    frame = aggregate_pass_rates(rewards, target)
+    ids = problems["problem_id"].to_numpy()
+    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
+    frame = pass_rates_from_counts(ids, successes, trials, target)
     by_category = (
         frame.merge(problems[["problem_id", "category"]], on="problem_id")
         .groupby("category")["pass_rate"]
@@ -315,9 +367,8 @@ def pass_rates(
             "preview": preview(frame, ["problem_id", "successes", "trials", "pass_rate", "ci_low", "ci_high"]),
         },
     )
-    counts = rewards.groupby("problem_id").size()
     bad_range = int(((frame["pass_rate"] < 0) | (frame["pass_rate"] > 1)).sum())
-    bad_trials = int((frame.set_index("problem_id")["trials"] != counts.reindex(frame["problem_id"]).to_numpy()).sum())
+    bad_trials = abs(int(frame["trials"].sum()) - rewards.rows)
     yield AssetCheckResult(
         check_name="pass_rates_are_valid",
         passed=bad_range == 0 and bad_trials == 0,

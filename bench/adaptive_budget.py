@@ -384,7 +384,7 @@ def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: i
               "prior to: the adaptive policy runs on a flat prior and cannot stop early (raise "
               "--real-per-level)", flush=True)
     total = cap + reference_n
-    todo = sorted(missing_requests(problems, total, store.existing(ids)), key=lambda r: r.sample_index)
+    todo = sorted(missing_requests(problems, total, store.coverage(ids, total)), key=lambda r: r.sample_index)
     print(f"\nreal: {len(ids)} problems x {total} rollouts, {len(todo)} not cached yet (home {home})", flush=True)
     started = time.perf_counter()
     if todo:
@@ -429,7 +429,7 @@ def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: i
             config = AllocationConfig(policy="adaptive", max_samples=cap,
                                       min_samples=min(AllocationConfig.min_samples, cap))
             adaptive = sample_rollouts(problems, store, cached_only, config, strata, scorer)
-            a_s, a_n = counts(adaptive.rollouts)
+            a_s, a_n = counts(store.load_allocated(adaptive.allocation))
             spent = int(a_n.sum())
             n_uniform = max(1, round(spent / len(ids)))
             u_s, u_n = counts_below(0, n_uniform)

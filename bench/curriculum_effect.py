@@ -202,7 +202,7 @@ def main() -> None:
                                  AllocationConfig(samples_per_problem=preset.label_samples + preset.fresh_samples),
                                  Strata(), log=say)
         label_engine.close()
-        rewards = score_rollouts(problems, report.rollouts, verifier, EXTRACTION)
+        rewards = score_rollouts(problems, store.load_allocated(report.allocation), verifier, EXTRACTION)
         label_rewards = rewards[rewards["sample_index"] < preset.label_samples]
         fresh_rewards = rewards[rewards["sample_index"] >= preset.label_samples]
         labels = pass_rates(label_rewards, target)

@@ -113,7 +113,7 @@ def label_with_rollouts(
     """
     store = RolloutStore(gradus_home(), model, sampling, engine="vllm")
     ids = problems["problem_id"].tolist()
-    todo = missing_requests(problems, n, store.existing(ids))
+    todo = missing_requests(problems, n, store.coverage(ids, n))
     timing_path = out / f"rollout-timing-{sampling.key}-n{n}-{content_hash(*sorted(ids), length=10)}.json"
     timing = json.loads(timing_path.read_text()) if timing_path.is_file() else {
         "engine_start_s": 0.0, "generate_s": 0.0, "generated": 0, "tokens": 0, "load_avg": []
@@ -124,7 +124,7 @@ def label_with_rollouts(
         engine = create_engine("vllm", model)
         timing["engine_start_s"] = time.perf_counter() - started
         try:
-            warm_up = missing_requests(problems.head(2), WARM_UP_SAMPLES, {})
+            warm_up = missing_requests(problems.head(2), WARM_UP_SAMPLES)
             engine.generate(warm_up, replace(sampling, seed=sampling.seed + 1))
             started = time.perf_counter()
 

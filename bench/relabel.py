@@ -47,7 +47,7 @@ from pipeline.verification import VERIFIER_VERSION, VerifierPool
 
 GENERATORS = ("basic_arithmetic", "chain_sum", "leg_counting")
 LEVELS = (0, 1, 2)
-PHASES = ("engine_start", "sample", "score", "pass_rates", "curriculum")
+PHASES = ("engine_start", "sample", "load", "score", "pass_rates", "curriculum")
 
 
 def problem_pool(size: int, pool: VerifierPool) -> pd.DataFrame:
@@ -105,12 +105,13 @@ def label_run(problems: pd.DataFrame, home: Path, target: LabelTarget, n: int, t
         engine.close()
     seconds["sample"] -= engine.start_s
     seconds["engine_start"] = engine.start_s
-    rewards = timed("score", lambda: score_rollouts(problems, report.rollouts, pool))
+    rollouts = timed("load", lambda: store.load(problems["problem_id"].tolist(), n))
+    rewards = timed("score", lambda: score_rollouts(problems, rollouts, pool))
     labels = timed("pass_rates", lambda: pass_rates(rewards, target))
     manifest = timed("curriculum", lambda: build_curriculum(problems, labels, CurriculumSpec(name), home))
     figures = {
         "problems": len(problems),
-        "rollouts": len(report.rollouts),
+        "rollouts": len(rollouts),
         "generated": report.generated,
         "tokens": report.tokens,
         "verified": int((rewards["status"] != "no_answer").sum()),  # the rest had no answer to check

@@ -185,7 +185,7 @@ def evaluate_policies(
         store = RolloutStore(home, policy.model, sampling, engine_name)
         report = sample_rollouts(problems, store, lambda m=policy.model: engine_for(m), allocation, Strata(),
                                  log=lambda line, name=policy.name: progress(f"{name}: {line}"))
-        rewards = score_rollouts(problems, report.rollouts, pool, extraction_policy)
+        rewards = score_rollouts(problems, store.load_allocated(report.allocation), pool, extraction_policy)
         frame = _summarise(policy, rewards, problems, spec.k)
         frames.append(frame)
         overall = frame[frame["category"] == ALL].iloc[0]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timezone
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.engines.base import SamplingConfig
 from pipeline.estimators import BetaPrior, credible_interval
@@ -62,13 +64,54 @@ def pass_rates(
     if rewards.empty:
         return PassRate.empty_frame()
     grouped = rewards.groupby("problem_id", sort=True)["passed"].agg(["sum", "count"])
-    s = grouped["sum"].to_numpy(np.int64)
-    n = grouped["count"].to_numpy(np.int64)
+    return _frame(grouped.index.astype(str).to_numpy(), grouped["sum"].to_numpy(np.int64),
+                  grouped["count"].to_numpy(np.int64), target, prior, level)
+
+
+def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(successes, trials) per problem of `problem_ids`, in its order, from reward record batches
+    (`problem_id`, `passed`) streamed past once: memory is two counters per problem."""
+    index = pd.Index(problem_ids)
+    successes = np.zeros(len(index), np.int64)
+    trials = np.zeros(len(index), np.int64)
+    for batch in batches:
+        ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
+        positions = index.get_indexer(ids)
+        if (positions < 0).any():
+            raise ValueError(f"rewards of problems not in the pool, e.g. {sorted(set(ids[positions < 0]))[:3]}: "
+                             "rematerialize `rewards` for the current problems")
+        passed = batch.column("passed").to_numpy(zero_copy_only=False).astype(np.int64)
+        successes += np.bincount(positions, weights=passed, minlength=len(index)).astype(np.int64)
+        trials += np.bincount(positions, minlength=len(index))
+    return successes, trials
+
+
+def pass_rates_from_counts(
+    problem_ids: Sequence[str],
+    successes: np.ndarray,
+    trials: np.ndarray,
+    target: LabelTarget,
+    *,
+    prior: BetaPrior = BetaPrior(),
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """`pass_rates` from per-problem counts (`count_passes`): one row per problem with trials,
+    sorted by problem id."""
+    ids = np.asarray(problem_ids, dtype=object)
+    scored = np.flatnonzero(trials > 0)
+    order = scored[np.argsort(ids[scored], kind="stable")]
+    if not len(order):
+        return PassRate.empty_frame()
+    return _frame(ids[order], successes[order], trials[order], target, prior, level)
+
+
+def _frame(ids: np.ndarray, s: np.ndarray, n: np.ndarray, target: LabelTarget, prior: BetaPrior,
+           level: float) -> pd.DataFrame:
     lo, hi = credible_interval(s, n, prior, level)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     frame = pd.DataFrame(
         {
-            "problem_id": grouped.index.astype(str),
+            "problem_id": ids.astype(str),
             "successes": s,
             "trials": n,
             "pass_rate": s / n,

@@ -35,9 +35,10 @@ def lock_path(home: Path, kind: str, target: str) -> Path:
 
 @contextmanager
 def locked(
-    home: Path, kind: str, target: str, log_wait: Callable[[str], None] | None = None
+    home: Path, kind: str, target: str, log_wait: Callable[[str], None] | None = None, shared: bool = False
 ) -> Iterator[float]:
-    """Hold the exclusive lock of `target` for the duration of the block; yields seconds waited.
+    """Hold the exclusive lock of `target` (or, `shared`, one of many readers' locks that together
+    keep the exclusive holder out) for the duration of the block; yields seconds waited.
 
     Waiting is reported once (`log_wait`, else the module logger), so a run blocked behind another
     process says why it is idle.
@@ -45,13 +46,14 @@ def locked(
     path = lock_path(home, kind, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
     started = time.perf_counter()
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             (log_wait or log.info)(f"waiting for another process to finish with {kind} {target} ({path})")
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            fcntl.flock(fd, mode)
         yield time.perf_counter() - started
     finally:
         os.close(fd)  # closing the last descriptor releases the flock

@@ -15,7 +15,8 @@ import pandas as pd
 
 from pipeline.allocation import AllocationConfig, plan_round, stop_reason
 from pipeline.engines.base import Engine
-from pipeline.rollout_store import RolloutStore, missing_requests
+from pipeline.progress import Progress
+from pipeline.rollout_store import COMPACT_PARTS, RolloutStore, missing_requests
 from pipeline.strata import Strata
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]
@@ -26,8 +27,8 @@ Scorer = Callable[[pd.DataFrame], pd.DataFrame]
 class SamplingReport:
     """What a sampling run produced and what it cost."""
 
-    rollouts: pd.DataFrame
-    """Every rollout the allocation asked for, from the store."""
+    rows: int
+    """Rollouts the allocation asked for, all in the store now."""
     allocation: pd.DataFrame
     """Per problem: trials spent, successes seen while allocating, and why sampling stopped."""
     generated: int
@@ -73,28 +74,33 @@ def sample_rollouts(
             if extra.sum() == 0:
                 break
             rounds += 1
-            wanted = dict(zip(ids, (trials + extra).tolist()))
-            requests = missing_requests(problems, wanted, store.existing(ids))
+            wanted = trials + extra
+            requests = missing_requests(problems, dict(zip(ids, wanted.tolist())), store.coverage(ids, wanted))
             log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
             if requests:
                 started_engine = engine()  # before the clock: a start-up is not generation time
                 started = time.perf_counter()
+                bar = Progress(f"round {rounds}: generating", len(requests), log, unit="rollouts")
 
                 def progress(done: int, total: int, tok_s: float) -> None:
-                    log(f"round {rounds}: generated {done}/{total} rollouts ({tok_s:.0f} tok/s)")
+                    bar.update(done, f"{tok_s:.0f} tok/s")
 
                 completions = started_engine.generate(requests, store.sampling, progress, on_batch=store.append)
                 seconds += time.perf_counter() - started
                 generated += len(requests)
                 tokens += sum(c.num_tokens for c in completions)
             if scorer is not None and allocation.policy == "adaptive":
-                fresh = store.load(ids, wanted)
-                fresh = fresh[fresh["sample_index"] >= fresh["problem_id"].map(dict(zip(ids, trials.tolist())))]
-                passed = scorer(fresh).groupby("problem_id")["passed"].sum()
-                successes += passed.reindex(ids, fill_value=0).to_numpy(np.int64)
-            trials += extra
+                for batch in store.scan(ids, wanted, start=trials, columns=["problem_id", "sample_index", "text"]):
+                    scored = scorer(batch.drop_columns(["position"]).to_pandas())
+                    positions = batch.column("position").to_numpy()
+                    successes += np.bincount(positions, weights=scored["passed"].to_numpy(), minlength=n).astype(np.int64)
+            trials = wanted
+        if len(store.parts()) > COMPACT_PARTS:
+            # Under the generation lock, so this run's own batches are all in; many small parts cost
+            # every later reader more than their rows.
+            log(f"compacting {len(store.parts())} rollout parts")
+            store.compact()
 
-    frame = store.load(ids, dict(zip(ids, trials.tolist())))
     reasons = stop_reason(successes, trials, strata, allocation) if n else np.array([], dtype=str)
     alloc = pd.DataFrame(
         {
@@ -104,4 +110,4 @@ def sample_rollouts(
             "stop_reason": reasons,
         }
     )
-    return SamplingReport(frame, alloc, generated, tokens, seconds, rounds)
+    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds)

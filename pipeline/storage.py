@@ -7,7 +7,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,6 +129,14 @@ class StorageLayout:
         """An asset's Parquet file: `assets/<key>.parquet`."""
         return within(self.root, "assets", *key_path[:-1], f"{key_path[-1]}.parquet")
 
+    def handle(self, key_path: Sequence[str]) -> Path:
+        """An asset stored as a dataset handle (`pipeline.datasets`): `assets/<key>.json`."""
+        return within(self.root, "assets", *key_path[:-1], f"{key_path[-1]}.json")
+
+    def dataset(self, key_path: Sequence[str]) -> Path:
+        """The Parquet part files of a dataset asset (its handle points here): `datasets/<key>/`."""
+        return within(self.root, "datasets", *key_path)
+
     def step(self, identifier: Sequence[str]) -> Path:
         """A step output that is not an asset: `steps/<run id>/<step key>/<output>.parquet`."""
         return within(self.root, "steps", *identifier[:-1], f"{identifier[-1]}.parquet")
@@ -218,6 +226,23 @@ def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
 
     _write_atomic(path, write)
     return digests[0]
+
+
+def write_parquet_batches_checksummed(batches: Iterable[pa.RecordBatch], schema: pa.Schema, path: Path) -> int:
+    """`write_parquet_checksummed` for a stream of record batches (one row group each), so a file
+    larger than memory is written without holding it; returns the rows written."""
+    rows = [0]
+
+    def write(tmp: str) -> None:
+        with pq.ParquetWriter(tmp, schema) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+                rows[0] += batch.num_rows
+        digest = file_sha256(Path(tmp))
+        write_text_atomic(f"{digest}  {path.name}\n", sha256_sidecar(path))
+
+    _write_atomic(path, write)
+    return rows[0]
 
 
 def verify_sha256(path: Path, fix: str) -> bool:

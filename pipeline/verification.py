@@ -14,12 +14,14 @@ import itertools
 import json
 import math
 import multiprocessing
+import os
+import re
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, OrderedDict, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
@@ -47,11 +49,83 @@ _START_TIMEOUT_S = 120.0
 _MAX_START_FAILURES = 3
 _GOLD_CACHE_SIZE = 4096
 _DETAIL_CHARS = 300
+MEMO_SIZE = 32_768
+"""Verdicts remembered per pool, keyed by (verifier, normalised answer, gold, metadata): a
+problem's rollouts repeat answers (a small model's wrong answers cluster on a few values)."""
 
 # (op, verifier, gold, answer, metadata); op is "verify" or "gold".
 _Job = tuple[str, str, str, str | None, str]
 # What a worker sends back per job: (score, status, detail).
 _Result = tuple[float, str, str]
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity, which containers and `taskset` narrow)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+# Plain integers ("42", "-0", "1,234") and integral decimals ("12.", "5.00"): the forms whose value
+# math-verify reads exactly as written. Anything else ("1/2", "1e3", "+5", "0.5", "-007") goes to a
+# worker: math-verify's reading of it ("1e3" is 1, "-007" nothing) is not this module's to guess.
+_INTEGER = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d*|0)")
+_INTEGRAL_DECIMAL = re.compile(r"(-?(?:[1-9]\d*|0))\.0*")
+# Beyond this, math-verify compares a decimal at float precision, so equal-looking values may differ.
+_FAST_DECIMAL_LIMIT = 10**12
+_RG_EXACT = frozenset({
+    "basic_arithmetic", "chain_sum", "count_bits", "decimal_arithmetic", "gcd", "lcm", "leg_counting",
+    "prime_factorization", "products", "simple_equations",
+})
+"""reasoning-gym datasets whose scorer gives full marks to the gold answer verbatim (checked by
+tests over generated entries); elsewhere even the gold can score less (arc_agi's scores 0.05)."""
+
+
+def _plain_number(text: str) -> tuple[int, bool] | None:
+    """(value, written as an integer) for a plain integer or integral decimal, else None."""
+    text = text.strip()
+    if _INTEGER.fullmatch(text):
+        return int(text.replace(",", "")), True
+    match = _INTEGRAL_DECIMAL.fullmatch(text)
+    return (int(match.group(1)), False) if match else None
+
+
+def fast_result(verifier: str, gold: str, answer: str, metadata: str = "{}") -> tuple[float, str, str] | None:
+    """The verdict where it is certain without sympy or a worker, else None.
+
+    math: both sides plain integers (or integral decimals below 10^12) compare by value, which is
+    what math-verify concludes for them. reasoning_gym: the gold answer verbatim passes, for the
+    datasets known to score it 1. Never a verdict math-verify or the generator would not give.
+    """
+    if not gold.strip():
+        return None
+    if verifier == "math":
+        g, a = _plain_number(gold), _plain_number(answer)
+        if g is None or a is None:
+            return None
+        if not (g[1] and a[1]) and max(abs(g[0]), abs(a[0])) >= _FAST_DECIMAL_LIMIT:
+            return None
+        return (1.0, "ok", "") if g[0] == a[0] else (0.0, "ok", "")
+    if verifier == "reasoning_gym" and answer == gold:
+        try:
+            name = json.loads(metadata).get("source_dataset")
+        except (ValueError, AttributeError):
+            return None
+        return (1.0, "ok", "") if name in _RG_EXACT else None
+    return None
+
+
+def _memo_answer(verifier: str, answer: str) -> str:
+    """The answer as the memo keys it: math-verify ignores surrounding space; a generator's
+    scorer may not."""
+    return answer.strip() if verifier == "math" else answer
+
+
+def _verdict(result: tuple[float, str, str], note: str) -> Verdict:
+    score, status, detail = result
+    passed = status == "ok" and score >= 1.0 - _PASS_EPS
+    return Verdict(score, passed, status, "; ".join(d for d in (detail, note) if d))
 
 
 @dataclass(frozen=True)
@@ -84,8 +158,9 @@ class Verdict:
 class VerifierSpec:
     """How answers are verified: isolated worker processes with a hard per-answer timeout."""
 
-    workers: int = field(default=1, metadata={
-        "help": "verifier worker processes (each imports sympy and reasoning-gym: ~0.3 GB)"})
+    workers: int = field(default=0, metadata={
+        "help": "verifier worker processes (each imports sympy and reasoning-gym: ~0.3 GB); 0: one per "
+        "CPU core this process may use"})
     timeout_s: float = field(default=5.0, metadata={
         "help": "wall-clock limit per answer; an answer that takes longer scores 0 (status timeout)"})
 
@@ -103,9 +178,10 @@ class VerifierPool:
     """
 
     def __init__(self, workers: int = VerifierSpec.workers, timeout_s: float = VerifierSpec.timeout_s,
-                 max_answer_chars: int = 10_000) -> None:
-        if workers < 1:
-            raise ValueError("workers must be at least 1")
+                 max_answer_chars: int = 10_000, memo_size: int = MEMO_SIZE) -> None:
+        if workers < 0:
+            raise ValueError("workers must be at least 1, or 0 for one per available core")
+        workers = workers or available_cores()
         if timeout_s <= 0:
             raise ValueError("timeout_s must be positive")
         self.timeout_s = timeout_s
@@ -118,6 +194,11 @@ class VerifierPool:
         self._context.set_forkserver_preload(["math_verify", "reasoning_gym"])
         self._lock = threading.Lock()
         self._closed = False
+        self._memo: OrderedDict[tuple[str, str, str, str], Verdict] = OrderedDict()
+        self._memo_size = memo_size
+        self.stats: Counter[str] = Counter()
+        """Answers settled per route: `fast_path` (in this process, no worker), `memo` (a repeat of
+        an earlier key), `worker` (sent to a worker), `no_answer`."""
         self._workers = [self._start_worker() for _ in range(workers)]
 
     def __enter__(self) -> VerifierPool:
@@ -146,27 +227,60 @@ class VerifierPool:
                 raise ValueError(f"unknown verifier {task.verifier!r}; expected one of {', '.join(VERIFIERS)}")
         verdicts: list[Verdict | None] = [None] * len(tasks)
         jobs: list[_Job] = []
-        job_index: list[int] = []
-        notes: list[str] = []
+        job_keys: list[tuple[str, str, str, str]] = []
+        waiting: dict[tuple[str, str, str, str], list[tuple[int, str]]] = {}
+        settled = 0
         for i, task in enumerate(tasks):
             if task.answer is None:
                 verdicts[i] = Verdict(0.0, False, "no_answer")
+                self.stats["no_answer"] += 1
+                settled += 1
                 continue
             answer, note = self._truncate(task.answer)
+            # A math verdict never depends on the metadata, so equal answers to equal golds share it.
+            key = (task.verifier, _memo_answer(task.verifier, answer), task.gold,
+                   "" if task.verifier == "math" else task.metadata)
+            known = self._memo.get(key)
+            if known is None and not note:
+                fast = fast_result(task.verifier, task.gold, answer, task.metadata)
+                if fast is not None:
+                    self.stats["fast_path"] += 1
+                    known = self._remember(key, fast)
+            elif known is not None:
+                self.stats["memo"] += 1
+                self._memo.move_to_end(key)
+            if known is not None:
+                verdicts[i] = known if not note else replace(known, detail="; ".join(d for d in (known.detail, note) if d))
+                settled += 1
+                continue
+            if key in waiting:  # a repeat within this call: checked once
+                waiting[key].append((i, note))
+                self.stats["memo"] += 1
+                continue
+            waiting[key] = [(i, note)]
             jobs.append(("verify", task.verifier, task.gold, answer, task.metadata))
-            job_index.append(i)
-            notes.append(note)
-        skipped = len(tasks) - len(jobs)
+            job_keys.append(key)
+        self.stats["worker"] += len(jobs)
+        repeats = len(tasks) - settled - len(jobs)
 
         def report(done: int) -> None:
             if progress is not None:
-                progress(skipped + done, len(tasks))
+                progress(settled + repeats * done // max(len(jobs), 1) + done, len(tasks))
 
         report(0)
-        for i, note, (score, status, detail) in zip(job_index, notes, self._run(jobs, report)):
-            passed = status == "ok" and score >= 1.0 - _PASS_EPS
-            verdicts[i] = Verdict(score, passed, status, "; ".join(d for d in (detail, note) if d))
+        for key, result in zip(job_keys, self._run(jobs, report)):
+            if result[1] == "ok":  # a timeout or a dead worker may not repeat: never remembered
+                self._remember(key, result)
+            for i, note in waiting[key]:
+                verdicts[i] = _verdict(result, note)
         return [v for v in verdicts if v is not None]
+
+    def _remember(self, key: tuple[str, str, str, str], result: _Result) -> Verdict:
+        """Keep the verdict for `key` (frozen: one object serves every repeat)."""
+        verdict = self._memo[key] = _verdict(result, "")
+        if len(self._memo) > self._memo_size:
+            self._memo.popitem(last=False)
+        return verdict
 
     def gold_problems(self, tasks: list[VerificationTask]) -> list[str | None]:
         """For each task, why its gold answer cannot be used, or None if it can (answers ignored).
@@ -215,16 +329,17 @@ class VerifierPool:
 
     def _start_worker(self, start_failures: int = 0) -> _Worker:
         parent_conn, child_conn = self._context.Pipe(duplex=True)
+        finished = self._context.Value("q", 0, lock=False)
         process = self._context.Process(
             target=_worker_main,
-            args=(child_conn, self._inner_timeout, self._allow_debug),
+            args=(child_conn, finished, self._inner_timeout, self._allow_debug),
             name="gradus-verifier",
             daemon=True,
         )
         process.start()
         # Without the parent's copy closed, a dead worker's pipe would never report EOF.
         child_conn.close()
-        return _Worker(process, parent_conn, time.monotonic() + _START_TIMEOUT_S, start_failures)
+        return _Worker(process, parent_conn, finished, time.monotonic() + _START_TIMEOUT_S, start_failures)
 
     def _replace(self, worker: _Worker) -> None:
         worker.stop()
@@ -271,7 +386,7 @@ class VerifierPool:
                     done += 1
                 if not worker.alive():
                     done += self._on_death(worker, results, pending)
-                elif time.monotonic() >= worker.deadline:
+                elif time.monotonic() >= worker.deadline and not worker.progressed(self.timeout_s):
                     done += self._on_timeout(worker, results, pending)
             if done != before:
                 report(done)
@@ -285,9 +400,9 @@ class VerifierPool:
             raise RuntimeError(f"verifier worker keeps dying while starting (exit code {code})")
         settled = 0
         if worker.batch:
-            culprit = worker.batch[worker.done]
+            culprit, rest = worker.in_flight()
             results[culprit] = (0.0, "error", f"worker process died (exit code {code})")
-            pending.extendleft(reversed(worker.batch[worker.done + 1 :]))
+            pending.extendleft(reversed(rest))
             settled = 1
         self._replace(worker)
         return settled
@@ -297,37 +412,60 @@ class VerifierPool:
         if not worker.ready:
             self._replace(worker)
             raise RuntimeError(f"verifier worker did not start within {_START_TIMEOUT_S:.0f}s")
-        culprit = worker.batch[worker.done]
+        culprit, rest = worker.in_flight()
         results[culprit] = (0.0, "timeout", f"killed after {self.timeout_s:g}s")
-        pending.extendleft(reversed(worker.batch[worker.done + 1 :]))
+        pending.extendleft(reversed(rest))
         self._replace(worker)
         return 1
 
 
 class _Worker:
-    """The parent's handle on one worker process and the chunk it is working through."""
+    """The parent's handle on one worker process and the chunk it is working through.
 
-    def __init__(self, process: BaseProcess, conn: Connection, start_deadline: float, start_failures: int) -> None:
+    A worker answers a whole chunk in one message (one pipe round trip per chunk, not per job)
+    and counts the jobs it has finished in shared memory, so the parent still knows which job is
+    in flight when it has to kill, and restarts the per-job clock whenever the count moves.
+    """
+
+    def __init__(self, process: BaseProcess, conn: Connection, finished: Any, start_deadline: float,
+                 start_failures: int) -> None:
         self.process = process
         self.conn = conn
+        self.finished = finished  # jobs of the chunk in flight the worker has finished (shared)
         self.ready = False
         self.start_failures = start_failures  # consecutive deaths before ready, in this slot
         self.batch: list[int] = []  # job indices of the chunk in flight
-        self.done = 0  # results received for that chunk
+        self.seen = 0  # `finished` when the clock last restarted
         self.deadline = start_deadline
 
     def assign(self, batch: list[int], jobs: list[_Job], timeout_s: float) -> bool:
         """Send a chunk; False if the worker was already dead (so no job in it is to blame)."""
+        self.finished.value = 0  # the worker is idle: nothing races this reset
         try:
             self.conn.send(jobs)
         except OSError:
             return False
-        self.batch, self.done = batch, 0
+        self.batch, self.seen = batch, 0
         self.deadline = time.monotonic() + timeout_s
         return True
 
+    def progressed(self, timeout_s: float) -> bool:
+        """Whether a job finished since the clock last restarted (then it restarts)."""
+        finished = self.finished.value
+        if not self.batch or finished == self.seen:
+            return False
+        self.seen = finished
+        self.deadline = time.monotonic() + timeout_s
+        return True
+
+    def in_flight(self) -> tuple[int, list[int]]:
+        """The job being worked on, and the rest of the chunk to re-queue (those finished but not
+        yet sent die with the worker, so they run again)."""
+        finished = min(self.finished.value, len(self.batch) - 1)
+        return self.batch[finished], self.batch[:finished] + self.batch[finished + 1 :]
+
     def drain(self, timeout_s: float) -> list[tuple[int, _Result]]:
-        """Results that have arrived, as (job index, result); each restarts the per-task clock."""
+        """Results that have arrived, as (job index, result)."""
         received: list[tuple[int, _Result]] = []
         try:
             while self.conn.poll():
@@ -336,11 +474,8 @@ class _Worker:
                     self.ready = True
                     self.deadline = math.inf
                     continue
-                received.append((self.batch[self.done], message))
-                self.done += 1
-                self.deadline = time.monotonic() + timeout_s
-                if self.done == len(self.batch):
-                    self.batch, self.done, self.deadline = [], 0, math.inf
+                received.extend(zip(self.batch, message))
+                self.batch, self.seen, self.deadline = [], 0, math.inf
         except (EOFError, OSError):
             pass  # the worker died; alive() reports it
         return received
@@ -355,9 +490,9 @@ class _Worker:
         self.conn.close()
 
 
-def _worker_main(conn: Connection, inner_timeout: int, allow_debug: bool) -> None:
-    """A worker's loop: announce readiness, then answer each chunk one result at a time, so the
-    parent always knows which job is in flight when it has to kill."""
+def _worker_main(conn: Connection, finished: Any, inner_timeout: int, allow_debug: bool) -> None:
+    """A worker's loop: announce readiness, then answer each chunk in one message, counting
+    finished jobs in `finished` so the parent knows which job is in flight when it has to kill."""
     # Ctrl-C reaches the whole process group; the parent decides when workers stop.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     checker = _Checker(inner_timeout, allow_debug)
@@ -369,8 +504,11 @@ def _worker_main(conn: Connection, inner_timeout: int, allow_debug: bool) -> Non
             return
         if chunk is None:
             return
+        results = []
         for job in chunk:
-            conn.send(checker.run(job))
+            results.append(checker.run(job))
+            finished.value += 1
+        conn.send(results)
 
 
 class _Checker:
@@ -489,7 +627,7 @@ def gold_problem(verifier: str, gold: str, metadata: str = "{}") -> str | None:
     global _shared_pool
     with _shared_lock:
         if _shared_pool is None:
-            _shared_pool = VerifierPool()
+            _shared_pool = VerifierPool(workers=1)
             atexit.register(_shared_pool.close)
         pool = _shared_pool
     return pool.gold_problems([VerificationTask(verifier, gold, None, metadata)])[0]

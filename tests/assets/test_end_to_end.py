@@ -9,6 +9,8 @@ from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
 from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource, resources
+from pipeline.datasets import read_handle
+from pipeline.storage import StorageLayout
 
 pytestmark = pytest.mark.e2e
 
@@ -79,7 +81,7 @@ def test_transformers_graph_generates_only_for_new_problems(home, smollm2, insta
     assert first.success and generated(first) == 3 * 2
     second = materialize(GRAPH, selection=all_assets, resources=resources, instance=instance, run_config=run_config(bigger, 2))
     assert second.success and generated(second) == 3 * 2
-    rollouts = pq.read_table(home / "assets" / "rollouts.parquet").to_pandas()
+    rollouts = read_handle(StorageLayout(str(home)).handle(["rollouts"])).to_frame()
     assert len(rollouts) == 6 * 2
     assert not rollouts.duplicated(["problem_id", "sample_index"]).any()
     assert set(rollouts["engine"]) == {"transformers"}
@@ -98,5 +100,5 @@ def test_rescoring_never_touches_the_engine(home, smollm2, instance):
     rescored = materialize(GRAPH, instance=instance, run_config=downstream, resources=resources,
                            selection=["rewards", "pass_rates", "curriculum"])
     assert rescored.success
-    rewards = pq.read_table(home / "assets" / "rewards.parquet").to_pandas()
+    rewards = read_handle(StorageLayout(str(home)).handle(["rewards"])).to_frame()
     assert len(rewards) == 4

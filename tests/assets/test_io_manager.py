@@ -4,10 +4,12 @@ outputs under `steps/`, optional inputs that were never materialized handed in a
 from typing import Optional
 
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetIn, DagsterInstance, Out, asset, graph_asset, materialize, op
 
 from assets.resources import resources
+from pipeline.datasets import DatasetHandle, read_handle
 from pipeline.storage import StorageLayout
 
 
@@ -51,6 +53,26 @@ def summed() -> pd.DataFrame:
     return total(halves())
 
 
+@asset
+def wide() -> pd.DataFrame:
+    return pd.DataFrame({"problem_id": ["a", "b"], "prompt": ["long", "longer"]})
+
+
+@asset(ins={"wide": AssetIn(metadata={"columns": ["problem_id"]})})
+def narrow(wide: pa.Table) -> pd.DataFrame:
+    return pd.DataFrame({"columns": [",".join(wide.column_names)], "arrow": [isinstance(wide, pa.Table)]})
+
+
+@asset
+def handed() -> DatasetHandle:
+    return DatasetHandle("parts", "/data/elsewhere", 16, "model@rev/key")
+
+
+@asset
+def received(handed: DatasetHandle) -> pd.DataFrame:
+    return pd.DataFrame({"path": [handed.path], "rows": [handed.rows]})
+
+
 def run(home, assets, selection=None):
     with DagsterInstance.ephemeral() as instance:
         return materialize(assets, selection=selection, instance=instance, raise_on_error=False,
@@ -85,3 +107,19 @@ def test_an_optional_input_never_materialized_is_none_and_a_required_one_fails(h
     [failure] = [e for e in refused.all_events if e.is_step_failure]
     message = failure.step_failure_data.error.to_string()
     assert "never_materialized.parquet does not exist: materialize never_materialized first" in message
+
+
+def test_a_dataset_handle_is_stored_as_json_and_handed_over(home):
+    result = run(home, [handed, received])
+    assert result.success
+    layout = StorageLayout(str(home))
+    assert read_handle(layout.handle(["handed"])) == DatasetHandle("parts", "/data/elsewhere", 16, "model@rev/key")
+    assert not layout.asset(["handed"]).exists()
+    assert pq.read_table(layout.asset(["received"])).to_pandas().to_dict("records") == [
+        {"path": "/data/elsewhere", "rows": 16}]
+
+
+def test_an_input_can_ask_for_some_columns_as_arrow(home):
+    assert run(home, [wide, narrow]).success
+    frame = pq.read_table(StorageLayout(str(home)).asset(["narrow"])).to_pandas()
+    assert frame.to_dict("records") == [{"columns": "problem_id", "arrow": True}]

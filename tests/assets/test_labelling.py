@@ -7,6 +7,7 @@ from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
 from assets.resources import TargetModel, TransformersEngineResource, resources
+from pipeline.datasets import read_handle
 from pipeline.storage import StorageLayout
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
@@ -24,7 +25,10 @@ def label(home, tiny_llama):
                                  instance=instance, run_config={"ops": {"problems": {"config": PROBLEMS},
                                                                         "rollouts": {"config": rollouts}}})
         layout = StorageLayout(str(home))
-        return result, {name: pd.read_parquet(layout.asset([name])) for name in LABELLING[4:]}
+        frames = {name: pd.read_parquet(layout.asset([name])) for name in ("rollout_allocation", "pass_rates")}
+        # rollouts and rewards are dataset handles: their rows stay on disk
+        frames |= {name: read_handle(layout.handle([name])).to_frame() for name in ("rollouts", "rewards")}
+        return result, frames
 
     return run
 
@@ -52,3 +56,18 @@ def test_adaptive_policy_runs_unsettled_problems_to_max_samples(label):
     alloc = frames["rollout_allocation"]
     assert alloc["trials"].tolist() == [4] * 4 and set(alloc["stop_reason"]) == {"max_samples"}
     assert frames["rollouts"].groupby("problem_id").size().tolist() == [4] * 4
+
+
+def test_rewards_are_a_dataset_replaced_whole_on_a_rerun(label, home):
+    label({"samples_per_problem": 2})
+    layout = StorageLayout(str(home))
+    first = read_handle(layout.handle(["rewards"]))
+    assert first.kind == "parts" and first.rows == 8 and first.parts()
+    assert {p.name for p in layout.dataset(["rewards"]).iterdir()} == {
+        name for p in first.parts() for name in (p.name, p.name + ".sha256")}
+    result, frames = label({"samples_per_problem": 3})
+    again = read_handle(layout.handle(["rewards"]))
+    assert again.rows == 12 and len(frames["rewards"]) == 12
+    assert not [p for p in layout.dataset([]).iterdir() if p.name.startswith(".")]  # no staging left behind
+    rollouts = read_handle(layout.handle(["rollouts"]))
+    assert rollouts.kind == "rollouts" and rollouts.rows == 12 and rollouts.label_key in again.label_key

@@ -5,6 +5,7 @@ import pandas as pd
 import yaml
 
 from assets.main import main, summary
+from pipeline.datasets import read_handle
 from pipeline.curriculum import CurriculumSpec, build_curriculum
 from pipeline.model import resolve_model
 from pipeline.records import Problem
@@ -47,5 +48,5 @@ def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeyp
     assert f"curriculum manifest: {layout.curriculum('cli') / 'manifest.json'}" in out
     model = resolve_model(tiny_llama.path)
     assert f"model {model.model_id} @ {model.revision}" in out
-    assert pd.read_parquet(layout.asset(["rollouts"]))["sample_index"].tolist() == [0, 1, 0, 1]
+    assert read_handle(layout.handle(["rollouts"])).to_frame()["sample_index"].tolist() == [0, 1, 0, 1]
     assert (layout.dagster / "dagster.yaml").is_file() and any((layout.dagster).iterdir())

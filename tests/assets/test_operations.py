@@ -20,8 +20,10 @@ from assets.jobs import HOST_TAG, PID_TAG, all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource, resources
 from assets.schedules import relabel_schedule_from_env
 from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
+from pipeline.datasets import read_handle
 from pipeline.staleness import LabelHistory, stale_or_new
 from pipeline.strata import Strata
+from pipeline.storage import StorageLayout
 
 N = 2
 MAX_TOKENS = 8
@@ -184,7 +186,9 @@ def perturbed_copy(model_path, folder):
 
 
 def read(home, name):
-    return pq.read_table(home / "assets" / f"{name}.parquet").to_pandas()
+    handle = StorageLayout(str(home)).handle([name])  # rollouts and rewards: a handle on a dataset
+    return read_handle(handle).to_frame() if handle.exists() else pq.read_table(
+        home / "assets" / f"{name}.parquet").to_pandas()
 
 
 def metadata(result, node, key=None):

@@ -21,7 +21,9 @@ from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, materia
 
 from assets.jobs import all_assets, probe_assets
 from assets.resources import StrataResource, TargetModel, TransformersEngineResource, resources
+from pipeline.datasets import read_handle
 from pipeline.sharding import shard_of
+from pipeline.storage import StorageLayout
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATORS = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 6},
@@ -36,7 +38,9 @@ STRATA = {"exclude_solved": False, "exclude_unsolved": False}
 
 
 def table(home: Path, name: str, drop: str | None = None) -> pd.DataFrame:
-    frame = pq.read_table(home / "assets" / f"{name}.parquet").to_pandas()
+    handle = StorageLayout(str(home)).handle([name])  # rollouts and rewards: a handle on a dataset
+    frame = read_handle(handle).to_frame() if handle.exists() else pq.read_table(
+        home / "assets" / f"{name}.parquet").to_pandas()
     return frame.drop(columns=drop) if drop else frame
 
 

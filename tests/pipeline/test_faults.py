@@ -173,7 +173,7 @@ def test_the_budget_caps_the_uniform_policy_spread_evenly(tmp_path):
 
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     report = sample_rollouts(problems(4), store, lambda: ScriptedEngine(), config, Strata())
-    assert report.generated == 2 and len(report.rollouts) == 2
+    assert report.generated == 2 and report.rows == 2
     assert set(report.allocation["stop_reason"]) == {"budget"}
 
 
@@ -201,7 +201,7 @@ def problems(n: int) -> pd.DataFrame:
 
 def filled_store(home: Path) -> RolloutStore:
     store = RolloutStore(home, MODEL, SamplingConfig(), engine="scripted")
-    reqs = missing_requests(problems(3), 4, {})
+    reqs = missing_requests(problems(3), 4)
     store.append(reqs, [Completion("right" if r.sample_index % 2 else "wrong", 1, "stop") for r in reqs])
     return store
 
@@ -366,7 +366,7 @@ from tests.pipeline.test_faults import MODEL, ScriptedEngine, problems
 store = RolloutStore(Path(sys.argv[1]), MODEL, SamplingConfig())
 report = sample_rollouts(problems(12), store, lambda: ScriptedEngine(delay=2.0),
                          AllocationConfig(policy="uniform", samples_per_problem=4), Strata())
-print(json.dumps({"generated": report.generated, "rollouts": len(report.rollouts)}))
+print(json.dumps({"generated": report.generated, "rollouts": report.rows}))
 """
 
 

@@ -3,7 +3,9 @@ import pandas as pd
 from scipy import stats
 
 from pipeline.engines.base import SamplingConfig
-from pipeline.labels import LabelTarget, pass_rates
+import pyarrow as pa
+
+from pipeline.labels import LabelTarget, count_passes, pass_rates, pass_rates_from_counts
 from pipeline.model import ModelSpec
 
 TARGET = LabelTarget(ModelSpec("/m", "org/m", "r1"), SamplingConfig(), "v1")
@@ -27,3 +29,15 @@ def test_label_key_changes_with_model_and_sampling():
 
 def test_empty_rewards_give_an_empty_frame():
     assert pass_rates(pd.DataFrame({"problem_id": [], "passed": []}), TARGET).empty
+
+
+def test_streamed_counts_give_the_same_labels_as_the_frame():
+    rewards = pd.DataFrame({"problem_id": list("bbaacb"), "passed": [True, False, True, True, False, True]})
+    batches = pa.Table.from_pandas(rewards).to_batches(max_chunksize=4)
+    ids = ["a", "b", "c", "never"]
+    successes, trials = count_passes(batches, ids)
+    assert successes.tolist() == [2, 2, 0, 0] and trials.tolist() == [2, 3, 1, 0]
+    streamed = pass_rates_from_counts(ids, successes, trials, TARGET)
+    whole = pass_rates(rewards, TARGET)
+    columns = [c for c in whole.columns if c != "labelled_at"]
+    pd.testing.assert_frame_equal(streamed[columns], whole[columns])

@@ -1,3 +1,4 @@
+import numpy as np
 import pandas as pd
 
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
@@ -17,13 +18,13 @@ def fill(store, reqs):
 
 
 def test_missing_requests_cover_only_gaps():
-    reqs = missing_requests(problems("a", "b"), {"a": 3, "b": 1}, {"a": {0, 2}})
+    reqs = missing_requests(problems("a", "b"), {"a": 3, "b": 1}, np.array([[True, False, True], [False] * 3]))
     assert [(r.problem_id, r.sample_index) for r in reqs] == [("a", 1), ("b", 0)]
 
 
 def test_store_roundtrip_and_caps(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig(), engine="test")
-    fill(store, missing_requests(problems("a", "b"), 4, {}))
+    fill(store, missing_requests(problems("a", "b"), 4))
     assert store.existing() == {"a": {0, 1, 2, 3}, "b": {0, 1, 2, 3}}
     frame = store.load(["a", "b"], 2)
     assert list(zip(frame["problem_id"], frame["sample_index"])) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
@@ -42,7 +43,7 @@ def test_label_keys_are_separate_stores(tmp_path):
 
 def test_duplicate_writes_resolve_to_first_and_compaction_keeps_rows(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
-    reqs = missing_requests(problems("a"), 2, {})
+    reqs = missing_requests(problems("a"), 2)
     fill(store, reqs)
     store.append(reqs, [Completion("second", 1, "stop")] * 2)
     assert store.load(["a"])["text"].tolist() == ["a:0", "a:1"]
@@ -54,7 +55,7 @@ def test_duplicate_writes_resolve_to_first_and_compaction_keeps_rows(tmp_path):
 def test_a_torn_temp_file_is_ignored(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     (store.root / ".part-x.parquet.123.tmp").write_bytes(b"PAR1 half written")
-    fill(store, missing_requests(problems("a"), 1, {}))
+    fill(store, missing_requests(problems("a"), 1))
     assert store.existing() == {"a": {0}}
 
 
@@ -63,3 +64,26 @@ def test_sampling_key_and_request_seed_are_stable():
     assert s.key == SamplingConfig(temperature=0.7, max_tokens=64, seed=3).key
     assert s.key != SamplingConfig(temperature=0.7, max_tokens=65, seed=3).key
     assert s.request_seed("p", 0) == s.request_seed("p", 0) != s.request_seed("p", 1)
+
+
+def test_scan_streams_bounded_batches_first_write_wins_and_caps_per_problem(tmp_path):
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig())
+    fill(store, missing_requests(problems("a", "b", "c"), 4))
+    store.append([GenerationRequest.of("a", 1, PROMPT)], [Completion("late", 1, "stop")])
+    batches = list(store.scan(["b", "a"], np.array([2, 3]), columns=["problem_id", "sample_index", "text"],
+                              batch_rows=3))
+    assert max(b.num_rows for b in batches) <= 3
+    rows = sorted(r for b in batches for r in zip(b.column("position").to_pylist(), b.column("text").to_pylist()))
+    assert rows == [(0, "b:0"), (0, "b:1"), (1, "a:0"), (1, "a:1"), (1, "a:2")]
+    assert store.coverage(["a", "d"], 5).tolist() == [[True] * 4 + [False], [False] * 5]
+
+
+def test_compaction_streams_into_bounded_parts_and_keeps_the_first_write(tmp_path):
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig())
+    for pid in "abcde":
+        fill(store, missing_requests(problems(pid), 2))
+    store.append([GenerationRequest.of("a", 0, PROMPT)], [Completion("late", 1, "stop")])
+    assert store.compact(max_rows=4) == 6
+    assert len(store.parts()) == 3  # 11 rows in parts of at most 4
+    assert store.load(["a"])["text"].tolist() == ["a:0", "a:1"]
+    assert len(store.load(list("abcde"))) == 10

@@ -7,6 +7,7 @@ counts are exact; the real engines are exercised in tests/assets/test_end_to_end
 import pandas as pd
 import pytest
 
+from pipeline import sampling
 from pipeline.allocation import AllocationConfig
 from pipeline.engines.base import Completion, Engine, SamplingConfig
 from pipeline.model import ModelSpec
@@ -46,11 +47,11 @@ def test_uniform_generates_once_and_then_only_for_new_problems(tmp_path):
     engine = ScriptedEngine(set())
     config = AllocationConfig(policy="uniform", samples_per_problem=3)
     first = sample_rollouts(problems(4), store, lambda: engine, config, Strata())
-    assert first.generated == 12 and engine.requests == 12 and len(first.rollouts) == 12
+    assert first.generated == 12 and engine.requests == 12 and first.rows == 12
 
     started = []
     again = sample_rollouts(problems(4), store, lambda: started.append(1) or engine, config, Strata())
-    assert again.generated == 0 and started == [] and len(again.rollouts) == 12
+    assert again.generated == 0 and started == [] and again.rows == 12
 
     more = sample_rollouts(problems(6), store, lambda: engine, config, Strata())
     assert more.generated == 6 and engine.requests == 18
@@ -65,7 +66,7 @@ def test_adaptive_stops_settled_problems_early_and_respects_caps(tmp_path):
     report = sample_rollouts(pool, store, lambda: engine, config, Strata(), scorer)
     alloc = report.allocation
     assert alloc["trials"].between(4, 16).all()
-    assert report.generated == alloc["trials"].sum() == len(report.rollouts)
+    assert report.generated == alloc["trials"].sum() == report.rows
     assert report.generated < 16 * len(pool)
     assert set(alloc["stop_reason"]) <= {"settled", "max_samples"}
     # Every answer is all-right or all-wrong, so the successes seen match the script.
@@ -88,3 +89,13 @@ def test_adaptive_needs_a_scorer(tmp_path):
     store = RolloutStore(tmp_path, MODEL, SamplingConfig())
     with pytest.raises(ValueError, match="scorer"):
         sample_rollouts(problems(2), store, lambda: ScriptedEngine(set()), AllocationConfig(policy="adaptive"), Strata())
+
+
+def test_a_store_past_the_part_threshold_is_compacted_after_sampling(tmp_path, monkeypatch):
+    monkeypatch.setattr(sampling, "COMPACT_PARTS", 3)
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig())
+    for n in range(1, 5):  # one part per call: each call adds one problem
+        sample_rollouts(problems(n), store, lambda: ScriptedEngine(set()),
+                        AllocationConfig(policy="uniform", samples_per_problem=2), Strata())
+    assert len(store.parts()) < 4
+    assert len(store.load(problems(4)["problem_id"])) == 8

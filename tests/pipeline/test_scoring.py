@@ -3,8 +3,15 @@
 import pandas as pd
 import pytest
 
+import pyarrow as pa
+
+from pipeline.datasets import DatasetHandle
+from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
+from pipeline.model import ModelSpec
 from pipeline.records import Problem, Reward, Rollout
-from pipeline.scoring import score_rollouts
+from pipeline.rollout_store import RolloutStore
+from pipeline.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
+from pipeline.storage import write_parquet_checksummed
 from pipeline.verification import VERIFIER_VERSION
 
 
@@ -55,3 +62,29 @@ def test_no_rollouts_give_an_empty_reward_frame(verifier_pool):
 def test_rollouts_of_unknown_problems_are_refused(verifier_pool):
     with pytest.raises(ValueError, match="not in the pool"):
         score_rollouts(problems(), rollouts(("gone", 0, "5")), verifier_pool)
+
+
+def test_a_streamed_dataset_scores_like_the_frame_batch_by_batch(verifier_pool, tmp_path):
+    texts = ["the answer is 5", "6", "\\boxed{0.5}", "no idea", "\\boxed{5}"]
+    keys = [("add", 0), ("add", 1), ("half", 0), ("half", 1), ("add", 2)]
+    store = RolloutStore(tmp_path, ModelSpec("/m", "org/m", "r"), SamplingConfig())
+    store.append([GenerationRequest.of(p, i, []) for p, i in keys], [Completion(t, 3, "stop") for t in texts])
+    selection = tmp_path / "selection.parquet"
+    write_parquet_checksummed(pa.table({"problem_id": ["add", "half"], "trials": [3, 2]}), selection)
+    handle = DatasetHandle("rollouts", str(store.root), 5, "org-m@r/key", str(selection))
+    folder = tmp_path / "rewards"
+    lines = []
+    streamed, summary = score_dataset(pa.Table.from_pandas(problems()[GOLD_COLUMNS]), handle, verifier_pool, folder,
+                                      log=lines.append, show_failures=1, batch_rows=2)
+    assert streamed == DatasetHandle("parts", str(folder), 5, "org-m@r/key")
+    assert len(streamed.parts()) == 3  # 5 rows in batches of 2
+    expected = score_rollouts(problems(), rollouts(*[(p, i, t) for (p, i), t in zip(keys, texts)]), verifier_pool)
+    got = streamed.to_frame()
+    want = expected.sort_values(["problem_id", "sample_index"], ignore_index=True)
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    assert (summary.rows, summary.passed, summary.statuses["no_answer"]) == (5, 3, 1)
+    assert sum(len(f) for f in summary.failed) == 1
+    assert lines[-1].startswith("verifying: 5/5 answers (100%)")
+
+    again, _ = score_dataset(pa.Table.from_pandas(problems()[GOLD_COLUMNS]), handle, verifier_pool, folder)
+    assert len(again.parts()) == 1  # replaced whole, no parts left from the first run

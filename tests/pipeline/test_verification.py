@@ -130,7 +130,7 @@ def test_hanging_and_huge_answers_finish_and_score_zero(pool: VerifierPool) -> N
 
 def test_a_timeout_costs_only_the_offending_task(pool: VerifierPool) -> None:
     # 40 tasks over 2 workers go out in chunks of 5: the sleeper sits mid-chunk.
-    tasks = [VerificationTask("math", str(i), str(i)) for i in range(40)]
+    tasks = [VerificationTask("math", str(i), f"\\boxed{{{i}}}") for i in range(40)]  # not the fast path
     tasks[2] = _sleep_task()
     start = time.monotonic()
     verdicts = pool.verify_many(tasks)
@@ -145,7 +145,7 @@ def test_pool_recovers_after_workers_are_killed_externally(pool: VerifierPool) -
         os.kill(pid, signal.SIGKILL)
     # A chunk sent in the instant a worker dies is blamed for the death; let the deaths land.
     time.sleep(0.5)
-    verdicts = pool.verify_many([VerificationTask("math", "12", "12")] * 4)
+    verdicts = pool.verify_many([VerificationTask("math", "12", f"\\frac{{{12 * k}}}{{{k}}}") for k in (2, 3, 4, 5)])
     assert all(v.passed for v in verdicts)
     assert set(pool.worker_pids).isdisjoint(old)
 
@@ -156,7 +156,7 @@ def test_a_worker_killed_mid_task_fails_only_that_task() -> None:
         single = VerifierPool(workers=1, timeout_s=20.0)
     with single:
         first_done = threading.Event()
-        tasks = [VerificationTask("math", "1", "1"), _sleep_task(), VerificationTask("math", "2", "2")]
+        tasks = [VerificationTask("math", "1", "\\boxed{1}"), _sleep_task(), VerificationTask("math", "2", "\\boxed{2}")]
         results: list[list[Verdict]] = []
 
         def progress(done: int, total: int) -> None:
@@ -187,12 +187,13 @@ def test_verify_many_from_a_worker_thread(pool: VerifierPool) -> None:
 
 
 def test_results_keep_input_order_and_progress_reaches_total(pool: VerifierPool) -> None:
-    tasks = [VerificationTask("math", str(i % 7), str(i % 5)) for i in range(2000)]
+    # Distinct answers that are not plain numbers: every one goes to a worker.
+    tasks = [VerificationTask("math", str(i % 7), f"\\boxed{{{i}}}") for i in range(2000)]
     reports: list[tuple[int, int]] = []
     start = time.monotonic()
     verdicts = pool.verify_many(tasks, progress=lambda done, total: reports.append((done, total)))
     assert time.monotonic() - start < 20  # a few seconds on 2 cores; minutes would mean no batching
-    assert [v.passed for v in verdicts] == [i % 7 == i % 5 for i in range(2000)]
+    assert [v.passed for v in verdicts] == [i < 7 for i in range(2000)]
     assert reports[-1] == (2000, 2000)
     assert [done for done, _ in reports] == sorted(done for done, _ in reports)
 
@@ -226,3 +227,65 @@ def test_closed_pool_refuses_work() -> None:
     closed.close()
     with pytest.raises(RuntimeError, match="closed"):
         closed.verify_many([VerificationTask("math", "1", "1")])
+
+
+BIG = "12345678901234567890"
+MATH_CASES = [
+    ("5", "5"), ("5", "5.0"), ("5", "5.00"), ("5", "05"), ("5", "007"), ("7", "007"), ("-7", "-007"), ("0", "-0.0"), ("5", "0005.0"),
+    ("0", "-0"), ("-0", "0"), ("-3", "-3"), ("-3", "3"), ("1000", "1e3"), ("1000", "1,000"),
+    ("1234567", "1,234,567"), ("1000", "1,00"), ("0.5", "1/2"), ("1/2", "0.5"), ("3", "3."), ("3.0", "3"),
+    ("12", "12.0"), ("5", " 5 "), ("5", "+5"), ("-5", "- 5"), ("10", "10%"), ("2.5", "2.50"),
+    ("4", "4.0000001"), (BIG, BIG), (BIG, BIG[:-1] + "1"), ("123456789012345", "123456789012346"),
+    (BIG, BIG + ".0"), ("1000000000000", "1000000000000.0"), ("42", "\\boxed{42}"), ("", "5"),
+]
+
+
+@pytest.fixture(scope="module")
+def checker() -> verification._Checker:
+    """The worker's own checks, run here (main thread: math-verify's alarms work)."""
+    return verification._Checker(inner_timeout=5, allow_debug=False)
+
+
+@pytest.mark.parametrize(("gold", "answer"), MATH_CASES)
+def test_the_math_fast_path_agrees_with_math_verify(checker, gold: str, answer: str) -> None:
+    fast = verification.fast_result("math", gold, answer)
+    if fast is not None:
+        assert fast == checker.run(("verify", "math", gold, answer, "{}"))
+
+
+def test_the_fast_path_settles_plain_numbers_only() -> None:
+    settled = {(g, a) for g, a in MATH_CASES if verification.fast_result("math", g, a) is not None}
+    assert {("5", "5.0"), ("3", "3."), ("0", "-0"), ("1000", "1,000"), (BIG, BIG), (BIG, BIG[:-1] + "1")} <= settled
+    assert not settled & {("1000", "1e3"), ("-7", "-007"), ("0.5", "1/2"), ("5", "+5"), ("10", "10%"), (BIG, BIG + ".0"), ("", "5")}
+
+
+@pytest.mark.parametrize("name", sorted(verification._RG_EXACT))
+def test_reasoning_gym_fast_path_passes_only_what_the_generator_scores_1(checker, name: str) -> None:
+    for entry in reasoning_gym.create_dataset(name, size=8, seed=11):
+        metadata = json.dumps(entry["metadata"])
+        assert verification.fast_result("reasoning_gym", entry["answer"], entry["answer"], metadata) == (1.0, "ok", "")
+        assert checker.run(("verify", "reasoning_gym", entry["answer"], entry["answer"], metadata))[0] == 1.0
+        # A near miss (partial credit) is the generator's to score.
+        assert verification.fast_result("reasoning_gym", entry["answer"], entry["answer"] + " ", metadata) is None
+
+
+def test_reasoning_gym_gold_outside_the_list_goes_to_its_scorer(checker) -> None:
+    [entry] = reasoning_gym.create_dataset("rearc", size=1, seed=1)
+    metadata = json.dumps(entry["metadata"], default=str)
+    assert verification.fast_result("reasoning_gym", entry["answer"], entry["answer"], metadata) is None
+
+
+def test_repeated_answers_are_verified_once(pool: VerifierPool) -> None:
+    before = pool.stats.copy()
+    task = VerificationTask("math", "3", "\\frac{9}{3}")
+    first = pool.verify_many([task, task, VerificationTask("math", "3", " \\frac{9}{3} ")])
+    again = pool.verify_many([task])
+    assert [v.passed for v in first + again] == [True] * 4
+    assert pool.stats["worker"] - before["worker"] == 1
+    assert pool.stats["memo"] - before["memo"] == 3
+
+
+def test_workers_default_to_the_available_cores() -> None:
+    assert verification.VerifierSpec().workers == 0
+    with VerifierPool() as sized:
+        assert len(sized.worker_pids) == verification.available_cores() == len(os.sched_getaffinity(0))
