@@ -30,7 +30,7 @@ from pydantic import Field
 
 from assets.config import spec_config
 from assets.metadata import counts_table, histogram_png, picture, preview
-from assets.resources import GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.allocation import AllocationConfig
 from pipeline.labels import pass_rates as aggregate_pass_rates
 from pipeline.rollout_store import RolloutStore
@@ -99,6 +99,7 @@ def sample_shard(
     engine: InferenceEngine,
     verifier: Verifier,
     strata: StrataResource,
+    backend: ComputeBackend,
 ):
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
@@ -113,7 +114,7 @@ def sample_shard(
         return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        shard, store, lambda: engine.engine(model), allocation, strata.strata(), scorer, context.log.info
+        shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info
     )
     stats = {
         "shard": int(context.get_mapping_key() or 0),
@@ -125,6 +126,7 @@ def sample_shard(
         "rounds": report.rounds,
         "engine": engine.kind,
         "engine_start_s": round(engine.start_seconds, 1),
+        **backend.metadata(),
     }
     context.log.info(
         f"shard {stats['shard']}: {len(report.rollouts)} rollouts ({report.generated} generated)"
@@ -178,7 +180,8 @@ def merge_shards(
             "engine": str(shards["engine"].iloc[0]),
             "engine_start_s": float(shards["engine_start_s"].max()),
             "shards": len(shards),
-            "per_shard": preview(per_shard, ["shard", "problems", "generated", "tok/s", "engine_start_s"]),
+            "per_shard": preview(per_shard, ["shard", "problems", "generated", "tok/s", "engine_start_s"]
+                                 + [c for c in per_shard.columns if c.startswith("ray_")]),
             "model": model.key,
             "sampling": MetadataValue.json(vars(store.sampling)),
             "store": MetadataValue.path(str(store.root)),
@@ -254,6 +257,7 @@ def rewards(
     rollouts: pd.DataFrame,
     target_model: TargetModel,
     verifier: Verifier,
+    backend: ComputeBackend,
 ) -> Output[pd.DataFrame]:
     """Verify every rollout: extract the final answer, then math-verify or the generator's scorer,
     each answer in an isolated worker with a hard timeout. Re-derived from stored rollouts, so a new
@@ -264,7 +268,7 @@ def rewards(
         if done == total or done % step == 0:
             context.log.info(f"verified {done}/{total} answers")
 
-    frame = score_rollouts(problems, rollouts, verifier.pool(), target_model.extraction_policy, progress)
+    frame = backend.score(problems, rollouts, verifier, target_model.extraction_policy, progress)
     failed = frame[~frame["passed"]].head(config.show_failures)
     return Output(
         frame,
