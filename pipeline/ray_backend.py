@@ -100,7 +100,11 @@ def connect(spec: BackendSpec) -> ClusterInfo:
             ) from exc
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     total = ray.cluster_resources()
-    return ClusterInfo(ray.get_runtime_context().gcs_address, len(nodes),
+    try:
+        address = ray.get_runtime_context().gcs_address
+    except Exception:  # Ray Client (ray://) drivers have no GCS address of their own
+        address = spec.ray_address
+    return ClusterInfo(address, len(nodes),
                        float(total.get("CPU", 0)), float(total.get("GPU", 0)))
 
 
