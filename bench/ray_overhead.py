@@ -102,7 +102,8 @@ def main() -> None:
     model = embedded_model()
     problems = pool(args.problems)
     sampling = SamplingConfig(max_tokens=args.max_tokens, seed=7)
-    options = engine_options(args.engine)
+    # transformers: the same thread count on both sides, so matmuls sum in the same order
+    options = engine_options(args.engine, **({"threads": args.cpus} if args.engine == "transformers" else {}))
     allocation = AllocationConfig(policy="uniform", samples_per_problem=args.n)
     print(f"{len(problems)} problems x n={args.n}, max_tokens={args.max_tokens}, engine={args.engine}", flush=True)
     with tempfile.TemporaryDirectory(prefix="gradus-ray-bench-") as tmp:
