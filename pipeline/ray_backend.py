@@ -260,20 +260,20 @@ class RayEngine(Engine):
         if sampling != self.store.sampling:
             raise ValueError("RayEngine writes into its store: generate with the store's sampling config")
         started = time.perf_counter()
-        stats = GenerationStats(self.cluster, actors=self.actors)
-        self.last = stats
-        if not requests:
-            return []
         size = self.batch_size()
         # One block per local batch: Ray Data hands each block to one actor call whole.
         blocks = [_request_block(requests[i : i + size], i // size) for i in range(0, len(requests), size)]
+        stats = GenerationStats(self.cluster, actors=min(self.actors, len(blocks)))
+        self.last = stats
+        if not requests:
+            return []
         generated = ray.data.from_arrow(blocks).map_batches(
             _EngineActor,
             fn_constructor_kwargs=dict(options=self.options, model=self.model, home=str(self.store.home),
                                        root=self.root, sampling=sampling),
             batch_size=size,
             batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=min(self.actors, len(blocks))),
+            compute=ray.data.ActorPoolStrategy(size=stats.actors),
             num_cpus=self.spec.cpus_per_actor,
             num_gpus=self.gpus_per_actor,
         )
