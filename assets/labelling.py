@@ -38,7 +38,7 @@ from pydantic import Field
 
 from assets.config import spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
-from assets.resources import GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.allocation import AllocationConfig
 from pipeline.datasets import DatasetHandle
 from pipeline.labels import count_passes, pass_rates_from_counts
@@ -117,6 +117,7 @@ def sample_shard(
     engine: InferenceEngine,
     verifier: Verifier,
     strata: StrataResource,
+    backend: ComputeBackend,
 ):
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
@@ -133,7 +134,7 @@ def sample_shard(
         return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        shard, store, lambda: engine.engine(model), allocation, strata.strata(), scorer, context.log.info
+        shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info
     )
     stats = {
         "shard": int(context.get_mapping_key() or 0),
@@ -145,6 +146,7 @@ def sample_shard(
         "rounds": report.rounds,
         "engine": engine.kind,
         "engine_start_s": round(engine.start_seconds, 1),
+        **backend.metadata(),
     }
     context.log.info(
         f"shard {stats['shard']}: {report.rows} rollouts ({report.generated} generated)"
@@ -219,7 +221,8 @@ def merge_shards(
             "engine": str(shards["engine"].iloc[0]),
             "engine_start_s": float(shards["engine_start_s"].max()),
             "shards": len(shards),
-            "per_shard": preview(per_shard, ["shard", "problems", "generated", "tok/s", "engine_start_s"]),
+            "per_shard": preview(per_shard, ["shard", "problems", "generated", "tok/s", "engine_start_s"]
+                                 + [c for c in per_shard.columns if c.startswith("ray_")]),
             "model": model.key,
             "sampling": MetadataValue.json(vars(store.sampling)),
             "store": MetadataValue.path(str(store.root)),
@@ -296,6 +299,7 @@ def rewards(
     storage: GradusStorage,
     target_model: TargetModel,
     verifier: Verifier,
+    backend: ComputeBackend,
 ) -> Output[DatasetHandle]:
     """Verify every rollout: extract the final answer, then math-verify or the generator's scorer,
     each answer in an isolated worker with a hard timeout (plain numbers and repeats are settled
@@ -304,7 +308,8 @@ def rewards(
     pool = verifier.pool()
     before = pool.stats.copy()
     handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
-                                    target_model.extraction_policy, context.log.info, config.show_failures)
+                                    target_model.extraction_policy, context.log.info, config.show_failures,
+                                    scorer=backend.batch_scorer(verifier, target_model.extraction_policy))
     routes = pool.stats - before
     failed = pd.concat(summary.failed, ignore_index=True) if summary.failed else pd.DataFrame(
         columns=["problem_id", "sample_index", "extracted", "status"])

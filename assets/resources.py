@@ -6,6 +6,8 @@ defaults and descriptions are the spec's.
   GRADUS_HOME            storage root (default: .gradus/)
   GRADUS_CHECKPOINT_DIR  folder the checkpoint sensor watches (default: $GRADUS_HOME/checkpoints)
   GRADUS_ENGINE          vllm (default) | transformers
+  GRADUS_BACKEND         local (default) | ray: generate and verify on a Ray cluster
+  RAY_ADDRESS            the Ray cluster to join with GRADUS_BACKEND=ray
   GRADUS_MODEL_PATH      local HF model folder (default: the embedded SmolLM2-135M-Instruct)
   GRADUS_HUB_REPO        dataset repository `hub_curriculum` publishes to
   HF_TOKEN               Hub token, passed as an EnvVar so run records never hold its value
@@ -22,6 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 from dagster import ConfigurableResource, DagsterInvariantViolationError, EnvVar, InitResourceContext, OpExecutionContext
 from pydantic import PrivateAttr
 
@@ -32,6 +35,9 @@ from pipeline.engines.options import TransformersOptions, VLLMOptions
 from pipeline.hub_export import HubClient, HubFolder, Publication, PublishSpec, publish
 from pipeline.labels import LabelTarget, TargetSpec
 from pipeline.model import ModelSpec
+from pipeline.ray_backend import BackendSpec
+from pipeline.rollout_store import RolloutStore
+from pipeline.scoring import BatchScorer
 from pipeline.storage import StorageLayout
 from pipeline.strata import Strata
 from pipeline.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
@@ -178,6 +184,68 @@ class Verifier(spec_config(VerifierSpec, base=ConfigurableResource)):
             self._pool = None
 
 
+class ComputeBackend(spec_config(BackendSpec, base=ConfigurableResource)):
+    """Where generation and verification run: the step's own process (default), or a Ray cluster
+    that the step joins as a driver (`ray.init(address=...)`, dagster-ray's client pattern), so the
+    Dagster process only submits work and never holds a GPU. Ray is imported only when used."""
+
+    _ray_engine: Optional[Engine] = PrivateAttr(default=None)
+    _joined: bool = PrivateAttr(default=False)
+
+    @property
+    def on_ray(self) -> bool:
+        return self.kind == "ray"
+
+    def engine_factory(self, engine: InferenceEngine, store: RolloutStore) -> Callable[[], Engine]:
+        """What `sample_rollouts` calls for its engine: the step's own, or a pool of them on the cluster."""
+        if not self.on_ray:
+            return lambda: engine.engine(store.model)
+
+        def on_cluster() -> Engine:
+            from pipeline.ray_backend import RayEngine
+
+            if self._ray_engine is None or self._ray_engine.store.root != store.root:
+                self._join()
+                self._ray_engine = RayEngine(self.to_spec(), engine.to_spec(), store)
+            return self._ray_engine
+
+        return on_cluster
+
+    def batch_scorer(self, verifier: Verifier, policy: str) -> BatchScorer | None:
+        """How `score_dataset` scores each batch: None for the step's own verifier pool, or Ray
+        tasks with a verifier pool each (same rows either way)."""
+        if not self.on_ray:
+            return None
+        from pipeline.ray_backend import score_on_ray
+
+        self._join()
+        spec, checker = self.to_spec(), verifier.to_spec()
+
+        def on_cluster(golds: pd.DataFrame, rollouts: pd.DataFrame,
+                       progress: Callable[[int, int], None]) -> pd.DataFrame:
+            return score_on_ray(spec, golds, rollouts, checker, policy, progress)
+
+        return on_cluster
+
+    def metadata(self) -> dict[str, object]:
+        """Cluster address, nodes, actors and throughput of the last Ray generation (none locally)."""
+        last = getattr(self._ray_engine, "last", None)
+        return last.metadata() if last is not None else {}
+
+    def _join(self) -> None:
+        import ray
+
+        self._joined = self._joined or not ray.is_initialized()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._ray_engine = None
+        if self._joined:
+            import ray
+
+            ray.shutdown()
+            self._joined = False
+
+
 class HubPublisher(spec_config(PublishSpec, base=ConfigurableResource)):
     """Pushes an exported dataset folder to the Hugging Face Hub (dry run unless told otherwise).
 
@@ -224,6 +292,7 @@ def resources(environ: Mapping[str, str] | None = None, **replace: object) -> di
         "strata": StrataResource(),
         "engine": engine_resource(env.get("GRADUS_ENGINE") or "vllm"),
         "verifier": Verifier(),
+        "backend": ComputeBackend(kind=env.get("GRADUS_BACKEND") or "local", ray_address=env.get("RAY_ADDRESS", "")),
         # EnvVar keeps the token's value out of run records; unset, a run would fail on it.
         "hub": HubPublisher(repo_id=env.get("GRADUS_HUB_REPO", ""),
                             token=EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None),

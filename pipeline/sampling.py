@@ -85,7 +85,8 @@ def sample_rollouts(
                 def progress(done: int, total: int, tok_s: float) -> None:
                     bar.update(done, f"{tok_s:.0f} tok/s")
 
-                completions = started_engine.generate(requests, store.sampling, progress, on_batch=store.append)
+                store_batch = None if started_engine.writes_store else store.append
+                completions = started_engine.generate(requests, store.sampling, progress, on_batch=store_batch)
                 seconds += time.perf_counter() - started
                 generated += len(requests)
                 tokens += sum(c.num_tokens for c in completions)

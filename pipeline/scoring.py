@@ -95,6 +95,11 @@ class RewardSummary:
         return self.score_sum / self.rows if self.rows else 0.0
 
 
+BatchScorer = Callable[[pd.DataFrame, pd.DataFrame, Callable[[int, int], None]], pd.DataFrame]
+"""Scores one batch somewhere else (a Ray cluster): (gold rows: problem_id, verifier, answer,
+metadata; rollouts: problem_id, sample_index, text; progress) -> `Reward` rows in rollout order."""
+
+
 def score_dataset(
     problems: pa.Table,
     rollouts: DatasetHandle,
@@ -104,11 +109,13 @@ def score_dataset(
     log: Callable[[str], None] = lambda line: None,
     show_failures: int = 8,
     batch_rows: int = BATCH_ROWS,
+    scorer: BatchScorer | None = None,
 ) -> tuple[DatasetHandle, RewardSummary]:
     """Score every rollout of `rollouts` into checksummed `Reward` part files in `folder`, one per
     batch, and return their handle. The folder is built beside its place and swapped in whole, so a
     rerun replaces it atomically and a failed one leaves the old rewards. `problems` needs
-    `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact)."""
+    `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact). `scorer`
+    replaces the local `pool` per batch, e.g. with Ray tasks."""
     index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
     golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
     summary = RewardSummary()
@@ -128,9 +135,13 @@ def score_dataset(
             def progress(done: int, total: int) -> None:
                 bar.update(base + done, _route_counts(pool))
 
-            frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
-                           golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
-                           golds["metadata"].take(take).to_pylist(), pool, policy, progress)
+            if scorer is None:
+                frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
+                               golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
+                               golds["metadata"].take(take).to_pylist(), pool, policy, progress)
+            else:
+                own = pa.table({"problem_id": ids, **{n: c.take(take) for n, c in golds.items()}}).to_pandas()
+                frame = scorer(own.drop_duplicates("problem_id"), batch.to_pandas(), progress)
             write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
                                       staging / f"part-{number:06d}.parquet")
             summary.rows += len(frame)

@@ -60,3 +60,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """A real local Ray cluster: a head node and one worker node on 127.0.0.1, each from `ray start`
+    with its own ports and temp dir, every process killed afterwards (also when a test fails)."""
+    from pipeline.ray_cluster import local_cluster
+
+    with local_cluster(workers=1, head_cpus=1, worker_cpus=1, object_store_mb=300, timeout_s=120) as cluster:
+        yield cluster

@@ -80,6 +80,9 @@ class Engine(abc.ABC):
     """Generates completions for chat requests with a given `SamplingConfig`."""
 
     name: str
+    writes_store: bool = False
+    """True when `generate` persists each finished batch into the rollout store itself (the Ray
+    backend's actors write where they generate): callers then must not append it again."""
 
     def __init__(self, model: ModelSpec) -> None:
         self.model = model

@@ -1,0 +1,142 @@
+"""The same small labelling job on the local backend and on a local Ray cluster (a head node and
+one worker node, started here): are the labels equal, and what does Ray cost in throughput?
+
+Each side generates its rollouts into its own empty store with the same engine kind and seeds,
+scores them (locally with a verifier pool, on Ray with verification tasks) and aggregates pass
+rates. Throughput is generated tokens per second without engine start-up on both sides: locally
+from the generate call after the engine started, on Ray from the first engine actor ready to the
+last batch back. Ray's start-up (joining, actor start, the engine's load) is reported apart.
+
+    .venv/bin/python bench/ray_overhead.py [--problems 24] [--n 4] [--max-tokens 48] [--engine vllm]
+
+Prints a table, then one JSON object of the figures on its last line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from pipeline.allocation import AllocationConfig
+from pipeline.engines.base import SamplingConfig
+from pipeline.engines.options import engine_options
+from pipeline.labels import LabelTarget, pass_rates
+from pipeline.model import embedded_model
+from pipeline.ray_backend import BackendSpec, RayEngine, score_on_ray
+from pipeline.ray_cluster import local_cluster
+from pipeline.records import Problem
+from pipeline.rollout_store import RolloutStore
+from pipeline.sampling import sample_rollouts
+from pipeline.scoring import score_rollouts
+from pipeline.sources import ReasoningGymSource, normalise, reasoning_gym_rows
+from pipeline.strata import Strata
+from pipeline.verification import VERIFIER_VERSION, VerifierSpec
+
+ROLLOUT_COLUMNS = ["problem_id", "sample_index", "text", "num_tokens", "finish_reason"]
+LABEL_COLUMNS = ["problem_id", "successes", "trials", "pass_rate"]
+
+
+def pool(size: int) -> pd.DataFrame:
+    per_level = max(-(-size // 4), 1)
+    rows = [r for g in ("basic_arithmetic", "chain_sum")
+            for r in reasoning_gym_rows(ReasoningGymSource(g, levels=(0, 1), size_per_level=per_level))]
+    return Problem.to_frame(normalise(rows).problems[:size])
+
+
+def local_run(problems, model, sampling, options, allocation, home: Path) -> dict:
+    store = RolloutStore(home, model, sampling, engine=options.kind)
+    started = time.perf_counter()
+    engine = options.create(model)
+    start_s = time.perf_counter() - started
+    load = os.getloadavg()[0]
+    try:
+        report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
+                                 log=lambda m: print(f"  local: {m}", flush=True))
+    finally:
+        engine.close()
+    with VerifierSpec().pool() as verifiers:
+        rewards = score_rollouts(problems, report.rollouts, verifiers)
+    return {"rollouts": report.rollouts, "rewards": rewards, "tokens": report.tokens,
+            "tok_s": report.tokens_per_second, "start_s": start_s, "wall_s": time.perf_counter() - started,
+            "load_avg": (load + os.getloadavg()[0]) / 2}
+
+
+def ray_run(problems, model, sampling, options, allocation, home: Path, cpus: int) -> dict:
+    started = time.perf_counter()
+    with local_cluster(workers=1, head_cpus=0, worker_cpus=cpus, object_store_mb=300) as cluster:
+        up_s = time.perf_counter() - started
+        spec = BackendSpec(kind="ray", ray_address=cluster.address, actors=1, cpus_per_actor=cpus)
+        store = RolloutStore(home, model, sampling, engine=options.kind)
+        engine = RayEngine(spec, options, store)
+        load = os.getloadavg()[0]
+        try:
+            t0 = time.perf_counter()
+            report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
+                                     log=lambda m: print(f"  ray: {m}", flush=True))
+            stats = engine.last
+            rewards = score_on_ray(spec, problems, report.rollouts, VerifierSpec())
+            wall_s = time.perf_counter() - t0
+        finally:
+            engine.close()
+    return {"rollouts": report.rollouts, "rewards": rewards, "tokens": stats.tokens, "tok_s": stats.tokens_per_second,
+            "start_s": stats.engine_start_s, "wall_s": wall_s, "cluster_up_s": up_s, "nodes": stats.cluster.nodes,
+            "actors": stats.actors_used, "load_avg": (load + os.getloadavg()[0]) / 2}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--problems", type=int, default=24)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--engine", default="vllm", help="vllm or transformers (the same on both sides)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2,
+                        help="CPUs of the Ray worker node and its engine actor (its thread count)")
+    args = parser.parse_args()
+
+    model = embedded_model()
+    problems = pool(args.problems)
+    sampling = SamplingConfig(max_tokens=args.max_tokens, seed=7)
+    # transformers: the same thread count on both sides, so matmuls sum in the same order
+    options = engine_options(args.engine, **({"threads": args.cpus} if args.engine == "transformers" else {}))
+    allocation = AllocationConfig(policy="uniform", samples_per_problem=args.n)
+    print(f"{len(problems)} problems x n={args.n}, max_tokens={args.max_tokens}, engine={args.engine}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="gradus-ray-bench-") as tmp:
+        local = local_run(problems, model, sampling, options, allocation, Path(tmp) / "local")
+        remote = ray_run(problems, model, sampling, options, allocation, Path(tmp) / "ray", args.cpus)
+
+    target = LabelTarget(model, sampling, VERIFIER_VERSION)
+    same_rollouts = local["rollouts"][ROLLOUT_COLUMNS].equals(remote["rollouts"][ROLLOUT_COLUMNS])
+    same_labels = pass_rates(local["rewards"], target)[LABEL_COLUMNS].equals(
+        pass_rates(remote["rewards"], target)[LABEL_COLUMNS])
+    print(f"{'backend':<8}{'start s':>9}{'wall s':>9}{'tokens':>9}{'tok/s':>9}{'load':>7}")
+    for name, r in (("local", local), ("ray", remote)):
+        print(f"{name:<8}{r['start_s']:>9.1f}{r['wall_s']:>9.1f}{r['tokens']:>9}{r['tok_s']:>9.1f}{r['load_avg']:>7.1f}")
+    figures = {
+        "rows": len(remote["rollouts"]),
+        "problems": len(problems), "n": args.n, "max_tokens": args.max_tokens, "engine": args.engine,
+        "labels_equal": bool(same_labels),
+        "rollouts_equal": bool(same_rollouts),
+        "local_tok_s": round(local["tok_s"], 1),
+        "ray_tok_s": round(remote["tok_s"], 1),
+        "ray_over_local": round(remote["tok_s"] / local["tok_s"], 2) if local["tok_s"] else None,
+        "local_engine_start_s": round(local["start_s"], 1),
+        "ray_engine_start_s": round(remote["start_s"], 1),
+        "ray_cluster_up_s": round(remote["cluster_up_s"], 1),
+        "local_wall_s": round(local["wall_s"], 1),
+        "ray_wall_s": round(remote["wall_s"], 1),
+        "ray_nodes": remote["nodes"],
+        "ray_actor_processes": remote["actors"],
+        "load_avg_local": round(local["load_avg"], 1),
+        "load_avg_ray": round(remote["load_avg"], 1),
+    }
+    print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
