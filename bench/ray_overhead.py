@@ -60,9 +60,10 @@ def local_run(problems, model, sampling, options, allocation, home: Path) -> dic
                                  log=lambda m: print(f"  local: {m}", flush=True))
     finally:
         engine.close()
+    rollouts = store.load_allocated(report.allocation)
     with VerifierSpec().pool() as verifiers:
-        rewards = score_rollouts(problems, report.rollouts, verifiers)
-    return {"rollouts": report.rollouts, "rewards": rewards, "tokens": report.tokens,
+        rewards = score_rollouts(problems, rollouts, verifiers)
+    return {"rollouts": rollouts, "rewards": rewards, "tokens": report.tokens,
             "tok_s": report.tokens_per_second, "start_s": start_s, "wall_s": time.perf_counter() - started,
             "load_avg": (load + os.getloadavg()[0]) / 2}
 
@@ -80,11 +81,12 @@ def ray_run(problems, model, sampling, options, allocation, home: Path, cpus: in
             report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
                                      log=lambda m: print(f"  ray: {m}", flush=True))
             stats = engine.last
-            rewards = score_on_ray(spec, problems, report.rollouts, VerifierSpec())
+            rollouts = store.load_allocated(report.allocation)
+            rewards = score_on_ray(spec, problems, rollouts, VerifierSpec())
             wall_s = time.perf_counter() - t0
         finally:
             engine.close()
-    return {"rollouts": report.rollouts, "rewards": rewards, "tokens": stats.tokens, "tok_s": stats.tokens_per_second,
+    return {"rollouts": rollouts, "rewards": rewards, "tokens": stats.tokens, "tok_s": stats.tokens_per_second,
             "start_s": stats.engine_start_s, "wall_s": wall_s, "cluster_up_s": up_s, "nodes": stats.cluster.nodes,
             "actors": stats.actors_used, "load_avg": (load + os.getloadavg()[0]) / 2}
 

@@ -2,11 +2,11 @@
 step joins the cluster, engine actors generate and store, Ray tasks verify, and the run's metadata
 names the cluster, its actors and their throughput."""
 
-import pandas as pd
 from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
 from assets.resources import TargetModel, TransformersEngineResource, resources
+from pipeline.datasets import read_handle
 from pipeline.storage import StorageLayout
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
@@ -24,8 +24,9 @@ def test_labelling_runs_on_the_ray_backend(ray_cluster, home, tiny_llama):
                                                  "rollouts": {"config": {"samples_per_problem": 3}}}})
     assert result.success
     layout = StorageLayout(str(home))
-    rollouts = pd.read_parquet(layout.asset(["rollouts"]))
-    rewards = pd.read_parquet(layout.asset(["rewards"]))
+    rollouts = read_handle(layout.handle(["rollouts"])).to_frame()
+    rewards = read_handle(layout.handle(["rewards"])).to_frame().sort_values(["problem_id", "sample_index"],
+                                                                            ignore_index=True)
     assert rollouts.groupby("problem_id").size().tolist() == [3] * 4
     assert rewards[["problem_id", "sample_index"]].equals(rollouts[["problem_id", "sample_index"]])
     [stats] = [e.event_specific_data.metadata for e in result.all_node_events

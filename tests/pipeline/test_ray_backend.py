@@ -56,30 +56,32 @@ def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, v
                                                    restore_torch_threads):
     local_store = RolloutStore(tmp_path / "local", smollm2, SAMPLING, engine=ENGINE.kind)
     local = sample_rollouts(pool, local_store, lambda: ENGINE.create(smollm2), uniform(2), Strata())
-    local_rewards = score_rollouts(pool, local.rollouts, verifier_pool)
+    local_rollouts = local_store.load_allocated(local.allocation)
+    local_rewards = score_rollouts(pool, local_rollouts, verifier_pool)
 
     spec = BackendSpec(kind="ray", ray_address=ray_cluster.address, verify_chunk=8)
     ray_store = RolloutStore(tmp_path / "ray", smollm2, SAMPLING, engine=ENGINE.kind)
     engine = RayEngine(spec, ENGINE, ray_store)
     try:
         remote = sample_rollouts(pool, ray_store, lambda: engine, uniform(2), Strata())
+        remote_rollouts = ray_store.load_allocated(remote.allocation)
         seen = []
-        ray_rewards = score_on_ray(spec, pool, remote.rollouts, VerifierSpec(), progress=lambda d, t: seen.append(d))
+        ray_rewards = score_on_ray(spec, pool, remote_rollouts, VerifierSpec(), progress=lambda d, t: seen.append(d))
         stats = engine.last
     finally:
         engine.close()
 
     assert remote.generated == local.generated == 2 * len(pool)
-    pd.testing.assert_frame_equal(remote.rollouts[ROLLOUT_COLUMNS], local.rollouts[ROLLOUT_COLUMNS])
+    pd.testing.assert_frame_equal(remote_rollouts[ROLLOUT_COLUMNS], local_rollouts[ROLLOUT_COLUMNS])
     pd.testing.assert_frame_equal(ray_rewards, local_rewards)
     target = LabelTarget(smollm2, SAMPLING, VERIFIER_VERSION)
     columns = ["problem_id", "successes", "trials", "pass_rate"]
     pd.testing.assert_frame_equal(pass_rates(ray_rewards, target)[columns], pass_rates(local_rewards, target)[columns])
     assert local_rewards["passed"].any(), "an easy pool should give the model some passes"
-    assert seen[-1] == len(remote.rollouts)
+    assert seen[-1] == len(remote_rollouts)
     # the work ran on the cluster: both nodes, one engine actor each, all batches stored by them
     assert stats.cluster.nodes == 2 and stats.actors == 2 and stats.rows == remote.generated
-    assert stats.tokens == int(remote.rollouts["num_tokens"].sum()) and stats.tokens_per_second > 0
+    assert stats.tokens == int(remote_rollouts["num_tokens"].sum()) and stats.tokens_per_second > 0
     assert len(ray_store.parts()) == -(-remote.generated // ENGINE.batch_size)
 
 
@@ -133,19 +135,20 @@ def test_a_killed_engine_actor_loses_and_duplicates_nothing(ray_cluster, smollm2
         raise outcome["error"]
     report = outcome["report"]
 
-    keys = report.rollouts[["problem_id", "sample_index"]]
+    rollouts = store.load_allocated(report.allocation)
+    keys = rollouts[["problem_id", "sample_index"]]
     expected = {(p, i) for p in pool["problem_id"] for i in range(2)}
     assert len(keys) == len(expected) and set(map(tuple, keys.to_numpy().tolist())) == expected
     assert not keys.duplicated().any()
     # the killed actor is gone, and the work went on after it: a replacement stored the rest
     assert not set(victims) & set(engine_actor_pids(ray_cluster))
     assert stats.rows == len(expected) and len(store.parts()) > parts_at_kill
-    labels = pass_rates(score_rollouts(pool, report.rollouts, verifier_pool),
+    labels = pass_rates(score_rollouts(pool, rollouts, verifier_pool),
                         LabelTarget(smollm2, SAMPLING, VERIFIER_VERSION))
     assert sorted(labels["problem_id"]) == sorted(pool["problem_id"]) and (labels["trials"] == 2).all()
     # a rerun finds everything stored and generates nothing
     again = sample_rollouts(pool, store, lambda: pytest.fail("nothing is missing"), uniform(2), Strata())
-    assert again.generated == 0 and len(again.rollouts) == len(expected)
+    assert again.generated == 0 and again.rows == len(expected)
 
 
 def test_a_url_store_is_refused_with_the_fix(tmp_path, smollm2):
