@@ -4,6 +4,8 @@
 from typing import Optional
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -51,7 +53,7 @@ class CurriculumConfig(spec_config(CurriculumSpec)):
 def curriculum(
     context: AssetExecutionContext,
     config: CurriculumConfig,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     pass_rates: pd.DataFrame,
     predicted_difficulty: Optional[pd.DataFrame],
     contamination: pd.DataFrame,
@@ -84,11 +86,14 @@ def curriculum(
                       measured=None if spec.labels == "predicted" else pass_rates, on_mismatch=spec.on_label_mismatch)
     contaminated = set(contamination["problem_id"][flagged(contamination)])
     made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
-    if spec.exclude_contaminated:
-        problems = problems[~problems["problem_id"].isin(contaminated)]
+    # Arrow, not pandas: a million prompts as Python objects would be most of the step's memory.
+    if spec.exclude_contaminated and contaminated:
+        flagged_ids = pa.array(sorted(contaminated), pa.string())
+        problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), value_set=flagged_ids)))
     manifest = build_curriculum(problems, labels, spec, home, made)
     folder = storage.layout().curriculum(spec.name)
-    staged = labels.merge(problems[["problem_id"]], on="problem_id")
+    staged = labels[labels["problem_id"].isin(problems.column("problem_id").to_numpy(zero_copy_only=False))]
+    staged = staged.reset_index(drop=True)
     # The builder's own rule, so excluded solved / unsolved problems stay out of the picture.
     classes = spec.strata.stage_of(staged["pass_rate"], staged["successes"], staged["trials"])
     series = {s["name"]: staged["pass_rate"][classes == s["stage"]].tolist() for s in manifest["stages"]}
