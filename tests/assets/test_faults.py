@@ -15,6 +15,7 @@ from dagster import (
     build_output_context,
     materialize,
 )
+from dagster._core.types.dagster_type import resolve_dagster_type
 
 from assets.hub import hub_curriculum
 from assets.resources import GradusStorage, HubPublisher
@@ -72,7 +73,7 @@ def test_a_damaged_asset_file_is_an_error_naming_it(home, damage):
     io = ParquetIOManager(storage=GradusStorage(home=str(home)))
     frame = pd.DataFrame({"problem_id": ["a", "b"], "successes": [0, 4], "trials": [8, 8]})
     io.handle_output(build_output_context(asset_key=AssetKey("pass_rates")), frame)
-    context = build_input_context(asset_key=AssetKey("pass_rates"))
+    context = build_input_context(asset_key=AssetKey("pass_rates"), dagster_type=resolve_dagster_type(pd.DataFrame))
     pd.testing.assert_frame_equal(io.load_input(context), frame)
     damage(io.path_for(["pass_rates"]))
     with pytest.raises(IntegrityError, match="pass_rates.parquet.*rematerialize pass_rates"):
