@@ -6,7 +6,6 @@ folder (kept by pytest under its basetemp) for a person to look at."""
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +16,7 @@ from dagster import DagsterInstance, materialize
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import picture_key
 from assets.resources import TargetModel, TransformersEngineResource, resources
-from tests.assets.test_dagster_dev import LAUNCHER, REPO, free_port, get, loaded_location, wait_for
+from tests.assets.test_dagster_dev import LAUNCHER, REPO, free_port, get, loaded_location, stop, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(),
@@ -61,12 +60,7 @@ def served(tmp_path, home, tiny_llama):
         wait_for(lambda: loaded_location(base), 60, "the code location did not load", proc)
         yield base, run.run_id
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
 
 
 @pytest.mark.timeout(300)

@@ -64,6 +64,16 @@ def wait_for(predicate, seconds: float, what: str, proc: subprocess.Popen):
         time.sleep(1)
 
 
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM to `dagster dev`'s process group, SIGKILL if it is not gone in 30 s."""
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
 def loaded_location(base: str) -> dict | None:
     """The code location's entry once it has loaded (None while it is still loading)."""
     workspace = get(f"{base}/graphql", {"query": LOCATION_QUERY}, timeout=30)["data"]["workspaceOrError"]
@@ -99,12 +109,7 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         assert all(n["description"] for n in repository["assetNodes"])
         assert {j["name"] for j in repository["jobs"] if not j["name"].startswith("__")} == expected_jobs
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc)
     # on SIGTERM `dagster dev` shuts its services down and exits 0 (not a crash, not the SIGKILL
     # fallback), and within the bound so does every process it started: the webserver, the daemon
     # and the code server share its process group
