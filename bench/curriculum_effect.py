@@ -95,12 +95,11 @@ class Preset:
 
 
 PRESETS = {
-    # Sized for a shared 2-core CPU under `nice -n 10` while other work keeps the load at 10-40: there
-    # a GRPO step of 8 completions took 5-10 minutes, so one seed and few steps (the README's figures
-    # needed --steps 3 --eval-per-level 1 to fit). On a quiet machine raise --steps and --seeds.
+    # About 45 minutes on a quiet 2-core CPU: a GRPO step of 8 completions takes ~11 s there and an
+    # evaluation ~35 s, so 3 seeds x 3 arms x 20 steps. The README's figures are --steps 8 (21 min).
     # Evaluation uses transformers: a vLLM start per checkpoint costs more than it saves at this size.
-    "cpu": Preset(per_level=3, eval_per_level=2, label_samples=6, fresh_samples=4, eval_samples=4, k=2, steps=6,
-                  seeds=(0,), prompts_per_step=2, group_size=4, max_tokens=48, learning_rate=1e-5,
+    "cpu": Preset(per_level=3, eval_per_level=2, label_samples=6, fresh_samples=4, eval_samples=4, k=2, steps=20,
+                  seeds=(0, 1, 2), prompts_per_step=2, group_size=4, max_tokens=48, learning_rate=1e-5,
                   label_engine="vllm", eval_engine="transformers", generation="transformers"),
     # One GPU: a 0.5-1.5B instruct model, TRL generating through colocated vLLM.
     "gpu": Preset(per_level=40, eval_per_level=20, label_samples=16, fresh_samples=16, eval_samples=16, k=8,
