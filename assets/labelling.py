@@ -305,12 +305,18 @@ def rewards(
     each answer in an isolated worker with a hard timeout (plain numbers and repeats are settled
     without one). Streamed batch by batch into `datasets/rewards/`, replaced whole on a rerun.
     Re-derived from stored rollouts, so a new verifier or extraction policy never regenerates."""
-    pool = verifier.pool()
-    before = pool.stats.copy()
+    scorer = backend.batch_scorer(verifier, target_model.extraction_policy)
+    # A step whose batches are scored on the cluster starts no verifier workers of its own.
+    pool = None if scorer else verifier.pool()
+    before = pool.stats.copy() if pool else None
     handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
                                     target_model.extraction_policy, context.log.info, config.show_failures,
-                                    scorer=backend.batch_scorer(verifier, target_model.extraction_policy))
-    routes = pool.stats - before
+                                    scorer=scorer)
+    routes: dict[str, int] = {}
+    if pool is not None:
+        spent = pool.stats - before
+        routes = {"fast_path": spent["fast_path"], "memo_hits": spent["memo"], "worker_checks": spent["worker"],
+                  "verifier_workers": len(pool.worker_pids)}
     failed = pd.concat(summary.failed, ignore_index=True) if summary.failed else pd.DataFrame(
         columns=["problem_id", "sample_index", "extracted", "status"])
     return Output(
@@ -321,10 +327,7 @@ def rewards(
             "mean_reward": figure(summary.mean_reward),
             "statuses": counts_table(dict(summary.statuses), "status"),
             "verifications_per_s": round(summary.rows / summary.seconds, 1) if summary.seconds else 0.0,
-            "fast_path": routes["fast_path"],
-            "memo_hits": routes["memo"],
-            "worker_checks": routes["worker"],
-            "verifier_workers": len(pool.worker_pids),
+            **routes,
             "extraction_policy": target_model.extraction_policy,
             "dataset": MetadataValue.path(handle.path),
             "failed_preview": preview(failed, ["problem_id", "sample_index", "extracted", "status"]),

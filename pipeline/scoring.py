@@ -103,7 +103,7 @@ metadata; rollouts: problem_id, sample_index, text; progress) -> `Reward` rows i
 def score_dataset(
     problems: pa.Table,
     rollouts: DatasetHandle,
-    pool: VerifierPool,
+    pool: VerifierPool | None,
     folder: Path,
     policy: str = "auto",
     log: Callable[[str], None] = lambda line: None,
@@ -115,7 +115,9 @@ def score_dataset(
     batch, and return their handle. The folder is built beside its place and swapped in whole, so a
     rerun replaces it atomically and a failed one leaves the old rewards. `problems` needs
     `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact). `scorer`
-    replaces the local `pool` per batch, e.g. with Ray tasks."""
+    replaces the local `pool` per batch, e.g. with Ray tasks; then `pool` may be None."""
+    if pool is None and scorer is None:
+        raise ValueError("score_dataset needs a verifier pool or a scorer")
     index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
     golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
     summary = RewardSummary()
@@ -157,7 +159,10 @@ def score_dataset(
     return DatasetHandle("parts", str(folder), summary.rows, rollouts.label_key), summary
 
 
-def _route_counts(pool: VerifierPool) -> str:
-    """How answers were settled so far: the fast path and the memo spare the workers."""
+def _route_counts(pool: VerifierPool | None) -> str:
+    """How answers were settled so far: the fast path and the memo spare the workers (nothing to
+    say when the batches are scored elsewhere)."""
+    if pool is None:
+        return ""
     stats = pool.stats
     return f"{stats['fast_path']} fast path, {stats['memo']} repeats, {stats['worker']} to workers"
