@@ -8,7 +8,7 @@ true pass rate (`Strata.stage_of`). Every policy reads the same pre-drawn outcom
 problem (common random numbers), so differences between rows are not sampling noise of the pool.
 
 The default strata (whatever `Strata()` is: solved and unsolved excluded), the same edges with
-nothing excluded, and `LOWER_EDGES` (1, 0.5, 0.25, 0) are measured. They differ in what is hard:
+nothing excluded, and `THIRDS` (1, 2/3, 1/3, 0) are measured. They differ in what is hard:
 telling p == 1 from p = 0.99 takes many rollouts whatever the policy, and with solved / unsolved as
 classes that distinction is part of the label.
 
@@ -30,7 +30,7 @@ sample-index order, so a run cut short leaves every problem the same prefix; the
 (default settings, capped at max) reads indices 0..max-1 round by round, uniform-max reads all of
 them, uniform-n reads 0..n-1 with n matched to the adaptive spend, and all are compared with a
 reference class from the disjoint indices max..max+reference-1 (or, with --real-reference 0, with
-uniform-max's class). Both the default strata and `LOWER_EDGES` are reported.
+uniform-max's class). Both the default strata and `THIRDS` are reported.
 
 Run: PYTHONPATH=. .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S] [--sweep]
          [--skip-real | --real-only] [--real-per-level 24] [--real-max 64] [--real-reference 32]
@@ -71,9 +71,10 @@ ADAPTIVE = tuple(dict.fromkeys((  # the defaults may be one of the grid's settin
 """Adaptive settings measured, each under every objective: the defaults, and a grid of rollout
 prices (`min_gain`) and caps around the price at which the signal objective matches uniform-64's
 p(1 - p)-weighted accuracy, with the confidence stop off (1.0), once on and once with rounds of 8."""
-LOWER_EDGES = (1.0, 0.5, 0.25, 0.0)
-"""Strata edges reported beside the default: SmolLM2 rarely passes above 2/3, so lower edges fill
-every stage on its pools."""
+THIRDS = (1.0, 2 / 3, 1 / 3, 0.0)
+"""Equal-width strata reported beside the default (whose lower edges suit SmolLM2, which rarely
+passes above 2/3): where the edges sit decides how many problems lie near one, which is where
+rollouts go."""
 BOUND_CAP = 256
 """Cap of the Bayes-optimal reference rule (`bound`): a larger one changed its spend by < 0.5 %."""
 
@@ -481,7 +482,7 @@ def simulation_summary(n_problems: int, seed: int, sweep: bool) -> dict:
     """The simulated part: tables printed, headline figures returned.
 
     The default strata (whatever `Strata()` is) carry the unprefixed `sim_` keys; the same edges
-    with nothing excluded `sim_stages_only_`, and `LOWER_EDGES`, if they differ from the default,
+    with nothing excluded `sim_stages_only_`, and `THIRDS`, if they differ from the default,
     `sim_edges_..._`. `_bound_` keys are the Bayes-optimal rule's (`bound`).
     """
     default = Strata()
@@ -489,8 +490,8 @@ def simulation_summary(n_problems: int, seed: int, sweep: bool) -> dict:
     settings = (*ADAPTIVE, *sweep_grid()) if sweep else ADAPTIVE
     summary: dict = {"sim_problems": n_problems, "sim_seed": seed}
     runs = [("sim", default, settings), ("sim_stages_only", stages_only, ADAPTIVE)]
-    if Strata(LOWER_EDGES) != default:
-        runs.append((f"sim_{edges_key(Strata(LOWER_EDGES))}", Strata(LOWER_EDGES), ADAPTIVE))
+    if Strata(THIRDS) != default:
+        runs.append((f"sim_{edges_key(Strata(THIRDS))}", Strata(THIRDS), ADAPTIVE))
     for prefix, strata, adaptive in runs:
         result = simulate(n_problems, seed, strata, adaptive=adaptive)
         edges = ", ".join(f"{e:.3g}" for e in strata.edges)
@@ -545,7 +546,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     summary = {} if args.real_only else simulation_summary(args.problems, args.seed, args.sweep)
     if not args.skip_real:
-        summary |= real((Strata(), Strata(LOWER_EDGES)), args.real_per_level, args.real_max, args.real_reference)
+        summary |= real(tuple(dict.fromkeys((Strata(), Strata(THIRDS)))), args.real_per_level, args.real_max, args.real_reference)
     print(json.dumps(summary))
 
 
