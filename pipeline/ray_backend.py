@@ -245,9 +245,6 @@ class RayEngine(Engine):
             return self.options.batch_size or gpu
         return self.options.batch_size
 
-    def _generate_batch(self, requests: Sequence[GenerationRequest], sampling: SamplingConfig) -> list[Completion]:
-        raise NotImplementedError("RayEngine generates through `generate`")
-
     def generate(
         self,
         requests: Sequence[GenerationRequest],

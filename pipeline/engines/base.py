@@ -5,7 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
 from pipeline.model import ModelSpec
@@ -87,11 +87,23 @@ class Engine(abc.ABC):
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
 
-    @abc.abstractmethod
     def _generate_batch(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
     ) -> list[Completion]:
-        """Generate one batch; the base class handles batching and progress."""
+        """Generate one batch. An engine implements this (the default `_stream` calls it a batch at a
+        time) or overrides `_stream` or `generate`."""
+        raise NotImplementedError(f"{type(self).__name__} generates through `_stream` or `generate`")
+
+    def _stream(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> Iterator[tuple[list[int], list[Completion]]]:
+        """Finished requests in groups, as (their indices into `requests`, their completions); each
+        group is the unit of progress and of `on_batch`. By default, `batch_size()` requests at a
+        time through `_generate_batch`."""
+        size = self.batch_size()
+        for start in range(0, len(requests), size):
+            batch = requests[start : start + size]
+            yield list(range(start, start + len(batch))), self._generate_batch(batch, sampling)
 
     def batch_size(self) -> int:
         """How many requests to hand the engine at once."""
@@ -104,24 +116,25 @@ class Engine(abc.ABC):
         progress: Progress | None = None,
         on_batch: Callable[[Sequence[GenerationRequest], list[Completion]], None] | None = None,
     ) -> list[Completion]:
-        """Generate all requests in batches, reporting progress and handing each finished batch
-        to `on_batch` (so callers can persist it before the next one starts)."""
-        out: list[Completion] = []
-        tokens = 0
+        """Generate all requests, in request order, reporting progress and handing each finished
+        group to `on_batch` (so callers can persist it before more finish)."""
+        out: list[Completion | None] = [None] * len(requests)
+        done = tokens = 0
         started = time.perf_counter()
-        size = self.batch_size()
-        for start in range(0, len(requests), size):
-            batch = list(requests[start : start + size])
-            completions = self._generate_batch(batch, sampling)
-            if len(completions) != len(batch):
-                raise RuntimeError(f"{self.name} returned {len(completions)} of {len(batch)} completions")
+        for indices, completions in self._stream(requests, sampling):
+            if len(completions) != len(indices):
+                raise RuntimeError(f"{self.name} returned {len(completions)} of {len(indices)} completions")
             if on_batch is not None:
-                on_batch(batch, completions)
-            out.extend(completions)
+                on_batch([requests[i] for i in indices], completions)
+            for i, completion in zip(indices, completions):
+                out[i] = completion
+            done += len(indices)
             tokens += sum(c.num_tokens for c in completions)
             if progress is not None:
-                progress(len(out), len(requests), tokens / max(time.perf_counter() - started, 1e-9))
-        return out
+                progress(done, len(requests), tokens / max(time.perf_counter() - started, 1e-9))
+        if done != len(requests):
+            raise RuntimeError(f"{self.name} finished {done} of {len(requests)} requests")
+        return out  # type: ignore[return-value]  # every slot is filled: done == len(requests)
 
     def close(self) -> None:
         """Release the engine (processes, memory). Safe to call twice."""

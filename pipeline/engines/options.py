@@ -23,7 +23,8 @@ class VLLMOptions:
     gpu_memory_utilization: float = field(default=0.85, metadata={"help": "fraction of GPU memory vLLM may take"})
     cpu_kvcache_gib: int = field(default=2, metadata={"help": "KV cache size on CPU, in GiB"})
     batch_size: int = field(default=0, metadata={
-        "help": "requests per generate call, the unit of progress and of durable writes (0: 128 on CPU, 2048 on GPU)"})
+        "help": "requests inside the engine at once (each finished one is replaced at once), and how many finished "
+        "ones make a unit of progress and of durable writes (0: 128 on CPU, 2048 on GPU)"})
 
     def create(self, model: ModelSpec) -> Engine:
         from pipeline.engines.vllm_engine import VLLMEngine

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import VLLMOptions
@@ -52,8 +53,9 @@ class VLLMEngine(Engine):
         super().__init__(model)
         self._shutdown_timeout_s = shutdown_timeout_s
         cpu = _cpu_only()
-        # A batch is the unit of progress reports and of durable writes: small enough on a CPU that
-        # a watcher sees it move every minute or two, large enough on a GPU to keep vLLM saturated.
+        # The window of requests inside vLLM, and the group of finished ones that is the unit of
+        # progress and of durable writes: small enough on a CPU that a watcher sees it move every
+        # minute or two, large enough on a GPU to keep vLLM saturated.
         self._batch_size = batch_size or (self.CPU_BATCH_SIZE if cpu else self.GPU_BATCH_SIZE)
         if cpu:
             # Measured on 2 cores: vLLM otherwise reserves one core for itself, and float32 is
@@ -87,34 +89,69 @@ class VLLMEngine(Engine):
         log.info("starting the vLLM engine for %s on %s (~25-45 s on a 2-core CPU)…", model.key, "CPU" if cpu else "CUDA")
         started = time.perf_counter()
         self._llm = LLM(**kwargs)
+        self._request_ids = itertools.count()
         log.info("vLLM engine ready in %.0f s", time.perf_counter() - started)
 
     def batch_size(self) -> int:
         return self._batch_size
 
-    def _generate_batch(
+    def _stream(
         self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
-    ) -> list[Completion]:
+    ) -> Iterator[tuple[list[int], list[Completion]]]:
+        """Keeps `batch_size()` requests inside vLLM and adds the next one as each finishes, so its
+        running set never drains at a group boundary (calls of 128 ran 6 % slower than one call on
+        2 cores); finished requests come out in groups of `batch_size()`, in the order they finish.
+        """
         from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
 
-        params = [
-            SamplingParams(
+        engine = self._llm.llm_engine
+        window = self.batch_size()
+        upcoming = iter(range(len(requests)))
+        in_flight: dict[str, int] = {}  # vLLM request id -> index into `requests`
+
+        def add(i: int) -> None:
+            request = requests[i]
+            params = SamplingParams(
                 n=1,
                 temperature=sampling.temperature,
                 top_p=sampling.top_p,
                 max_tokens=sampling.max_tokens,
-                seed=sampling.request_seed(r.problem_id, r.sample_index),
+                seed=sampling.request_seed(request.problem_id, request.sample_index),
+                output_kind=RequestOutputKind.FINAL_ONLY,
             )
-            for r in requests
-        ]
-        outputs = self._llm.chat([r.chat() for r in requests], params, use_tqdm=False)
-        completions = []
-        for out in outputs:
-            o = out.outputs[0]
-            completions.append(
-                Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
-            )
-        return completions
+            # Rendered as `LLM.chat` renders (same template, no second BOS); a test holds the two
+            # paths to the same completions.
+            (prompt,) = self._llm._preprocess_chat([request.chat()])
+            request_id = f"gradus-{next(self._request_ids)}"
+            engine.add_request(request_id, prompt, params)
+            in_flight[request_id] = i
+
+        try:
+            for i in itertools.islice(upcoming, window):
+                add(i)
+            indices: list[int] = []
+            completions: list[Completion] = []
+            while in_flight:
+                for output in engine.step():
+                    if not output.finished:
+                        continue
+                    indices.append(in_flight.pop(output.request_id))
+                    o = output.outputs[0]
+                    completions.append(
+                        Completion(o.text, len(o.token_ids), "length" if o.finish_reason == "length" else "stop")
+                    )
+                    following = next(upcoming, None)
+                    if following is not None:
+                        add(following)
+                if len(indices) >= window or (indices and not in_flight):
+                    yield indices, completions
+                    indices, completions = [], []
+        finally:
+            # A caller that stops early (an `on_batch` that raised, an interrupt) leaves the engine
+            # with nothing queued, so it can serve the next call.
+            if in_flight:
+                engine.abort_request(list(in_flight))
 
     def close(self) -> None:
         llm = getattr(self, "_llm", None)

@@ -83,13 +83,37 @@ def test_finish_reasons_say_what_ended_the_text(smollm2):
 
 @pytest.mark.e2e
 def test_vllm_engine_seeds_are_independent_of_batching(smollm2):
+    from vllm import SamplingParams
+
     sampling = SamplingConfig(max_tokens=16, seed=1)
     reqs = requests()
     with create_engine("vllm", smollm2) as engine:
         together = engine.generate(reqs, sampling)
         alone = engine.generate(reqs[3:4], sampling)
-        batches = []
-        engine.generate(reqs, sampling, on_batch=lambda b, c: batches.append(len(b)))
+        groups = []
+        engine._batch_size = 2  # a window smaller than the requests: finished ones are replaced
+        windowed = engine.generate(reqs, sampling, on_batch=lambda b, c: groups.append((list(b), c)))
+        # The streamed path renders and seeds requests as `LLM.chat` does, to the same completions.
+        params = [SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
+                                 max_tokens=sampling.max_tokens,
+                                 seed=sampling.request_seed(r.problem_id, r.sample_index)) for r in reqs]
+        chat = engine._llm.chat([r.chat() for r in reqs], params, use_tqdm=False)
+
+        def fail(batch, completions):
+            raise OSError("disk full")
+
+        with pytest.raises(OSError):  # a caller that stops early leaves nothing queued in vLLM
+            engine.generate(reqs, sampling, on_batch=fail)
+        assert not engine._llm.llm_engine.has_unfinished_requests()
+        after = engine.generate(reqs, sampling)
     check_records(together, sampling)
     assert alone[0].text == together[3].text
-    assert sum(batches) == len(reqs)
+    assert [c.text for c in windowed] == [c.text for c in together]
+    assert [out.outputs[0].text for out in chat] == [c.text for c in together]
+    assert [c.text for c in after] == [c.text for c in together]
+    assert all(len(b) <= 2 for b, _ in groups)
+    assert sorted((r.problem_id, r.sample_index) for b, _ in groups for r in b) == sorted(
+        (r.problem_id, r.sample_index) for r in reqs)
+    for batch, completions in groups:  # each group pairs a request with its own completion
+        for request, completion in zip(batch, completions):
+            assert completion.text == together[reqs.index(request)].text
