@@ -16,9 +16,12 @@ its generated tokens over (materialize wall time - the engine resource's start-u
 everything else the pipeline does (Dagster's run, batching, per-request seeds, store writes,
 merging) counts as its cost.
 
-To say where a gap comes from, `--attribute` has the bare engine also run the same requests the way the pipeline's
-engine issues them (one request per sample with its own seed, in the engine's batches), each
-variant after a reset of the prefix cache so none profits from an earlier one.
+To say where a gap comes from, `--attribute` has the bare engine also run the same requests the
+way the pipeline's engine issues them (one request per sample with its own seed, in one call, after
+a reset of the prefix cache so it does not profit from the first run), then starts gradus's
+`VLLMEngine` outside Dagster and times its `generate` (a window of requests inside vLLM, refilled
+as each finishes): bare → seeded is the cost of per-request seeds, seeded → engine that of the
+engine class, engine → asset that of Dagster and the store.
 
     GRADUS_HOME=.gradus .venv/bin/python bench/pipeline_overhead.py [--problems 32] [--n 8] [--max-tokens 64]
 
@@ -67,8 +70,13 @@ def timed(name: str, fn: Callable[[], list]) -> tuple[float, int, int]:
     return seconds, tokens, len(sequences)
 
 
-def bare(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingConfig, batch: int | None) -> dict:
-    """Bare vLLM; with a `batch`, then the pipeline's request shape on the same engine."""
+def pipeline_requests(problems: pd.DataFrame, n: int) -> list[GenerationRequest]:
+    return [GenerationRequest.of(pid, i, list(prompt))
+            for pid, prompt in zip(problems["problem_id"], problems["prompt"]) for i in range(n)]
+
+
+def bare(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingConfig, attribute: bool) -> dict:
+    """Bare vLLM; with `attribute`, then the pipeline's request shape in one call on the same engine."""
     from vllm import LLM, SamplingParams
 
     tokenizer = load_tokenizer(model)
@@ -85,11 +93,10 @@ def bare(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingCon
                                max_tokens=sampling.max_tokens)
         figures = {"start_s": start_s}
         figures["bare"] = timed("bare", lambda: llm.generate(texts, plain, use_tqdm=False))
-        if batch is None:
+        if not attribute:
             return figures
 
-        requests = [GenerationRequest.of(pid, i, list(prompt))
-                    for pid, prompt in zip(problems["problem_id"], problems["prompt"]) for i in range(n)]
+        requests = pipeline_requests(problems, n)
         seeded = [SamplingParams(n=1, temperature=sampling.temperature, top_p=sampling.top_p,
                                  max_tokens=sampling.max_tokens,
                                  seed=sampling.request_seed(r.problem_id, r.sample_index)) for r in requests]
@@ -97,18 +104,22 @@ def bare(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingCon
         prompts = [text_of[r.problem_id] for r in requests]
         llm.reset_prefix_cache()
         figures["seeded_one_call"] = timed("seeded, one call", lambda: llm.generate(prompts, seeded, use_tqdm=False))
-
-        def in_batches() -> list:
-            out = []
-            for s in range(0, len(requests), batch):
-                out += llm.generate(prompts[s:s + batch], seeded[s:s + batch], use_tqdm=False)
-            return out
-
-        llm.reset_prefix_cache()
-        figures["seeded_batched"] = timed(f"seeded, batches of {batch}", in_batches)
     finally:
         llm.llm_engine.engine_core.shutdown(timeout=30)
     return figures
+
+
+def engine_class(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingConfig) -> tuple[float, int, int]:
+    """gradus's `VLLMEngine.generate` on the pipeline's requests, outside Dagster: (s, tokens, sequences)."""
+    from pipeline.engines import create_engine
+
+    with create_engine("vllm", model) as engine:
+        started = time.perf_counter()
+        completions = engine.generate(pipeline_requests(problems, n), sampling)
+        seconds = time.perf_counter() - started
+    tokens = sum(c.num_tokens for c in completions)
+    print(f"gradus engine: {tokens} tokens in {seconds:.1f} s, {tokens / seconds:.1f} tok/s", flush=True)
+    return seconds, tokens, len(completions)
 
 
 def asset(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingConfig) -> dict:
@@ -178,19 +189,21 @@ def main() -> None:
     batch = VLLMEngine.CPU_BATCH_SIZE
     print(f"{len(problems)} problems x n={args.n}, max_tokens={args.max_tokens}", flush=True)
     load_before = os.getloadavg()[0]
-    b = bare(model, problems, args.n, sampling, batch if args.attribute else None)
+    b = bare(model, problems, args.n, sampling, args.attribute)
     print("bare engine done", flush=True)
+    if args.attribute:
+        b["engine_class"] = engine_class(model, problems, args.n, sampling)
     a = asset(model, problems, args.n, sampling)
     # Bare again, after the asset: on a shared machine the load moves between the runs, and the
     # spread of the two bare rates says how far the ratio can be trusted.
-    again = bare(model, problems, args.n, sampling, None)
+    again = bare(model, problems, args.n, sampling, False)
     load_after = os.getloadavg()[0]
 
     asset_gen_s = a["wall_s"] - a["start_s"] - a["shutdown_s"]
     rows = [("bare generate (n per prompt)", *b["bare"]), ("bare again, after the asset", *again["bare"])]
     if args.attribute:
         rows += [("bare, seeded requests, one call", *b["seeded_one_call"]),
-                 (f"bare, seeded requests, batches of {batch}", *b["seeded_batched"])]
+                 (f"gradus VLLMEngine.generate (window {batch})", *b["engine_class"])]
     rows += [("asset: engine generate calls", a["engine_generate_s"], a["tokens"], a["rows"]),
              ("asset: materialize - start-up - shutdown", asset_gen_s, a["tokens"], a["rows"])]
     print(f"\n{'path':44}{'s':>8}{'tokens':>8}{'seqs':>6}{'tok/s':>8}")
@@ -220,7 +233,7 @@ def main() -> None:
         "load_avg": round((load_before + load_after) / 2, 1),
     }
     if args.attribute:
-        for key in ("seeded_one_call", "seeded_batched"):
+        for key in ("seeded_one_call", "engine_class"):
             seconds, tokens, _ = b[key]
             figures[f"{key}_tok_s"] = round(tokens / seconds, 1)
     print(json.dumps(figures))
