@@ -17,7 +17,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
-from pipeline.engines.base import Completion, Engine, GenerationRequest, Progress, SamplingConfig
+from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import TransformersOptions, VLLMOptions
 from pipeline.model import ModelSpec
 from pipeline.records import Reward
@@ -245,13 +245,10 @@ class RayEngine(Engine):
             return self.options.batch_size or gpu
         return self.options.batch_size
 
-    def generate(
-        self,
-        requests: Sequence[GenerationRequest],
-        sampling: SamplingConfig,
-        progress: Progress | None = None,
-        on_batch: Callable[[Sequence[GenerationRequest], list[Completion]], None] | None = None,
-    ) -> list[Completion]:
+    def _stream(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
+    ) -> Iterator[tuple[list[int], list[Completion]]]:
+        """Each batch the actors return, less rows a retried batch already gave; `last` follows it."""
         import ray.data
 
         if sampling != self.store.sampling:
@@ -263,7 +260,7 @@ class RayEngine(Engine):
         stats = GenerationStats(self.cluster, actors=min(self.actors, len(blocks)))
         self.last = stats
         if not requests:
-            return []
+            return
         generated = ray.data.from_arrow(blocks).map_batches(
             _EngineActor,
             fn_constructor_kwargs=dict(options=self.options, model=self.model, home=str(self.store.home),
@@ -275,40 +272,31 @@ class RayEngine(Engine):
             num_gpus=self.gpus_per_actor,
         )
         where = {(r.problem_id, r.sample_index): i for i, r in enumerate(requests)}
-        completions: list[Completion | None] = [None] * len(requests)
+        seen: set[int] = set()
         actors: set[str] = set()
         first_ready = None
-        done = 0
         for table in generated.iter_batches(batch_size=None, batch_format="pyarrow"):
             rows = table.to_pydict()
-            batch_requests, batch_completions = [], []
+            indices, completions = [], []
             for pid, idx, text, tokens, finish, actor, ready_at, start_s in zip(
                 rows["problem_id"], rows["sample_index"], rows["text"], rows["num_tokens"],
                 rows["finish_reason"], rows["actor"], rows["ready_at"], rows["start_s"],
             ):
                 i = where[(pid, idx)]
-                if completions[i] is not None:
+                if i in seen:
                     continue
-                completions[i] = Completion(text, tokens, finish)
-                batch_requests.append(requests[i])
-                batch_completions.append(completions[i])
+                seen.add(i)
+                indices.append(i)
+                completions.append(Completion(text, tokens, finish))
                 actors.add(actor)
                 first_ready = ready_at if first_ready is None else min(first_ready, ready_at)
                 stats.engine_start_s = max(stats.engine_start_s, start_s)
                 stats.tokens += tokens
-                done += 1
-            if on_batch is not None and batch_requests:
-                on_batch(batch_requests, batch_completions)
-            stats.rows, stats.actors_used = done, len(actors)
+            stats.rows, stats.actors_used = len(seen), len(actors)
             stats.wall_s = time.perf_counter() - started
             stats.generate_s = max(time.time() - (first_ready or time.time()), 1e-9)
-            if progress is not None:
-                progress(done, len(requests), stats.tokens_per_second)
-        lost = [requests[i] for i, c in enumerate(completions) if c is None]
-        if lost:
-            raise RuntimeError(f"the Ray pipeline returned no completion for {len(lost)} requests, "
-                               f"e.g. {lost[0].problem_id}#{lost[0].sample_index}")
-        return [c for c in completions if c is not None]
+            if indices:
+                yield indices, completions
 
     def close(self) -> None:
         """Leave the cluster if this engine joined it (a driver already connected stays connected)."""

@@ -133,7 +133,9 @@ class Engine(abc.ABC):
             if progress is not None:
                 progress(done, len(requests), tokens / max(time.perf_counter() - started, 1e-9))
         if done != len(requests):
-            raise RuntimeError(f"{self.name} finished {done} of {len(requests)} requests")
+            lost = next(r for r, c in zip(requests, out) if c is None)
+            raise RuntimeError(f"{self.name} returned no completion for {len(requests) - done} of {len(requests)} "
+                               f"requests, e.g. {lost.problem_id}#{lost.sample_index}")
         return out  # type: ignore[return-value]  # every slot is filled: done == len(requests)
 
     def close(self) -> None:
