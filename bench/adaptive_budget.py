@@ -546,7 +546,8 @@ def main(argv: Sequence[str] | None = None) -> None:
 
     summary = {} if args.real_only else simulation_summary(args.problems, args.seed, args.sweep)
     if not args.skip_real:
-        summary |= real(tuple(dict.fromkeys((Strata(), Strata(THIRDS)))), args.real_per_level, args.real_max, args.real_reference)
+        strata = tuple(dict.fromkeys((Strata(), Strata(THIRDS))))  # THIRDS once, should it become the default
+        summary |= real(strata, args.real_per_level, args.real_max, args.real_reference)
     print(json.dumps(summary))
 
 
