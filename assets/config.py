@@ -22,6 +22,20 @@ HELP = "help"
 
 _MIRRORS: dict[type, type] = {}
 
+OP_CONFIGS: dict[str, type] = {}
+"""The config class of every op that takes run config (`ops: <name>: config:`), filled as each
+asset module defines its config with `op_config`; `assets.definitions` imports them all."""
+
+
+def op_config(op: str) -> typing.Callable[[type], type]:
+    """Register a class as the run config of op `op`, so the whole run's config can be checked
+    before any step starts (`assets.preflight`)."""
+    def register(cls: type) -> type:
+        if OP_CONFIGS.setdefault(op, cls) is not cls:
+            raise TypeError(f"op {op!r} already has the config {OP_CONFIGS[op].__name__}")
+        return cls
+    return register
+
 
 def spec_fields(spec: type) -> list[dataclasses.Field]:
     """The fields of `spec` that configuration sets: those with help text."""

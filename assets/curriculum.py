@@ -17,11 +17,11 @@ from dagster import (
     asset,
 )
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.contamination import decontamination_record, flagged
-from pipeline.curriculum import (
+from pipeline.hygiene.contamination import decontamination_record, flagged
+from pipeline.curriculum.build import (
     MANIFEST,
     CurriculumSpec,
     build_curriculum,
@@ -29,11 +29,12 @@ from pipeline.curriculum import (
     manifest_problems,
     provenance,
 )
-from pipeline.informative import pool_versus_curriculum
-from pipeline.probe import check_predictions, merge_labels
+from pipeline.curriculum.informative import pool_versus_curriculum
+from pipeline.curriculum.labels import check_predictions, merge_labels
 from pipeline.training import TrainingSpec
 
 
+@op_config("curriculum")
 class CurriculumConfig(spec_config(CurriculumSpec)):
     """How the labelled pool is cut into stages (the bins come from the shared `strata` resource)."""
 
@@ -101,7 +102,7 @@ def curriculum(
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
     # GRPO groups with mixed rewards per batch, whole labelled pool vs staged problems, at the
-    # trainer's default group size (from labels: optimistic for the stages, see pipeline.informative).
+    # trainer's default group size (from labels: optimistic for the stages, see pipeline.curriculum.informative).
     informative = pool_versus_curriculum(staged["pass_rate"], classes > 0, TrainingSpec().num_generations)
     return MaterializeResult(
         metadata={

@@ -4,11 +4,11 @@
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import picture
 from assets.resources import GradusStorage, InferenceEngine, TargetModel, Verifier
 from assets.training import staged_rl_policy
-from pipeline.evaluation import (
+from pipeline.training.evaluation import (
     ALL,
     EvaluationSpec,
     evaluate_policies,
@@ -20,8 +20,9 @@ from pipeline.evaluation import (
 )
 
 
+@op_config("policy_evaluation")
 class EvaluationConfig(spec_config(EvaluationSpec)):
-    """`pipeline.evaluation.EvaluationSpec`, field for field."""
+    """`pipeline.training.evaluation.EvaluationSpec`, field for field."""
 
 
 def _table(frame: pd.DataFrame) -> MetadataValue:

@@ -6,8 +6,8 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from assets.metadata import counts_table, preview
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.records import PassRate
-from pipeline.staleness import LabelHistory, counts_of, staleness
+from pipeline.core.records import PassRate
+from pipeline.labels.history import LabelHistory, counts_of, staleness
 
 
 @asset(group_name="operations")

@@ -11,15 +11,16 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AssetKey, MaterializeResult, MetadataValue, asset
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.curriculum import curriculum
 from assets.metadata import counts_table
 from assets.resources import GradusStorage, HubPublisher
-from pipeline.curriculum import CurriculumSpec, read_manifest
-from pipeline.hub_export import CARD, ExportSpec, build_hub_folder, split_card
-from pipeline.storage import inside_home
+from pipeline.curriculum.build import CurriculumSpec, read_manifest
+from pipeline.export.hub import CARD, ExportSpec, build_hub_folder, split_card
+from pipeline.core.storage import inside_home
 
 
+@op_config("hub_curriculum")
 class HubCurriculumConfig(spec_config(ExportSpec)):
     """Which curriculum to export and how the card describes it."""
 

@@ -5,16 +5,17 @@
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import PREVIEW_ROWS, counts_table, preview
 from assets.resources import GradusStorage
-from pipeline.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged, summary
-from pipeline.dedup import DedupSpec, deduplicate
-from pipeline.evaluation_sets import EvaluationSetsSpec, load_evaluation_sets
+from pipeline.hygiene.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged, summary
+from pipeline.hygiene.dedup import DedupSpec, deduplicate
+from pipeline.ingest.benchmarks import EvaluationSetsSpec, load_evaluation_sets
 
 
+@op_config("unique_problems")
 class DedupConfig(spec_config(DedupSpec)):
-    """How duplicate problems are found (`pipeline.dedup.DedupSpec`)."""
+    """How duplicate problems are found (`pipeline.hygiene.dedup.DedupSpec`)."""
 
 
 @multi_asset(
@@ -47,8 +48,9 @@ def unique_problems(context: AssetExecutionContext, config: DedupConfig, problem
     })
 
 
+@op_config("evaluation_problems")
 class EvaluationProblemsConfig(spec_config(EvaluationSetsSpec)):
-    """The benchmarks the pool is checked against (`pipeline.evaluation_sets.EvaluationSetsSpec`)."""
+    """The benchmarks the pool is checked against (`pipeline.ingest.benchmarks.EvaluationSetsSpec`)."""
 
 
 @asset(group_name="labelling")
@@ -67,8 +69,9 @@ def evaluation_problems(context: AssetExecutionContext, config: EvaluationProble
     })
 
 
+@op_config("contamination")
 class ContaminationConfig(spec_config(ContaminationSpec)):
-    """How the pool is checked (`pipeline.contamination.ContaminationSpec`)."""
+    """How the pool is checked (`pipeline.hygiene.contamination.ContaminationSpec`)."""
 
 
 def flagged_pairs(report: pd.DataFrame, problems: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:

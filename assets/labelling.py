@@ -36,17 +36,17 @@ from dagster import (
 )
 from pydantic import Field
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
-from pipeline.allocation import AllocationConfig
-from pipeline.datasets import DatasetHandle
-from pipeline.labels import count_passes, pass_rates_from_counts
-from pipeline.rollout_store import RolloutStore
-from pipeline.sampling import sample_rollouts
-from pipeline.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
-from pipeline.storage import write_parquet_checksummed
-from pipeline.sharding import default_shards, merge_allocations, shard_budget, split_problems
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.labels.pass_rates import count_passes, pass_rates_from_counts
+from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
+from pipeline.core.storage import write_parquet_checksummed
+from pipeline.rollouts.sharding import default_shards, merge_allocations, shard_budget, split_problems
 
 
 ENGINE_POOL = "gradus_engine"
@@ -63,6 +63,7 @@ class RolloutsConfig(spec_config(AllocationConfig)):
     """How many rollouts each problem gets."""
 
 
+@op_config("rollouts")
 class ShardedRolloutsConfig(RolloutsConfig):
     """`RolloutsConfig`, plus how many parallel steps share the sampling."""
 
@@ -284,6 +285,7 @@ def rollouts(problems):
     return {"rollouts": frame, "rollout_allocation": alloc, MATCH_ALLOCATION.get_python_identifier(): check}
 
 
+@op_config("rewards")
 class RewardsConfig(Config):
     """How rollouts are scored."""
 

@@ -9,7 +9,7 @@ from collections.abc import Mapping, Sequence
 import pandas as pd
 from dagster import MetadataValue, TableColumn, TableSchema
 
-from pipeline.plots import histograms, png
+from pipeline.core.plots import histograms, png
 
 PREVIEW_ROWS = 8
 PREVIEW_CHARS = 80

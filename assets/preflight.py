@@ -8,33 +8,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from assets.config import SpecConfig
-from assets.curriculum import CurriculumConfig
-from assets.evaluation import EvaluationConfig
-from assets.hub import HubCurriculumConfig
-from assets.hygiene import ContaminationConfig, DedupConfig, EvaluationProblemsConfig
-from assets.labelling import RewardsConfig, ShardedRolloutsConfig
-from assets.probes import DifficultyProbeConfig, HiddenStatesConfig, PredictedDifficultyConfig
-from assets.problems import ProblemsConfig
+from assets.config import OP_CONFIGS, SpecConfig
 from assets.resources import GradusStorage, HubPublisher, StrataResource, TargetModel, Verifier
-from assets.training import TrainingConfig
-
-OP_CONFIGS: dict[str, type] = {
-    "problems": ProblemsConfig,
-    "unique_problems": DedupConfig,
-    "evaluation_problems": EvaluationProblemsConfig,
-    "contamination": ContaminationConfig,
-    "rollouts": ShardedRolloutsConfig,
-    "rewards": RewardsConfig,
-    "curriculum": CurriculumConfig,
-    "hidden_states": HiddenStatesConfig,
-    "difficulty_probe": DifficultyProbeConfig,
-    "predicted_difficulty": PredictedDifficultyConfig,
-    "staged_rl_policy": TrainingConfig,
-    "policy_evaluation": EvaluationConfig,
-    "hub_curriculum": HubCurriculumConfig,
-}
-"""The config class of every op that takes run config (`ops: <name>: config:`)."""
 
 RESOURCE_TYPES: dict[str, type] = {
     "storage": GradusStorage, "target_model": TargetModel, "strata": StrataResource, "verifier": Verifier,

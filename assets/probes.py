@@ -22,22 +22,21 @@ from dagster import (
     asset,
 )
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import figure, histogram_png, picture_entry, preview
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
-from pipeline.labels import check_counts
-from pipeline.progress import Progress
-from pipeline.probe import (
+from pipeline.probes.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
+from pipeline.labels.pass_rates import check_counts
+from pipeline.core.progress import Progress
+from pipeline.probes.persistence import load_probe, save_probe
+from pipeline.probes.probe import (
     PredictionSpec,
     ProbeConfig,
     fit_probe,
-    load_probe,
     prediction_frame,
     probe_figures,
     probe_id,
     probe_passes,
-    save_probe,
     withheld_predictions,
 )
 
@@ -48,6 +47,7 @@ PROBE_CHECK = "difficulty_probe_is_good_enough"
 # --- hidden_states -------------------------------------------------------------------------------
 
 
+@op_config("hidden_states")
 class HiddenStatesConfig(spec_config(HiddenStateSpec)):
     """Which hidden states are extracted and how they are stored."""
 
@@ -105,6 +105,7 @@ def hidden_states(
 # --- difficulty_probe ----------------------------------------------------------------------------
 
 
+@op_config("difficulty_probe")
 class DifficultyProbeConfig(spec_config(ProbeConfig)):
     """How the probe is fitted, and the floor it must reach."""
 
@@ -193,6 +194,7 @@ def difficulty_probe(
 # --- predicted_difficulty ------------------------------------------------------------------------
 
 
+@op_config("predicted_difficulty")
 class PredictedDifficultyConfig(spec_config(PredictionSpec)):
     """How many unmeasured problems are marked for rollouts (the boundaries come from `strata`)."""
 

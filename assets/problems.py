@@ -3,14 +3,16 @@
 
 from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, AssetOut, Output, multi_asset
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.metadata import counts_table, preview, schema
+from assets.preflight import check_run_config
 from assets.resources import GradusStorage, TargetModel, Verifier
-from pipeline.model import load_tokenizer, special_token_strings
-from pipeline.records import Problem, QuarantinedRow
-from pipeline.sources import ProblemsSpec
+from pipeline.core.model import load_tokenizer, special_token_strings
+from pipeline.core.records import Problem, QuarantinedRow
+from pipeline.ingest.sources import ProblemsSpec
 
 
+@op_config("problems")
 class ProblemsConfig(spec_config(ProblemsSpec)):
     """Which problems to label. The default is three reasoning-gym generators at their easiest level."""
 
@@ -37,8 +39,6 @@ def problems(
     among them text holding a special token of the target model's tokenizer."""
     # The first step of every labelling run: checking the whole run's config here stops a bad value
     # meant for a later step (a curriculum name, strata edges) before any engine starts.
-    from assets.preflight import check_run_config  # imports every asset module, this one included
-
     check_run_config(context.run_config)
     tokenizer = load_tokenizer(target_model.spec(storage.root()))
     normalised = config.to_spec().load(verifier.pool(), special_token_strings(tokenizer))

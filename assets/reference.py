@@ -32,7 +32,7 @@ def _fields(prefix: str, fields: dict[str, Field]) -> Iterator[tuple[str, str, s
 
 def config_schemas(defs: Definitions) -> Iterator[tuple[str, dict[str, Field]]]:
     """(where to set it, its fields) for each configurable asset and resource."""
-    from assets.resources import ENGINE_RESOURCES
+    from assets.deployment import ENGINE_RESOURCES
 
     for asset in sorted(defs.assets, key=lambda a: a.node_def.name):
         node = asset.node_def

@@ -1,46 +1,36 @@
 """Resources: where outputs live, what labels are measured against, the strata, the engine, the
 verifier and the Hub. Each mirrors a library spec (`assets.config.spec_config`), so its fields,
-defaults and descriptions are the spec's.
-
-`resources()` builds the set a deployment runs with, reading the environment once:
-  GRADUS_HOME            storage root (default: .gradus/)
-  GRADUS_CHECKPOINT_DIR  folder the checkpoint sensor watches (default: $GRADUS_HOME/checkpoints)
-  GRADUS_ENGINE          vllm (default) | transformers
-  GRADUS_BACKEND         local (default) | ray: generate and verify on a Ray cluster
-  RAY_ADDRESS            the Ray cluster to join with GRADUS_BACKEND=ray
-  GRADUS_MODEL_PATH      local HF model folder (default: the embedded SmolLM2-135M-Instruct)
-  GRADUS_HUB_REPO        dataset repository `hub_curriculum` publishes to
-  HF_TOKEN               Hub token, passed as an EnvVar so run records never hold its value
+defaults and descriptions are the spec's. `assets.deployment` picks and configures them from the
+environment.
 """
 
 from __future__ import annotations
 
 import abc
 import logging
-import os
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
-from dagster import ConfigurableResource, DagsterInvariantViolationError, EnvVar, InitResourceContext, OpExecutionContext
+from dagster import ConfigurableResource, DagsterInvariantViolationError, InitResourceContext, OpExecutionContext
 from pydantic import PrivateAttr
 
 from assets.config import spec_config
-from pipeline.engines import Engine
+from pipeline.engines import Engine, start_engine
 from pipeline.engines.base import SamplingConfig
 from pipeline.engines.options import TransformersOptions, VLLMOptions
-from pipeline.hub_export import HubClient, HubFolder, Publication, PublishSpec, publish
-from pipeline.labels import LabelTarget, TargetSpec
-from pipeline.model import ModelSpec
-from pipeline.ray_backend import BackendSpec
-from pipeline.rollout_store import RolloutStore
-from pipeline.scoring import BatchScorer
-from pipeline.storage import StorageLayout
-from pipeline.strata import Strata
-from pipeline.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
+from pipeline.export.hub import HubClient, HubFolder, Publication, PublishSpec, publish
+from pipeline.labels.pass_rates import LabelTarget, TargetSpec
+from pipeline.core.model import ModelSpec
+from pipeline.backends.ray import BackendSpec
+from pipeline.rollouts.store import RolloutStore
+from pipeline.verify.scoring import BatchScorer
+from pipeline.core.storage import StorageLayout
+from pipeline.difficulty.strata import Strata
+from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
 
 
 LIBRARY_LOGGER = "pipeline"
@@ -137,7 +127,7 @@ class InferenceEngine(ConfigurableResource, abc.ABC):
         if self._engine is None:
             started = time.perf_counter()
             with step_log():  # start-up takes tens of seconds: say so, and when it is done
-                self._engine = self.to_spec().create(model)
+                self._engine = start_engine(self.to_spec(), model)
             self._started_s = time.perf_counter() - started
         return self._engine
 
@@ -161,11 +151,6 @@ class VLLMEngineResource(spec_config(VLLMOptions, base=InferenceEngine)):
 
 class TransformersEngineResource(spec_config(TransformersOptions, base=InferenceEngine)):
     """transformers `generate`, batched with left padding: the fallback when vLLM is unavailable."""
-
-
-ENGINE_RESOURCES: dict[str, type[InferenceEngine]] = {
-    resource.__specs__[0].kind: resource for resource in (VLLMEngineResource, TransformersEngineResource)
-}
 
 
 class Verifier(spec_config(VerifierSpec, base=ConfigurableResource)):
@@ -202,7 +187,7 @@ class ComputeBackend(spec_config(BackendSpec, base=ConfigurableResource)):
             return lambda: engine.engine(store.model)
 
         def on_cluster() -> Engine:
-            from pipeline.ray_backend import RayEngine
+            from pipeline.backends.ray import RayEngine
 
             if self._ray_engine is None or self._ray_engine.store.root != store.root:
                 self._join()
@@ -216,7 +201,7 @@ class ComputeBackend(spec_config(BackendSpec, base=ConfigurableResource)):
         tasks with a verifier pool each (same rows either way)."""
         if not self.on_ray:
             return None
-        from pipeline.ray_backend import score_on_ray
+        from pipeline.backends.ray import score_on_ray
 
         self._join()
         spec, checker = self.to_spec(), verifier.to_spec()
@@ -271,36 +256,3 @@ class HubPublisher(spec_config(PublishSpec, base=ConfigurableResource)):
             raise
 
 
-def engine_resource(kind: str, **options: object) -> InferenceEngine:
-    """The engine resource of `kind` (`GRADUS_ENGINE`), refusing an unknown name."""
-    if kind not in ENGINE_RESOURCES:
-        raise ValueError(f"GRADUS_ENGINE={kind!r}: use one of {sorted(ENGINE_RESOURCES)}")
-    return ENGINE_RESOURCES[kind](**options)
-
-
-def resources(environ: Mapping[str, str] | None = None, **replace: object) -> dict[str, object]:
-    """Every resource gradus runs with, configured from `environ` (default: the process environment,
-    read here and nowhere else); `replace` swaps whole resources by key (tests pass their engine)."""
-    from assets.io_manager import ParquetIOManager
-
-    env = os.environ if environ is None else environ
-    storage = GradusStorage(home=env.get("GRADUS_HOME", ""), checkpoint_dir=env.get("GRADUS_CHECKPOINT_DIR", ""))
-    built: dict[str, object] = {
-        "storage": storage,
-        "io_manager": ParquetIOManager(storage=storage),
-        "target_model": TargetModel(model_path=env.get("GRADUS_MODEL_PATH", "")),
-        "strata": StrataResource(),
-        "engine": engine_resource(env.get("GRADUS_ENGINE") or "vllm"),
-        "verifier": Verifier(),
-        "backend": ComputeBackend(kind=env.get("GRADUS_BACKEND") or "local", ray_address=env.get("RAY_ADDRESS", "")),
-        # EnvVar keeps the token's value out of run records; unset, a run would fail on it.
-        "hub": HubPublisher(repo_id=env.get("GRADUS_HUB_REPO", ""),
-                            token=EnvVar("HF_TOKEN") if env.get("HF_TOKEN") else None),
-    }
-    unknown = set(replace) - set(built)
-    if unknown:
-        raise KeyError(f"no resource named {sorted(unknown)}: gradus has {sorted(built)}")
-    built.update(replace)
-    if "storage" in replace and "io_manager" not in replace:
-        built["io_manager"] = ParquetIOManager(storage=built["storage"])
-    return built

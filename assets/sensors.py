@@ -9,7 +9,7 @@ from dagster import DynamicPartitionsDefinition, RunRequest, SensorEvaluationCon
 
 from assets.jobs import TRIGGER_TAG, relabel_job, unattended_run_config
 from assets.resources import GradusStorage, TargetModel
-from pipeline.model import ready_checkpoints
+from pipeline.core.model import ready_checkpoints
 
 CHECKPOINT_TAG = "gradus/checkpoint"
 

@@ -4,13 +4,14 @@
 import pandas as pd
 from dagster import AssetExecutionContext, MetadataValue, Output, asset
 
-from assets.config import spec_config
+from assets.config import op_config, spec_config
 from assets.curriculum import curriculum
 from assets.metadata import figure, picture_entry, preview
 from assets.resources import GradusStorage, TargetModel, Verifier
 from pipeline.training import TrainingSpec, train_curriculum
 
 
+@op_config("staged_rl_policy")
 class TrainingConfig(spec_config(TrainingSpec)):
     """`pipeline.training.TrainingSpec`, field for field; the defaults are a tiny run that a 2-core
     CPU finishes in minutes, sampling as the curriculum's labels were sampled."""

@@ -50,9 +50,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
-from pipeline.estimators import BetaPrior
-from pipeline.strata import Strata
+from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
+from pipeline.difficulty.estimators import BetaPrior
+from pipeline.difficulty.strata import Strata
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
 """Uniform baselines; 21 is a third of 64, the rollouts the adaptive policy is meant to fit in."""
@@ -346,8 +346,8 @@ REAL_LEVELS = (0, 1, 2)
 
 def real_pool(per_level: int) -> pd.DataFrame:
     """`per_level` problems of each generator in `REAL_GENERATORS` at each of `REAL_LEVELS`."""
-    from pipeline.records import Problem
-    from pipeline.sources import ReasoningGymSource, load_problems
+    from pipeline.core.records import Problem
+    from pipeline.ingest.sources import ReasoningGymSource, load_problems
 
     sources = [ReasoningGymSource(name, levels=REAL_LEVELS, size_per_level=per_level) for name in REAL_GENERATORS]
     return Problem.to_frame(load_problems(sources).problems)
@@ -366,13 +366,13 @@ def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: i
     """
     from pipeline.engines import create_engine
     from pipeline.engines.base import SamplingConfig
-    from pipeline.model import embedded_model
-    from pipeline.progress import Progress
-    from pipeline.rollout_store import RolloutStore, missing_requests
-    from pipeline.sampling import sample_rollouts
-    from pipeline.scoring import score_rollouts
-    from pipeline.storage import gradus_home
-    from pipeline.verification import VerifierPool
+    from pipeline.core.model import embedded_model
+    from pipeline.core.progress import Progress
+    from pipeline.rollouts.store import RolloutStore, missing_requests
+    from pipeline.rollouts.sampling import sample_rollouts
+    from pipeline.verify.scoring import score_rollouts
+    from pipeline.core.storage import gradus_home
+    from pipeline.verify.verification import VerifierPool
 
     home = gradus_home()
     model = embedded_model(home)

@@ -13,12 +13,12 @@ evaluation, TRL GRPO for training, the verifiers that label the data as rewards.
 2. Labels: `--label-samples` rollouts per problem with the base model; `--fresh-samples` more
    (sample indices after the labels') measure informative groups on fresh samples, free of the
    selection bias of label-based figures.
-3. Three curricula from the same labels (`pipeline.curriculum.build_curriculum`): `staged`
+3. Three curricula from the same labels (`pipeline.curriculum.build.build_curriculum`): `staged`
    (default strata, solved and unsolved problems excluded), `shuffled` (the same problems, one
    stage) and `pool` (every labelled problem, one stage).
 4. Training: `pipeline.training.train_curriculum` on each, with identical steps, seeds and GRPO
    settings (the staged run splits its steps evenly over its non-empty stages).
-5. Evaluation: `pipeline.evaluation.evaluate_policies` on held-out draws of the same generators
+5. Evaluation: `pipeline.training.evaluation.evaluate_policies` on held-out draws of the same generators
    (other seeds; problems also in the pool removed), for the base model and each run's final
    checkpoint.
 
@@ -47,23 +47,23 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.allocation import AllocationConfig
-from pipeline.curriculum import CurriculumSpec, build_curriculum, provenance
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum, provenance
 from pipeline.engines import Engine, SamplingConfig, create_engine
-from pipeline.evaluation import ALL, EvaluationSpec, Policy, evaluate_policies, evaluation_problems, run_policies
-from pipeline.evaluation_sets import EvaluationSet, heldout
-from pipeline.informative import expected_informative, measured_informative
-from pipeline.labels import LabelTarget, pass_rates
-from pipeline.model import ModelSpec, embedded_model, resolve_model
-from pipeline.records import Problem
-from pipeline.rollout_store import RolloutStore
-from pipeline.sampling import sample_rollouts
-from pipeline.scoring import score_rollouts
-from pipeline.sources import ReasoningGymSource, load_problems
-from pipeline.storage import StorageLayout
-from pipeline.strata import Strata
+from pipeline.training.evaluation import ALL, EvaluationSpec, Policy, evaluate_policies, evaluation_problems, run_policies
+from pipeline.ingest.benchmarks import EvaluationSet, heldout
+from pipeline.curriculum.informative import expected_informative, measured_informative
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.core.model import ModelSpec, embedded_model, resolve_model
+from pipeline.core.records import Problem
+from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.verify.scoring import score_rollouts
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
+from pipeline.core.storage import StorageLayout
+from pipeline.difficulty.strata import Strata
 from pipeline.training import SamplerSpec, StageSchedule, TrainingSpec, train_curriculum
-from pipeline.verification import VERIFIER_VERSION, VerifierPool
+from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool
 
 GENERATORS = (("basic_arithmetic", (0, 1, 2)), ("chain_sum", (0, 1, 2)), ("products", (0, 1, 2)))
 """Level 0 of each is sometimes solved by SmolLM2; the higher levels mostly never are."""

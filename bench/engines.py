@@ -32,9 +32,9 @@ from dataclasses import replace
 
 from pipeline.engines import GenerationRequest, SamplingConfig, create_engine
 from pipeline.engines.base import Engine
-from pipeline.model import embedded_model, load_tokenizer
-from pipeline.progress import Progress
-from pipeline.sources import ReasoningGymSource, normalise, reasoning_gym_rows
+from pipeline.core.model import embedded_model, load_tokenizer
+from pipeline.core.progress import Progress
+from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
 
 WARM_UP = 8
 """Requests generated before the clock starts (a different seed, so none is served from a cache)."""

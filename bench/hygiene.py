@@ -32,9 +32,9 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import reasoning_gym
 
-from pipeline.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged
-from pipeline.dedup import THREADS, deduplicate
-from pipeline.normalise import problem_texts
+from pipeline.hygiene.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged
+from pipeline.hygiene.dedup import THREADS, deduplicate
+from pipeline.hygiene.text_forms import problem_texts
 
 DATA = Path(reasoning_gym.__file__).parent / "data"
 STEMS = [

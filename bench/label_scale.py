@@ -147,8 +147,8 @@ _ENDS = [("The answer is ", "."), ("So the final answer is ", "."), ("Therefore,
 
 def write_completions(store, problems: pa.Table, seed: int = 1) -> int:
     """16 completions per problem straight into the store, vectorised per part; returns parts."""
-    from pipeline.records import Rollout
-    from pipeline.storage import write_parquet_checksummed
+    from pipeline.core.records import Rollout
+    from pipeline.core.storage import write_parquet_checksummed
 
     rng = np.random.default_rng(seed)
     n = problems.num_rows
@@ -208,8 +208,8 @@ def _target(tmp: Path):
 def synthesise_home(n: int, tmp: Path) -> dict:
     """The problems and 16 completions each, written under `tmp/home` (its own process, so the
     bench's synthesis never counts in the measured peak)."""
-    from pipeline.rollout_store import RolloutStore
-    from pipeline.storage import StorageLayout, write_parquet_checksummed
+    from pipeline.rollouts.store import RolloutStore
+    from pipeline.core.storage import StorageLayout, write_parquet_checksummed
 
     home = tmp / "home"
     target = _target(tmp)
@@ -232,8 +232,8 @@ def measure(n: int, tmp: Path) -> dict:
     from dagster import DagsterEventType, DagsterInstance, materialize
 
     from assets.jobs import all_assets, probe_assets
-    from assets.resources import resources
-    from pipeline.verification import available_cores
+    from assets.deployment import resources
+    from pipeline.verify.verification import available_cores
 
     home = tmp / "home"
     target = _target(tmp)

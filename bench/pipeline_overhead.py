@@ -40,9 +40,9 @@ from collections.abc import Callable
 import pandas as pd
 
 from pipeline.engines.base import GenerationRequest, SamplingConfig
-from pipeline.model import ModelSpec, embedded_model, load_tokenizer
-from pipeline.records import Problem
-from pipeline.sources import ReasoningGymSource, load_problems
+from pipeline.core.model import ModelSpec, embedded_model, load_tokenizer
+from pipeline.core.records import Problem
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
 
 GENERATORS = ("basic_arithmetic", "chain_sum", "products", "leg_counting")
 
@@ -128,7 +128,7 @@ def asset(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingCo
 
     from assets import labelling
     from assets.resources import TargetModel, VLLMEngineResource
-    from assets.resources import resources as gradus_resources
+    from assets.deployment import resources as gradus_resources
 
     class TimedVLLMEngine(VLLMEngineResource):
         """The engine resource, timing its shutdown (a one-time cost like its start-up)."""

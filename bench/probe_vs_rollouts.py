@@ -53,10 +53,11 @@ from scipy.special import expit
 from scipy.stats import spearmanr
 
 from pipeline.engines import SamplingConfig, create_engine
-from pipeline.extraction import extract_answer
-from pipeline.hidden_states import HiddenStateExtractor, default_layers
-from pipeline.model import ModelSpec, embedded_model
-from pipeline.probe import (
+from pipeline.verify.extraction import extract_answer
+from pipeline.probes.hidden_states import HiddenStateExtractor, default_layers
+from pipeline.core.model import ModelSpec, embedded_model
+from pipeline.probes.persistence import save_probe
+from pipeline.probes.probe import (
     ProbeConfig,
     ProbeReport,
     cv_splits,
@@ -65,13 +66,12 @@ from pipeline.probe import (
     probe_figures,
     probe_passes,
     probe_target,
-    save_probe,
 )
-from pipeline.records import Problem, canonical_json, content_hash
-from pipeline.rollout_store import RolloutStore, missing_requests
-from pipeline.sources import ReasoningGymSource, load_problems
-from pipeline.storage import gradus_home, within, write_text_atomic
-from pipeline.verification import VerificationTask, VerifierPool
+from pipeline.core.records import Problem, canonical_json, content_hash
+from pipeline.rollouts.store import RolloutStore, missing_requests
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
+from pipeline.core.storage import gradus_home, within, write_text_atomic
+from pipeline.verify.verification import VerificationTask, VerifierPool
 
 # Easy levels of these give SmolLM2-135M pass rates well above 0; their hard levels, and
 # leg_counting throughout, give ~0: the set spans solvable and never-solved problems.

@@ -23,20 +23,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.allocation import AllocationConfig
+from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.engines.base import SamplingConfig
-from pipeline.engines.options import engine_options
-from pipeline.labels import LabelTarget, pass_rates
-from pipeline.model import embedded_model
-from pipeline.ray_backend import BackendSpec, RayEngine, score_on_ray
-from pipeline.ray_cluster import local_cluster
-from pipeline.records import Problem
-from pipeline.rollout_store import RolloutStore
-from pipeline.sampling import sample_rollouts
-from pipeline.scoring import score_rollouts
-from pipeline.sources import ReasoningGymSource, normalise, reasoning_gym_rows
-from pipeline.strata import Strata
-from pipeline.verification import VERIFIER_VERSION, VerifierSpec
+from pipeline.engines.factory import engine_options
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.core.model import embedded_model
+from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray
+from pipeline.backends.ray_cluster import local_cluster
+from pipeline.core.records import Problem
+from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.verify.scoring import score_rollouts
+from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
+from pipeline.difficulty.strata import Strata
+from pipeline.verify.verification import VERIFIER_VERSION, VerifierSpec
 
 ROLLOUT_COLUMNS = ["problem_id", "sample_index", "text", "num_tokens", "finish_reason"]
 LABEL_COLUMNS = ["problem_id", "successes", "trials", "pass_rate"]

@@ -7,7 +7,7 @@ Real model, real engine, real verifier: SmolLM2-135M-Instruct through the transf
 
 1. Full run: an empty rollout store; label `--problems` problems end to end.
 2. Nightly relabel: the same store, and the pool plus `--new` problems never seen before (1% by
-   default). `pipeline.staleness` confirms that exactly those need labels.
+   default). `pipeline.labels.history` confirms that exactly those need labels.
 
 Each run is what `relabel_job` does, timed phase by phase: `sample_rollouts` (the engine starts
 only if something must be generated, and its start counts), `score_rollouts` (every rollout of the
@@ -31,19 +31,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.allocation import AllocationConfig
-from pipeline.curriculum import CurriculumSpec, build_curriculum
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.engines import Engine, SamplingConfig, create_engine
-from pipeline.labels import LabelTarget, pass_rates
-from pipeline.model import ModelSpec, embedded_model
-from pipeline.records import Problem
-from pipeline.rollout_store import RolloutStore
-from pipeline.sampling import sample_rollouts
-from pipeline.scoring import score_rollouts
-from pipeline.sources import ReasoningGymSource, load_problems
-from pipeline.staleness import stale_or_new
-from pipeline.strata import Strata
-from pipeline.verification import VERIFIER_VERSION, VerifierPool
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.core.model import ModelSpec, embedded_model
+from pipeline.core.records import Problem
+from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.verify.scoring import score_rollouts
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
+from pipeline.labels.history import stale_or_new
+from pipeline.difficulty.strata import Strata
+from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool
 
 GENERATORS = ("basic_arithmetic", "chain_sum", "leg_counting")
 LEVELS = (0, 1, 2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.model import ModelSpec, embedded_model
+from pipeline.core.model import ModelSpec, embedded_model
 
 
 @pytest.fixture
@@ -44,7 +44,7 @@ def tiny_llama(smollm2: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> 
 @pytest.fixture(scope="session")
 def verifier_pool():
     """One verifier pool for the session: workers take a few seconds to import sympy."""
-    from pipeline.verification import VerifierPool
+    from pipeline.verify.verification import VerifierPool
 
     with VerifierPool(workers=1, timeout_s=5.0) as pool:
         yield pool
@@ -66,7 +66,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def ray_cluster():
     """A real local Ray cluster: a head node and one worker node on 127.0.0.1, each from `ray start`
     with its own ports and temp dir, every process killed afterwards (also when a test fails)."""
-    from pipeline.ray_cluster import local_cluster
+    from pipeline.backends.ray_cluster import local_cluster
 
     with local_cluster(workers=1, head_cpus=1, worker_cpus=1, object_store_mb=300, timeout_s=120) as cluster:
         yield cluster

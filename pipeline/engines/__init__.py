@@ -1,11 +1,7 @@
 """Inference engines: one interface, a vLLM and a transformers implementation."""
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
-from pipeline.engines.options import ENGINES, engine_options
+from pipeline.engines.factory import ENGINES, create_engine, engine_options, start_engine
 
-__all__ = ["Completion", "ENGINES", "Engine", "GenerationRequest", "SamplingConfig", "create_engine"]
-
-
-def create_engine(kind: str, model, **options) -> Engine:
-    """Build an engine by name (`vllm` or `transformers`, see `ENGINES`) for a `ModelSpec`."""
-    return engine_options(kind, **options).create(model)
+__all__ = ["Completion", "ENGINES", "Engine", "GenerationRequest", "SamplingConfig", "create_engine",
+           "engine_options", "start_engine"]

@@ -8,8 +8,8 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 
-from pipeline.model import ModelSpec
-from pipeline.records import canonical_json, content_hash
+from pipeline.core.model import ModelSpec
+from pipeline.core.records import canonical_json, content_hash
 
 log = logging.getLogger(__name__)
 

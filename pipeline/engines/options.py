@@ -1,13 +1,12 @@
-"""Engine settings and the one registry of engines: `ENGINES` maps a name to its options spec,
-whose `create` starts that engine (importing its backend only then)."""
+"""Engine settings: one frozen options spec per engine, the single place their defaults live.
+
+The engines take these objects as they are; `pipeline.engines.factory` maps names to them and starts
+an engine (importing its backend only then)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import ClassVar
-
-from pipeline.engines.base import Engine
-from pipeline.model import ModelSpec
 
 
 @dataclass(frozen=True)
@@ -26,11 +25,6 @@ class VLLMOptions:
         "help": "requests inside the engine at once (each finished one is replaced at once), and how many finished "
         "ones make a unit of progress and of durable writes (0: 128 on CPU, 2048 on GPU)"})
 
-    def create(self, model: ModelSpec) -> Engine:
-        from pipeline.engines.vllm_engine import VLLMEngine
-
-        return VLLMEngine(model, **{**asdict(self), "batch_size": self.batch_size or None})
-
 
 @dataclass(frozen=True)
 class TransformersOptions:
@@ -41,19 +35,3 @@ class TransformersOptions:
     threads: int = field(default=0, metadata={"help": "torch CPU threads (0: torch's default)"})
     device: str = field(default="auto", metadata={"help": "cpu, cuda or auto"})
 
-    def create(self, model: ModelSpec) -> Engine:
-        from pipeline.engines.transformers_engine import TransformersEngine
-
-        return TransformersEngine(model, **{**asdict(self), "threads": self.threads or None})
-
-
-ENGINES: dict[str, type[VLLMOptions] | type[TransformersOptions]] = {
-    options.kind: options for options in (VLLMOptions, TransformersOptions)
-}
-
-
-def engine_options(kind: str, **options: object) -> VLLMOptions | TransformersOptions:
-    """The options of engine `kind`, refusing an unknown name."""
-    if kind not in ENGINES:
-        raise ValueError(f"unknown engine {kind!r}: use one of {', '.join(sorted(ENGINES))}")
-    return ENGINES[kind](**options)

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import TransformersOptions
-from pipeline.model import ModelSpec, load_tokenizer
+from pipeline.core.model import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -23,29 +23,22 @@ class TransformersEngine(Engine):
 
     name = "transformers"
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        *,
-        device: str = TransformersOptions.device,
-        dtype: str = "float32",
-        batch_size: int = TransformersOptions.batch_size,
-        threads: int | None = None,
-    ) -> None:
+    def __init__(self, model: ModelSpec, options: TransformersOptions = TransformersOptions()) -> None:
         super().__init__(model)
         import torch
         from transformers import AutoModelForCausalLM
 
-        if threads:
-            torch.set_num_threads(threads)
+        if options.threads:
+            torch.set_num_threads(options.threads)
+        device = options.device
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self._device = device
-        self._batch_size = batch_size
+        self._batch_size = options.batch_size
         log.info("loading %s into transformers on %s…", model.key, device)
         started = time.perf_counter()
         self._tokenizer = load_tokenizer(model)
-        self._model = AutoModelForCausalLM.from_pretrained(model.path, dtype=getattr(torch, dtype))
+        self._model = AutoModelForCausalLM.from_pretrained(model.path, dtype=torch.float32)
         self._model.to(device).eval()
         log.info("transformers engine ready in %.0f s", time.perf_counter() - started)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator, Sequence
 
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import VLLMOptions
-from pipeline.model import ModelSpec
+from pipeline.core.model import ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -36,56 +36,42 @@ class VLLMEngine(Engine):
     CPU_BATCH_SIZE = 128
     GPU_BATCH_SIZE = 2048
 
-    def __init__(
-        self,
-        model: ModelSpec,
-        *,
-        dtype: str = "auto",
-        max_model_len: int = VLLMOptions.max_model_len,
-        enforce_eager: bool = VLLMOptions.enforce_eager,
-        tensor_parallel_size: int = VLLMOptions.tensor_parallel_size,
-        data_parallel_size: int = VLLMOptions.data_parallel_size,
-        gpu_memory_utilization: float = VLLMOptions.gpu_memory_utilization,
-        cpu_kvcache_gib: int = VLLMOptions.cpu_kvcache_gib,
-        batch_size: int | None = None,
-        shutdown_timeout_s: float = 30.0,
-    ) -> None:
+    def __init__(self, model: ModelSpec, options: VLLMOptions = VLLMOptions(), *,
+                 shutdown_timeout_s: float = 30.0) -> None:
         super().__init__(model)
         self._shutdown_timeout_s = shutdown_timeout_s
         cpu = _cpu_only()
         # The window of requests inside vLLM, and the group of finished ones that is the unit of
         # progress and of durable writes: small enough on a CPU that a watcher sees it move every
         # minute or two, large enough on a GPU to keep vLLM saturated.
-        self._batch_size = batch_size or (self.CPU_BATCH_SIZE if cpu else self.GPU_BATCH_SIZE)
+        self._batch_size = options.batch_size or (self.CPU_BATCH_SIZE if cpu else self.GPU_BATCH_SIZE)
         if cpu:
             # Measured on 2 cores: vLLM otherwise reserves one core for itself, and float32 is
             # ~4x faster than bf16 on CPUs without AMX.
             os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cpu_kvcache_gib))
-            if dtype == "auto":
-                dtype = "float32"
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(options.cpu_kvcache_gib))
         from vllm import LLM
 
         kwargs: dict = dict(
             model=model.path,
             tokenizer=model.path,
-            dtype=dtype,
-            max_model_len=max_model_len,
-            enforce_eager=enforce_eager,
+            dtype="float32" if cpu else "auto",
+            max_model_len=options.max_model_len,
+            enforce_eager=options.enforce_eager,
             seed=0,
             # Per-request seeds make every sample reproducible whatever it is batched with, but
             # vLLM 0.32's CPU runner crashes ("CPU Generator does not use offset") when a seeded
             # request's prefill is split across steps; whole prefills avoid that path.
             enable_chunked_prefill=False,
-            max_num_batched_tokens=max(max_model_len, 4096),
+            max_num_batched_tokens=max(options.max_model_len, 4096),
         )
         if not cpu:
             kwargs.update(
-                tensor_parallel_size=tensor_parallel_size,
-                gpu_memory_utilization=gpu_memory_utilization,
+                tensor_parallel_size=options.tensor_parallel_size,
+                gpu_memory_utilization=options.gpu_memory_utilization,
             )
-            if data_parallel_size > 1:
-                kwargs["data_parallel_size"] = data_parallel_size
+            if options.data_parallel_size > 1:
+                kwargs["data_parallel_size"] = options.data_parallel_size
         log.info("starting the vLLM engine for %s on %s (~25-45 s on a 2-core CPU)…", model.key, "CPU" if cpu else "CUDA")
         started = time.perf_counter()
         self._llm = LLM(**kwargs)

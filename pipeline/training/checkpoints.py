@@ -7,8 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.model import MODEL_MARKER, ModelSpec, folder_revision
-from pipeline.storage import replacing, write_text_atomic
+from pipeline.core.model import MODEL_MARKER, ModelSpec, folder_revision
+from pipeline.core.storage import replacing, write_text_atomic
 
 
 def save_checkpoint(

@@ -21,16 +21,16 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.model import ModelSpec, load_tokenizer
-from pipeline.plots import axes, png
-from pipeline.progress import Progress
-from pipeline.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from pipeline.core.model import ModelSpec, load_tokenizer
+from pipeline.core.plots import axes, png
+from pipeline.core.progress import Progress
+from pipeline.core.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
 from pipeline.training.checkpoints import save_checkpoint
 from pipeline.training.pool import load_curriculum
 from pipeline.training.rewards import reward_function
 from pipeline.training.schedule import PhaseController
 from pipeline.training.spec import GenerationSettings, TrainingSpec
-from pipeline.verification import VerificationTask, VerifierPool
+from pipeline.verify.verification import VerificationTask, VerifierPool
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipeline.extraction import extract_answer
+from pipeline.verify.extraction import extract_answer
 from pipeline.training.schedule import PhaseController
-from pipeline.verification import VerificationTask, VerifierPool
+from pipeline.verify.verification import VerificationTask, VerifierPool
 
 
 def completion_text(completion: str | list[dict[str, str]]) -> str:

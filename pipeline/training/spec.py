@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from pipeline.storage import safe_name
+from pipeline.core.storage import safe_name
 from pipeline.training.samplers import SamplerSpec
 from pipeline.training.schedule import StageSchedule
 

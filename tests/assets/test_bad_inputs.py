@@ -9,9 +9,9 @@ import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
-from assets.resources import resources as gradus_resources
-from pipeline.storage import StorageLayout
-from tests.pipeline.test_bad_inputs import CORPUS, corpus_source_name, expected_reasons
+from assets.deployment import resources as gradus_resources
+from pipeline.core.storage import StorageLayout
+from tests.pipeline.ingest.test_bad_inputs import CORPUS, corpus_source_name, expected_reasons
 
 INGEST = AssetSelection.assets("problems", "quarantined_problems")
 

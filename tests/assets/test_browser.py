@@ -15,7 +15,8 @@ from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import picture_key
-from assets.resources import TargetModel, TransformersEngineResource, resources
+from assets.deployment import resources
+from assets.resources import TargetModel, TransformersEngineResource
 from tests.assets.test_dagster_dev import LAUNCHER, REPO, free_port, get, loaded_location, stop, wait_for
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

@@ -15,27 +15,20 @@ from assets.config import HELP, mirror, spec_config, spec_fields
 from assets.definitions import defs
 from assets.hub import HubCurriculumConfig
 from assets.reference import README, config_schemas, markdown, readme_section
-from assets.resources import (
-    ENGINE_RESOURCES,
-    GradusStorage,
-    HubPublisher,
-    StrataResource,
-    TargetModel,
-    Verifier,
-    resources,
-)
-from pipeline.allocation import AllocationConfig
-from pipeline.curriculum import CurriculumSpec, read_manifest
+from assets.deployment import ENGINE_RESOURCES, resources
+from assets.resources import GradusStorage, HubPublisher, StrataResource, TargetModel, Verifier
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.curriculum.build import CurriculumSpec, read_manifest
 from pipeline.engines import ENGINES
 from pipeline.engines.base import SamplingConfig
-from pipeline.hidden_states import HiddenStateSpec
-from pipeline.hub_export import ExportSpec, PublishSpec
-from pipeline.labels import TargetSpec
-from pipeline.probe import PredictionSpec, ProbeConfig
-from pipeline.sources import DatasetSource, ProblemsSpec, ReasoningGymSource
-from pipeline.storage import StorageLayout
-from pipeline.strata import Strata
-from pipeline.verification import VerifierSpec
+from pipeline.probes.hidden_states import HiddenStateSpec
+from pipeline.export.hub import ExportSpec, PublishSpec
+from pipeline.labels.pass_rates import TargetSpec
+from pipeline.probes.probe import PredictionSpec, ProbeConfig
+from pipeline.ingest.sources import DatasetSource, ProblemsSpec, ReasoningGymSource
+from pipeline.core.storage import StorageLayout
+from pipeline.difficulty.strata import Strata
+from pipeline.verify.verification import VerifierSpec
 
 MIRRORS = [
     (labelling.RolloutsConfig, (AllocationConfig,)),

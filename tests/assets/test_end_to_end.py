@@ -8,9 +8,10 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
-from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource, resources
-from pipeline.datasets import read_handle
-from pipeline.storage import StorageLayout
+from assets.deployment import resources
+from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource
+from pipeline.rollouts.handles import read_handle
+from pipeline.core.storage import StorageLayout
 
 pytestmark = pytest.mark.e2e
 

@@ -13,15 +13,15 @@ from assets.curriculum import curriculum
 from assets.definitions import defs
 from assets.evaluation import EvaluationConfig, policy_evaluation
 from assets.preflight import OP_CONFIGS
-from assets.resources import resources as gradus_resources
+from assets.deployment import resources as gradus_resources
 from assets.training import staged_rl_policy
-from pipeline.curriculum import CurriculumSpec, build_curriculum
-from pipeline.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
-from pipeline.informative import informative_probability
-from pipeline.storage import StorageLayout
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.training.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
+from pipeline.curriculum.informative import informative_probability
+from pipeline.core.storage import StorageLayout
 from pipeline.training import TrainingSpec
-from tests.pipeline.test_evaluation import digit_set
-from tests.pipeline.test_training import LABELLED_AT, problems_and_labels, tiny_model
+from tests.pipeline.training.test_evaluation import digit_set
+from tests.pipeline.training.test_training import LABELLED_AT, problems_and_labels, tiny_model
 
 
 def test_evaluation_config_mirrors_the_spec_and_runs_in_its_own_job():

@@ -21,10 +21,10 @@ from assets.hub import hub_curriculum
 from assets.resources import GradusStorage, HubPublisher
 from assets.io_manager import ParquetIOManager
 from assets.main import summary
-from pipeline.curriculum import CurriculumSpec, build_curriculum
-from pipeline.storage import IntegrityError
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.core.storage import IntegrityError
 from tests.assets.test_bad_inputs import ingest, resources
-from tests.pipeline.test_curriculum import pool
+from tests.pipeline.curriculum.test_build import pool
 from tests.pipeline.test_faults import INJECTED, flip, truncate
 
 

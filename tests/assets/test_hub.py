@@ -13,15 +13,15 @@ from dagster import EnvVar, SourceAsset, instance_for_test, materialize, seriali
 from assets.curriculum import curriculum
 from assets.hub import hub_curriculum
 from assets.resources import HubPublisher, TargetModel
-from assets.resources import resources as gradus_resources
+from assets.deployment import resources as gradus_resources
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from pipeline.engines.base import SamplingConfig
-from pipeline.labels import LabelTarget, pass_rates
-from pipeline.model import ModelSpec
-from pipeline.records import Problem
-from pipeline.storage import StorageLayout
-from pipeline.verification import VERIFIER_VERSION
-from tests.pipeline.test_hub_export import FakeHub
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.core.model import ModelSpec
+from pipeline.core.records import Problem
+from pipeline.core.storage import StorageLayout
+from pipeline.verify.verification import VERIFIER_VERSION
+from tests.pipeline.export.test_hub import FakeHub
 
 SECRET = "hf_SeCrEt0123456789abcdefTOKEN"
 current = SimpleNamespace(hub=None, token=None)

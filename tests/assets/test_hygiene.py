@@ -14,14 +14,14 @@ from assets.curriculum import curriculum
 from assets.hub import hub_curriculum
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from assets.resources import HubPublisher
-from assets.resources import resources as gradus_resources
-from pipeline.curriculum import curriculum_problem_ids, read_manifest
+from assets.deployment import resources as gradus_resources
+from pipeline.curriculum.build import curriculum_problem_ids, read_manifest
 from pipeline.engines.base import SamplingConfig
-from pipeline.labels import LabelTarget, pass_rates
-from pipeline.model import ModelSpec
-from pipeline.records import Problem
-from pipeline.storage import StorageLayout
-from pipeline.verification import VERIFIER_VERSION
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.core.model import ModelSpec
+from pipeline.core.records import Problem
+from pipeline.core.storage import StorageLayout
+from pipeline.verify.verification import VERIFIER_VERSION
 
 HYGIENE = AssetSelection.assets("problems", "quarantined_problems", "unique_problems", "duplicate_problems",
                                 "evaluation_problems", "contamination")

@@ -8,9 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import AssetIn, DagsterInstance, Out, asset, graph_asset, materialize, op
 
-from assets.resources import resources
-from pipeline.datasets import DatasetHandle, read_handle
-from pipeline.storage import StorageLayout
+from assets.deployment import resources
+from pipeline.rollouts.handles import DatasetHandle, read_handle
+from pipeline.core.storage import StorageLayout
 
 
 @asset

@@ -6,9 +6,10 @@ import pytest
 from dagster import DagsterInstance, materialize
 
 from assets.jobs import all_assets, probe_assets
-from assets.resources import TargetModel, TransformersEngineResource, resources
-from pipeline.datasets import read_handle
-from pipeline.storage import StorageLayout
+from assets.deployment import resources
+from assets.resources import TargetModel, TransformersEngineResource
+from pipeline.rollouts.handles import read_handle
+from pipeline.core.storage import StorageLayout
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
              "rollout_allocation", "rewards", "pass_rates"]

@@ -17,13 +17,14 @@ from dagster import DagsterRunStatus, Definitions, build_schedule_context, build
 
 from assets.history import difficulty_history
 from assets.jobs import HOST_TAG, PID_TAG, all_assets, probe_assets, relabel_job
-from assets.resources import TargetModel, TransformersEngineResource, resources
+from assets.deployment import resources
+from assets.resources import TargetModel, TransformersEngineResource
 from assets.schedules import relabel_schedule_from_env
 from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
-from pipeline.datasets import read_handle
-from pipeline.staleness import LabelHistory, stale_or_new
-from pipeline.strata import Strata
-from pipeline.storage import StorageLayout
+from pipeline.rollouts.handles import read_handle
+from pipeline.labels.history import LabelHistory, stale_or_new
+from pipeline.difficulty.strata import Strata
+from pipeline.core.storage import StorageLayout
 
 N = 2
 MAX_TOKENS = 8

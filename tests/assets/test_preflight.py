@@ -9,8 +9,9 @@ from assets.definitions import defs
 from assets.jobs import all_assets, probe_assets
 from assets.main import main
 from assets.preflight import OP_CONFIGS, check_run_config, config_errors
-from assets.resources import TransformersEngineResource, resources
-from pipeline.storage import StorageLayout
+from assets.deployment import resources
+from assets.resources import TransformersEngineResource
+from pipeline.core.storage import StorageLayout
 
 BAD = {
     "ops": {"curriculum": {"config": {"name": "../evil"}},

@@ -21,12 +21,14 @@ from scipy.stats import spearmanr
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import picture_key
 from assets.probes import PROBE_CHECK
-from assets.resources import StrataResource, TargetModel, resources
-from pipeline.labels import pass_rates as aggregate_pass_rates
-from pipeline.hidden_states import indexed_store
-from pipeline.probe import load_probe, select_for_rollouts
-from pipeline.storage import StorageLayout, write_parquet_atomic
-from pipeline.strata import Strata
+from assets.deployment import resources
+from assets.resources import StrataResource, TargetModel
+from pipeline.labels.pass_rates import pass_rates as aggregate_pass_rates
+from pipeline.probes.hidden_states import indexed_store
+from pipeline.probes.persistence import load_probe
+from pipeline.probes.probe import select_for_rollouts
+from pipeline.core.storage import StorageLayout, write_parquet_atomic
+from pipeline.difficulty.strata import Strata
 
 ASSETS = all_assets + probe_assets
 GENERATORS = [{"name": n, "levels": [0, 1, 2], "size_per_level": 4} for n in ("basic_arithmetic", "chain_sum")]

@@ -12,12 +12,12 @@ from dagster import DagsterInstance, materialize
 
 from assets.definitions import defs
 from assets.metadata import picture_key
-from assets.resources import resources as gradus_resources
+from assets.deployment import resources as gradus_resources
 from assets.training import TrainingConfig, staged_rl_policy
-from pipeline.curriculum import CurriculumSpec, build_curriculum
-from pipeline.model import resolve_model
-from pipeline.records import Problem
-from pipeline.sources import ReasoningGymSource, load_problems
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.core.model import resolve_model
+from pipeline.core.records import Problem
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
 from pipeline.training import TrainingSpec
 
 

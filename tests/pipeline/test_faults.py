@@ -22,20 +22,21 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.allocation import AllocationConfig, run_allocation
-from pipeline.curriculum import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems, read_manifest
+from pipeline.rollouts.allocation import AllocationConfig, run_allocation
+from pipeline.curriculum.build import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems, read_manifest
 from pipeline.engines.base import Completion, Engine, SamplingConfig
-from pipeline.hub_export import build_hub_folder
-from pipeline.labels import check_counts
-from pipeline.model import MODEL_MARKER, ModelSpec, load_tokenizer, resolve_model, special_token_strings
-from pipeline.probe import ProbeConfig, fit_probe, load_probe, save_probe
-from pipeline.rollout_store import RolloutStore, missing_requests
-from pipeline.sampling import sample_rollouts
-from pipeline.sources import DatasetSource, RawRow, SpecialTokenGuard, load_problems, normalise
-from pipeline.storage import IntegrityError, StorageLayout, sha256_sidecar
-from pipeline.strata import Strata
+from pipeline.export.hub import build_hub_folder
+from pipeline.labels.pass_rates import check_counts
+from pipeline.core.model import MODEL_MARKER, ModelSpec, load_tokenizer, resolve_model, special_token_strings
+from pipeline.probes.persistence import load_probe, save_probe
+from pipeline.probes.probe import ProbeConfig, fit_probe
+from pipeline.rollouts.store import RolloutStore, missing_requests
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.ingest.sources import DatasetSource, RawRow, SpecialTokenGuard, load_problems, normalise
+from pipeline.core.storage import IntegrityError, StorageLayout, sha256_sidecar
+from pipeline.difficulty.strata import Strata
 from pipeline.training import load_curriculum
-from tests.pipeline.test_curriculum import pool
+from tests.pipeline.curriculum.test_build import pool
 
 MODEL = ModelSpec("/nowhere", "org/scripted", "r1")
 ROOT = Path(__file__).resolve().parents[2]
@@ -356,11 +357,11 @@ def test_concurrent_builds_of_one_curriculum_all_succeed_and_leave_a_consistent_
 GENERATE = """
 import json, sys
 from pathlib import Path
-from pipeline.allocation import AllocationConfig
+from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.engines.base import SamplingConfig
-from pipeline.rollout_store import RolloutStore
-from pipeline.sampling import sample_rollouts
-from pipeline.strata import Strata
+from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.difficulty.strata import Strata
 from tests.pipeline.test_faults import MODEL, ScriptedEngine, problems
 
 store = RolloutStore(Path(sys.argv[1]), MODEL, SamplingConfig())
@@ -387,7 +388,7 @@ def test_two_processes_generate_each_rollout_once(home):
 CONVERT = """
 import logging, sys
 logging.basicConfig(level=logging.INFO, format="%(message)s")
-from pipeline.model import embedded_model
+from pipeline.core.model import embedded_model
 print(embedded_model(sys.argv[1]).revision)
 """
 

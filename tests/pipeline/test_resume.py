@@ -33,8 +33,8 @@ def problems() -> pd.DataFrame:
 
 def store_for(home: Path, model_path: str):
     from pipeline.engines.base import SamplingConfig
-    from pipeline.model import ModelSpec
-    from pipeline.rollout_store import RolloutStore
+    from pipeline.core.model import ModelSpec
+    from pipeline.rollouts.store import RolloutStore
 
     return RolloutStore(home, ModelSpec(model_path, "test/tiny-llama", "r1"), SamplingConfig(max_tokens=MAX_TOKENS),
                         engine="transformers")
@@ -42,13 +42,14 @@ def store_for(home: Path, model_path: str):
 
 def sample(model_path: str, home: Path, log: Path) -> None:
     """One sampling run (a forked child): logs each batch as it starts, and the report at the end."""
-    from pipeline.allocation import AllocationConfig
+    from pipeline.rollouts.allocation import AllocationConfig
+    from pipeline.engines.options import TransformersOptions
     from pipeline.engines.transformers_engine import TransformersEngine
-    from pipeline.sampling import sample_rollouts
-    from pipeline.strata import Strata
+    from pipeline.rollouts.sampling import sample_rollouts
+    from pipeline.difficulty.strata import Strata
 
     store = store_for(home, model_path)
-    engine = TransformersEngine(store.model, device="cpu", batch_size=BATCH, threads=1)
+    engine = TransformersEngine(store.model, TransformersOptions(batch_size=BATCH, threads=1, device="cpu"))
     generate_batch = engine._generate_batch
 
     def logged(requests, sampling):

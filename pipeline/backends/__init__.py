@@ -1,0 +1,1 @@
+"""Executors apart from the stages: labelling on a Ray cluster."""

@@ -1,0 +1,1 @@
+"""Foundations every stage stands on: storage paths, records, locks, progress, plots, the model spec."""

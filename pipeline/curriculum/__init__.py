@@ -1,0 +1,1 @@
+"""Curricula: stratified stages, informative-group figures, merging measured and predicted labels."""

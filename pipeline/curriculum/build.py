@@ -1,0 +1,313 @@
+"""Difficulty-stratified curricula: one Parquet file per stage (easy → hard) plus a manifest.
+
+Columns follow verl's RL schema (`data_source`, `prompt`, `ability`, `reward_model`, `extra_info`)
+so the files feed verl or TRL directly, plus gradus's own label columns. Built with Arrow compute
+end to end: a million-row pool never becomes Python objects.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from pipeline.labels.pass_rates import check_counts, label_mismatch
+from pipeline.core.locks import locked
+from pipeline.core.storage import (
+    StorageLayout,
+    file_sha256,
+    safe_name,
+    replacing,
+    write_parquet_atomic,
+    write_text_atomic,
+)
+from pipeline.difficulty.strata import SOLVED, UNSOLVED, Strata
+
+if TYPE_CHECKING:
+    from pipeline.labels.pass_rates import LabelTarget
+
+MANIFEST = "manifest.json"
+LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
+
+
+@dataclass(frozen=True)
+class CurriculumSpec:
+    """How to cut a labelled pool into stages."""
+
+    name: str = field(default="default", metadata={"help": "folder under $GRADUS_HOME/curricula/"})
+    strata: Strata = Strata()
+    """Pass-rate bins and whether always-solved / never-solved problems are excluded (set by the
+    shared `strata` setting, not per curriculum)."""
+    shuffle_seed: int | None = field(default=0, metadata={
+        "help": "seed for shuffling rows within a stage; empty keeps pool order"})
+    labels: Literal["measured", "predicted", "both"] = field(default="measured", metadata={
+        "help": "which pass rates are staged: measured (pass_rates), predicted (the difficulty probe's, from "
+        "predicted_difficulty, for every problem) or both (measured where a problem has rollouts, predicted "
+        "elsewhere); rows record theirs in label_source"})
+    on_label_mismatch: Literal["error", "warn"] = field(default="error", metadata={
+        "help": "measured labels made for another model, revision, sampling or verifier than target_model: error "
+        "stops the build; warn builds it, records the labels' own key and the warning in the manifest, and leaves "
+        "sampling unset (training then needs it set explicitly)"})
+    exclude_contaminated: bool = field(default=True, metadata={
+        "help": "leave out problems any benchmark flags (the contamination asset); when false they stay in the "
+        "stages and the blocking check curriculum_is_decontaminated stops everything downstream"})
+
+    def __post_init__(self) -> None:
+        safe_name(self.name)  # a folder name: checked when the run is configured, not when it is written
+
+
+def provenance(target: LabelTarget, extraction_policy: str, labels: str,
+               predicted: Any | None = None, measured: Any | None = None,
+               on_mismatch: str = "error") -> dict[str, Any]:
+    """What a curriculum's manifest records about how its labels were made: the target's settings,
+    checked against the `measured` labels (`pass_rates`) it stages, which must have been made for
+    it (`on_mismatch` "warn" records the labels' own key and the warning instead)."""
+    out = {
+        "model": {"id": target.model.model_id, "revision": target.model.revision, "path": target.model.path},
+        "sampling": asdict(target.sampling),
+        "sampling_key": target.sampling.key,
+        "label_key": target.key,
+        "verifier_version": target.verifier_version,
+        "extraction_policy": extraction_policy,
+        "labels": labels,
+    }
+    if predicted is not None and len(predicted):
+        out["probe"] = str(predicted["probe_path"].iloc[0])
+    if measured is not None and (why := label_mismatch(measured, target)):
+        if on_mismatch == "error":
+            raise ValueError(f"curriculum: {why} (or set on_label_mismatch: warn)")
+        keys = sorted(set(measured["label_key"]))
+        out.update(label_key=keys[0] if len(keys) == 1 else keys, sampling=None, sampling_key=None,
+                   warnings=[why])
+    return out
+
+
+def _as_table(data: Any) -> pa.Table:
+    if isinstance(data, pa.Table):
+        return data
+    return pa.Table.from_pandas(data, preserve_index=False)
+
+
+def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
+    return pc.if_else(pc.equal(verifier, "math"), "math", "reasoning")
+
+
+def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
+    """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
+
+    Problems without a label are left out (they have no pass rate yet). Measured labels whose
+    pass rate contradicts their counts are refused (`labels.check_counts`).
+    """
+    p, lab = _as_table(problems), _as_table(labels)
+    check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
+                 .to_pandas(), "the labels to stage")
+    keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
+    # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
+    where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
+    # Filtering copies every column, nested prompts included: only when a problem has no label.
+    joined = p.filter(pc.is_valid(where)) if where.null_count else p
+    rows = lab.select(keep).take(pc.drop_null(where))
+    for name in keep:
+        joined = joined.append_column(name, rows.column(name))
+    stage = strata.stage_of(
+        joined.column("pass_rate").to_numpy(),
+        joined.column("successes").to_numpy(),
+        joined.column("trials").to_numpy(),
+    )
+    return joined.append_column("stage", pa.array(stage, pa.int64()))
+
+
+def to_verl(table: pa.Table) -> pa.Table:
+    """The verl RL columns plus gradus's label columns."""
+    n = table.num_rows
+    reward_model = pa.StructArray.from_arrays(
+        [pa.repeat(pa.scalar("rule", pa.string()), n), table.column("answer").combine_chunks()],
+        names=["style", "ground_truth"],
+    )
+    extra_info = pa.StructArray.from_arrays(
+        [
+            table.column("problem_id").combine_chunks(),
+            table.column("category").combine_chunks(),
+            table.column("verifier").combine_chunks(),
+            table.column("metadata").combine_chunks(),
+        ],
+        names=["problem_id", "category", "verifier", "metadata"],
+    )
+    cols: dict[str, Any] = {
+        "data_source": table.column("source"),
+        "prompt": table.column("prompt"),
+        "ability": _ability(table.column("verifier")),
+        "reward_model": reward_model,
+        "extra_info": extra_info,
+        "problem_id": table.column("problem_id"),
+        "category": table.column("category"),
+        "stage": table.column("stage"),
+    }
+    for c in LABEL_COLUMNS + ("label_source",):
+        if c in table.column_names:
+            cols[c] = table.column(c)
+    return pa.table(cols)
+
+
+def _ids_digest(ids: pa.ChunkedArray) -> str:
+    """sha256 of the sorted ids joined by newlines, without making a million Python strings
+    (UTF-8 byte order, which Arrow sorts by, is code point order, which `sorted` uses)."""
+    if len(ids) == 0:
+        return hashlib.sha256(b"").hexdigest()
+    ordered = ids.take(pc.sort_indices(ids)).combine_chunks().cast(pa.large_string())
+    newline, nothing = pa.scalar("\n", pa.large_string()), pa.scalar("", pa.large_string())
+    lines = pc.binary_join_element_wise(ordered, newline, nothing)
+    offsets = np.frombuffer(lines.buffers()[1], np.int64)[lines.offset : lines.offset + len(lines) + 1]
+    data = memoryview(lines.buffers()[2])[offsets[0] : offsets[-1] - 1]  # no newline after the last
+    return hashlib.sha256(data).hexdigest()
+
+
+def _stage_order(stage: np.ndarray, n_stages: int, shuffle_seed: int | None) -> list[np.ndarray]:
+    """Row positions of each stage, in pool order or shuffled with `shuffle_seed + k`."""
+    orders = []
+    for k in range(1, n_stages + 1):
+        rows = np.flatnonzero(stage == k)
+        if shuffle_seed is not None and rows.size:
+            rows = rows[np.random.default_rng(shuffle_seed + k).permutation(rows.size)]
+        orders.append(rows)
+    return orders
+
+
+def build_curriculum(
+    problems: Any,
+    labels: Any,
+    spec: CurriculumSpec,
+    home: Path,
+    provenance: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write `stage_<k>.parquet` files and `manifest.json` under `home/curricula/<name>/`.
+
+    The folder is built in a staging folder of its own and swapped in under the curriculum's
+    lock, so readers never see a half-written curriculum and concurrent builds of one name never
+    mix their files: the last swap wins whole. A stage no problem falls in gets no file (a 0-row
+    Parquet file is unreadable to `datasets` and verl): the manifest records it with 0 rows,
+    `file` null and a note. Returns the manifest.
+    """
+    root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
+    strata = spec.strata
+    problems_t = _as_table(problems)
+    table = stratify(problems_t, labels, strata)
+    with locked(home, "curriculum", spec.name), replacing(root) as staging:
+        return _write_stages(problems_t, table, spec, staging, provenance)
+
+
+def _write_stages(
+    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, provenance: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """Write the stage files and the manifest into `staging`; returns the manifest."""
+    strata = spec.strata
+
+    stage_col = table.column("stage").to_numpy()
+    orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
+    # One gather of every staged row, then zero-copy slices: nested columns are copied once.
+    staged = to_verl(table).take(pa.array(np.concatenate(orders), pa.int64()))
+    stages = []
+    start = 0
+    for k, rows in enumerate(orders, start=1):
+        part = staged.slice(start, rows.size)
+        start += rows.size
+        file = f"stage_{k}.parquet" if part.num_rows else None
+        if file:
+            write_parquet_atomic(part, staging / file)
+        rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
+        hi, lo = strata.edges[k - 1], strata.edges[k]
+        stages.append(
+            {
+                "stage": k,
+                "name": f"stage_{k}",
+                "file": file,
+                "rows": part.num_rows,
+                "pass_rate_bin": [lo, hi],
+                "mean_pass_rate": float(rates.mean()) if len(rates) else None,
+                "sha256": file_sha256(staging / file) if file else None,
+                "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
+            }
+        )
+    excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum())}
+    sources = pc.value_counts(problems_t.column("source")).to_pylist()
+    manifest = {
+        "name": spec.name,
+        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "format": "verl-rl+gradus/1",
+        "strata": {**asdict(strata), "edges": list(strata.edges)},
+        "stages": stages,
+        "excluded": excluded,
+        "counts": {
+            "problems": problems_t.num_rows,
+            "labelled": table.num_rows,
+            "in_stages": sum(s["rows"] for s in stages),
+        },
+        "source_snapshot": {
+            "problem_ids_sha256": _ids_digest(problems_t.column("problem_id")),
+            "sources": {d["values"]: d["counts"] for d in sources},
+        },
+        **(dict(provenance) if provenance else {}),
+    }
+    write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
+    return manifest
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    """The curriculum's manifest; a missing, truncated or garbled one is an error that says how
+    to rebuild it."""
+    path = folder / MANIFEST
+    fix = f"rematerialize `curriculum` to rebuild {folder}"
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist: {fix}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path} is truncated or garbled ({exc}): {fix}") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("stages"), list):
+        raise ValueError(f"{path} is not a gradus curriculum manifest (no list of stages): {fix}")
+    return manifest
+
+
+def curriculum_problem_ids(folder: Path) -> set[str]:
+    """The problem ids in the stage files the manifest lists."""
+    manifest = read_manifest(folder)
+    return {pid for s in manifest["stages"] if s["file"] and (folder / s["file"]).exists()
+            for pid in pq.read_table(folder / s["file"], columns=["problem_id"]).column("problem_id").to_pylist()}
+
+
+def manifest_problems(folder: Path) -> list[str]:
+    """Why a curriculum folder disagrees with its manifest, one line per problem (empty: agrees)."""
+    manifest = read_manifest(folder)
+    problems = []
+    listed = {s["file"] for s in manifest["stages"] if s.get("file")}
+    on_disk = {p.name for p in folder.glob("stage_*.parquet")}
+    for name in sorted(on_disk - listed):
+        problems.append(f"{name} is on disk but not in the manifest")
+    for s in manifest["stages"]:
+        if not s.get("file"):
+            if s["rows"]:
+                problems.append(f"{s['name']} has {s['rows']} rows in the manifest but no file")
+            continue
+        path = folder / s["file"]
+        if not path.exists():
+            problems.append(f"{s['file']} is listed but missing")
+            continue
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # any damage pyarrow reports: the file is not the one written
+            problems.append(f"{s['file']} is not readable Parquet ({type(exc).__name__}: {exc})")
+            continue
+        if rows != s["rows"]:
+            problems.append(f"{s['file']} has {rows} rows, the manifest says {s['rows']}")
+        if file_sha256(path) != s["sha256"]:
+            problems.append(f"{s['file']} does not match its recorded sha256")
+    return problems

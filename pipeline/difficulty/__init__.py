@@ -1,0 +1,1 @@
+"""What a pass rate means: strata and the Beta-posterior estimators behind them."""

@@ -1,0 +1,1 @@
+"""Out of gradus: the Hugging Face Hub export and its dataset card."""

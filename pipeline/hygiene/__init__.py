@@ -1,0 +1,1 @@
+"""Pool hygiene: text forms, MinHash, near-duplicate removal and benchmark contamination."""

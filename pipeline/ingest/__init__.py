@@ -1,0 +1,1 @@
+"""Problems in: sources normalised to one schema, file readers, benchmark sets."""

@@ -1,0 +1,173 @@
+"""Pass-rate labels: per problem and per label key (model + revision + sampling + verifier)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from datetime import datetime, timezone
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.engines.base import SamplingConfig
+from pipeline.difficulty.estimators import BetaPrior, credible_interval
+from pipeline.verify.extraction import ExtractionPolicy
+from pipeline.core.model import ModelSpec, resolve_model
+from pipeline.core.records import PassRate
+
+
+@dataclass(frozen=True)
+class TargetSpec:
+    """The model labels are measured against, as configured, and how its answers are read."""
+
+    model_path: str = field(default="", metadata={
+        "help": "local HF model folder (e.g. a trainer checkpoint); empty: the embedded SmolLM2-135M-Instruct"})
+    model_id: str = field(default="", metadata={
+        "help": "name recorded in labels; empty: the folder's recorded id or its name"})
+    revision: str = field(default="", metadata={
+        "help": "revision recorded in labels; empty: a content hash of the weights"})
+    extraction_policy: ExtractionPolicy = field(default="auto", metadata={
+        "help": "how the final answer is read from a completion: auto, answer_tag, boxed, last_number, full"})
+
+    def model(self, home: Path) -> ModelSpec:
+        """The model folder and identity, converting the embedded model under `home` on first use."""
+        return resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home)
+
+
+@dataclass(frozen=True)
+class LabelTarget:
+    """What a label is measured against; a label is stale when any part differs from the target."""
+
+    model: ModelSpec
+    sampling: SamplingConfig
+    verifier_version: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.model.key}/{self.sampling.key}"
+
+
+def pass_rates(
+    rewards: pd.DataFrame,
+    target: LabelTarget,
+    *,
+    prior: BetaPrior = BetaPrior(),
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """Aggregate per-rollout rewards into one `PassRate` row per problem.
+
+    `pass_rate` is the raw s / n (what peers report and what strata are defined on); the credible
+    interval is the Beta posterior's, so a 2/4 and a 32/64 are told apart.
+    """
+    if rewards.empty:
+        return PassRate.empty_frame()
+    grouped = rewards.groupby("problem_id", sort=True)["passed"].agg(["sum", "count"])
+    return _frame(grouped.index.astype(str).to_numpy(), grouped["sum"].to_numpy(np.int64),
+                  grouped["count"].to_numpy(np.int64), target, prior, level)
+
+
+def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(successes, trials) per problem of `problem_ids`, in its order, from reward record batches
+    (`problem_id`, `passed`) streamed past once: memory is two counters per problem."""
+    index = pd.Index(problem_ids)
+    successes = np.zeros(len(index), np.int64)
+    trials = np.zeros(len(index), np.int64)
+    for batch in batches:
+        ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
+        positions = index.get_indexer(ids)
+        if (positions < 0).any():
+            raise ValueError(f"rewards of problems not in the pool, e.g. {sorted(set(ids[positions < 0]))[:3]}: "
+                             "rematerialize `rewards` for the current problems")
+        passed = batch.column("passed").to_numpy(zero_copy_only=False).astype(np.int64)
+        successes += np.bincount(positions, weights=passed, minlength=len(index)).astype(np.int64)
+        trials += np.bincount(positions, minlength=len(index))
+    return successes, trials
+
+
+def pass_rates_from_counts(
+    problem_ids: Sequence[str],
+    successes: np.ndarray,
+    trials: np.ndarray,
+    target: LabelTarget,
+    *,
+    prior: BetaPrior = BetaPrior(),
+    level: float = 0.9,
+) -> pd.DataFrame:
+    """`pass_rates` from per-problem counts (`count_passes`): one row per problem with trials,
+    sorted by problem id."""
+    ids = np.asarray(problem_ids, dtype=object)
+    scored = np.flatnonzero(trials > 0)
+    order = scored[np.argsort(ids[scored], kind="stable")]
+    if not len(order):
+        return PassRate.empty_frame()
+    return _frame(ids[order], successes[order], trials[order], target, prior, level)
+
+
+def _frame(ids: np.ndarray, s: np.ndarray, n: np.ndarray, target: LabelTarget, prior: BetaPrior,
+           level: float) -> pd.DataFrame:
+    lo, hi = credible_interval(s, n, prior, level)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    frame = pd.DataFrame(
+        {
+            "problem_id": ids.astype(str),
+            "successes": s,
+            "trials": n,
+            "pass_rate": s / n,
+            "ci_low": lo,
+            "ci_high": hi,
+            "model_id": target.model.model_id,
+            "revision": target.model.revision,
+            "sampling_key": target.sampling.key,
+            "verifier_version": target.verifier_version,
+            "label_key": target.key,
+            "labelled_at": now,
+        }
+    )
+    return frame[[f.name for f in PassRate.SCHEMA]]
+
+
+def check_counts(labels: pd.DataFrame, what: str) -> None:
+    """Refuse measured labels whose `pass_rate` is not `successes / trials` or whose counts are
+    impossible: a pass rate is always derived from its counts, so a contradiction means the stored
+    labels were changed after labelling, and neither number can be trusted.
+
+    Rows with `label_source` `predicted` are skipped: their counts are synthetic
+    (`pipeline.curriculum.labels.merge_labels`).
+    """
+    rows = labels
+    if "label_source" in rows.columns:
+        rows = rows[rows["label_source"] != "predicted"]
+    if rows.empty:
+        return
+    s = rows["successes"].to_numpy(np.float64)
+    n = rows["trials"].to_numpy(np.float64)
+    rate = rows["pass_rate"].to_numpy(np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        bad = ~((n >= 1) & (s >= 0) & (s <= n) & np.isfinite(rate) & (np.abs(rate - s / np.where(n > 0, n, 1)) <= 1e-9))
+    if bad.any():
+        first = rows[bad].iloc[0]
+        raise ValueError(
+            f"{what}: {int(bad.sum())} measured label(s) contradict their counts, e.g. problem "
+            f"{first['problem_id']}: pass_rate {first['pass_rate']} with {first['successes']} successes in "
+            f"{first['trials']} trials. Pass rates are derived from counts, so the stored labels were changed "
+            "after labelling: rematerialize `pass_rates`"
+        )
+
+
+def label_mismatch(labels: pd.DataFrame, target: LabelTarget) -> str | None:
+    """Why measured `labels` were not made for `target` (another model, revision, sampling or
+    verifier), or None when they were. A curriculum must describe the labels it stages, not the
+    target configured today: the two differ after a config change without a relabel."""
+    if labels.empty or "label_key" not in labels.columns:
+        return None
+    keys = sorted(set(labels["label_key"]))
+    verifiers = sorted(set(labels["verifier_version"])) if "verifier_version" in labels.columns else []
+    if keys == [target.key] and verifiers in ([], [target.verifier_version]):
+        return None
+    return (
+        f"pass_rates were measured for label key(s) {keys} (verifier {verifiers}), but target_model now says "
+        f"{target.key} (verifier {target.verifier_version}): rematerialize pass_rates (label_job or relabel_job) "
+        "with the current target, or set target_model back to the settings the labels were measured with"
+    )

@@ -1,0 +1,1 @@
+"""Hidden-state difficulty probes: prompt states, fitting and prediction, saved probes."""

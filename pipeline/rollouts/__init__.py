@@ -1,0 +1,1 @@
+"""Rollouts: the durable store, dataset handles, adaptive allocation, sampling, sharding."""

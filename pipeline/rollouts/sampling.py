@@ -1,0 +1,114 @@
+"""Drawing rollouts: uniform n per problem, or adaptive rounds that stop once a stratum is settled.
+
+Every round is one large generate call (the engine stays saturated), every finished batch is
+persisted before the next starts, and every request already in the store is served from it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipeline.rollouts.allocation import AllocationConfig, plan_round, stop_reason
+from pipeline.engines.base import Engine
+from pipeline.core.progress import Progress
+from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
+from pipeline.difficulty.strata import Strata
+
+Scorer = Callable[[pd.DataFrame], pd.DataFrame]
+"""Rewards for a frame of rollouts (needs `problem_id` and `passed` in its output)."""
+
+
+@dataclass
+class SamplingReport:
+    """What a sampling run produced and what it cost."""
+
+    rows: int
+    """Rollouts the allocation asked for, all in the store now."""
+    allocation: pd.DataFrame
+    """Per problem: trials spent, successes seen while allocating, and why sampling stopped."""
+    generated: int
+    """Rollouts generated in this run (the rest came from the store)."""
+    tokens: int
+    """Tokens generated in this run."""
+    generate_seconds: float
+    rounds: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.generate_seconds if self.generate_seconds > 0 else 0.0
+
+
+def sample_rollouts(
+    problems: pd.DataFrame,
+    store: RolloutStore,
+    engine: Callable[[], Engine],
+    allocation: AllocationConfig,
+    strata: Strata,
+    scorer: Scorer | None = None,
+    log: Callable[[str], None] = lambda message: None,
+) -> SamplingReport:
+    """Make sure each problem has the rollouts its allocation policy asks for; generate only gaps.
+
+    `engine` is called only if something must be generated, so a fully cached run never starts
+    one. The adaptive policy needs `scorer` to see outcomes between rounds.
+    """
+    ids = problems["problem_id"].tolist()
+    n = len(ids)
+    trials = np.zeros(n, dtype=np.int64)
+    successes = np.zeros(n, dtype=np.int64)
+    generated = tokens = rounds = 0
+    seconds = 0.0
+    if allocation.policy == "adaptive" and scorer is None:
+        raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
+
+    # Held for the whole allocation: a second process on the same problems waits, then finds every
+    # rollout stored and generates nothing.
+    with store.generation_lock(ids):
+        while True:
+            extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds))
+            if extra.sum() == 0:
+                break
+            rounds += 1
+            wanted = trials + extra
+            requests = missing_requests(problems, dict(zip(ids, wanted.tolist())), store.coverage(ids, wanted))
+            log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
+            if requests:
+                started_engine = engine()  # before the clock: a start-up is not generation time
+                started = time.perf_counter()
+                bar = Progress(f"round {rounds}: generating", len(requests), log, unit="rollouts")
+
+                def progress(done: int, total: int, tok_s: float) -> None:
+                    bar.update(done, f"{tok_s:.0f} tok/s")
+
+                store_batch = None if started_engine.writes_store else store.append
+                completions = started_engine.generate(requests, store.sampling, progress, on_batch=store_batch)
+                seconds += time.perf_counter() - started
+                generated += len(requests)
+                tokens += sum(c.num_tokens for c in completions)
+            if scorer is not None and allocation.policy == "adaptive":
+                for batch in store.scan(ids, wanted, start=trials, columns=["problem_id", "sample_index", "text"]):
+                    scored = scorer(batch.drop_columns(["position"]).to_pandas())
+                    positions = batch.column("position").to_numpy()
+                    successes += np.bincount(positions, weights=scored["passed"].to_numpy(), minlength=n).astype(np.int64)
+            trials = wanted
+        if len(store.parts()) > COMPACT_PARTS:
+            # Under the generation lock, so this run's own batches are all in; many small parts cost
+            # every later reader more than their rows.
+            log(f"compacting {len(store.parts())} rollout parts")
+            store.compact()
+
+    reasons = stop_reason(successes, trials, strata, allocation) if n else np.array([], dtype=str)
+    alloc = pd.DataFrame(
+        {
+            "problem_id": ids,
+            "trials": trials,
+            "successes": successes if allocation.policy == "adaptive" else np.full(n, -1),
+            "stop_reason": reasons,
+        }
+    )
+    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds)

@@ -1,0 +1,1 @@
+"""Verdicts: answer extraction, verifier workers with a fast path, scoring rollouts."""

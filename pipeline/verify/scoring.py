@@ -1,0 +1,169 @@
+"""Rewards: extract each rollout's final answer and verify it against the problem's gold.
+
+`score_rollouts` scores a frame in memory (the adaptive sampler's rounds, small evaluations);
+`score_dataset` streams a rollouts dataset through the same scoring batch by batch into reward
+part files, so scoring 16M rollouts holds one batch, never the table.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipeline.core.storage import BATCH_ROWS
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.verify.extraction import extract_answer
+from pipeline.core.progress import Progress
+from pipeline.core.records import Reward
+from pipeline.core.storage import replacing, write_parquet_checksummed
+from pipeline.verify.verification import VERIFIER_VERSION, VerificationTask, VerifierPool
+
+GOLD_COLUMNS = ["problem_id", "answer", "verifier", "metadata"]
+"""What scoring needs of the problems."""
+
+
+def score_rollouts(
+    problems: pd.DataFrame,
+    rollouts: pd.DataFrame,
+    pool: VerifierPool,
+    policy: str = "auto",
+    progress: Callable[[int, int], None] | None = None,
+) -> pd.DataFrame:
+    """One `Reward` row per rollout. Pure in the stored rollouts: rescoring never touches an engine."""
+    if rollouts.empty:
+        return Reward.empty_frame()
+    info = problems.set_index("problem_id")[["answer", "verifier", "metadata"]]
+    missing = set(rollouts["problem_id"]) - set(info.index)
+    if missing:
+        raise ValueError(f"{len(missing)} rollouts belong to problems not in the pool, e.g. {sorted(missing)[:3]}")
+    joined = info.loc[rollouts["problem_id"]]
+    return _score(rollouts["problem_id"].to_numpy(), rollouts["sample_index"].to_numpy(np.int32),
+                  rollouts["text"], joined["verifier"].tolist(), joined["answer"].tolist(),
+                  joined["metadata"].tolist(), pool, policy, progress)
+
+
+def _score(
+    problem_ids: np.ndarray,
+    sample_index: np.ndarray,
+    texts: Sequence[str],
+    verifiers: list[str],
+    golds: list[str],
+    metadata: list[str],
+    pool: VerifierPool,
+    policy: str,
+    progress: Callable[[int, int], None] | None,
+) -> pd.DataFrame:
+    """Reward rows for rollouts already joined to their problems' gold answers."""
+    extracted = [extract_answer(text, policy) for text in texts]
+    tasks = [VerificationTask(v, g, a, m) for v, g, a, m in zip(verifiers, golds, extracted, metadata)]
+    verdicts = pool.verify_many(tasks, progress)
+    frame = pd.DataFrame(
+        {
+            "problem_id": problem_ids,
+            "sample_index": sample_index.astype(np.int32),
+            "extracted": extracted,
+            "score": [v.score for v in verdicts],
+            "passed": [v.passed for v in verdicts],
+            "status": [v.status for v in verdicts],
+            "verifier": verifiers,
+            "verifier_version": VERIFIER_VERSION,
+        }
+    )
+    return frame[[f.name for f in Reward.SCHEMA]]
+
+
+@dataclass
+class RewardSummary:
+    """What a streamed scoring saw, gathered on the way (for metadata; the rows stay on disk)."""
+
+    rows: int = 0
+    passed: int = 0
+    score_sum: float = 0.0
+    statuses: Counter[str] = field(default_factory=Counter)
+    failed: list[pd.DataFrame] = field(default_factory=list)
+    """The first failures, up to the number asked for."""
+    seconds: float = 0.0
+
+    @property
+    def mean_reward(self) -> float:
+        return self.score_sum / self.rows if self.rows else 0.0
+
+
+BatchScorer = Callable[[pd.DataFrame, pd.DataFrame, Callable[[int, int], None]], pd.DataFrame]
+"""Scores one batch somewhere else (a Ray cluster): (gold rows: problem_id, verifier, answer,
+metadata; rollouts: problem_id, sample_index, text; progress) -> `Reward` rows in rollout order."""
+
+
+def score_dataset(
+    problems: pa.Table,
+    rollouts: DatasetHandle,
+    pool: VerifierPool | None,
+    folder: Path,
+    policy: str = "auto",
+    log: Callable[[str], None] = lambda line: None,
+    show_failures: int = 8,
+    batch_rows: int = BATCH_ROWS,
+    scorer: BatchScorer | None = None,
+) -> tuple[DatasetHandle, RewardSummary]:
+    """Score every rollout of `rollouts` into checksummed `Reward` part files in `folder`, one per
+    batch, and return their handle. The folder is built beside its place and swapped in whole, so a
+    rerun replaces it atomically and a failed one leaves the old rewards. `problems` needs
+    `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact). `scorer`
+    replaces the local `pool` per batch, e.g. with Ray tasks; then `pool` may be None."""
+    if pool is None and scorer is None:
+        raise ValueError("score_dataset needs a verifier pool or a scorer")
+    index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
+    golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
+    summary = RewardSummary()
+    started = time.perf_counter()
+    bar = Progress("verifying", rollouts.rows, log, unit="answers")
+    with replacing(folder) as staging:
+        for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows)):
+            ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
+            positions = index.get_indexer(ids)
+            if (positions < 0).any():
+                unknown = sorted(set(ids[positions < 0]))
+                raise ValueError(f"{len(unknown)} rollouts belong to problems not in the pool, e.g. {unknown[:3]}: "
+                                 "rematerialize `rollouts` for the current problems")
+            take = pa.array(positions)
+            base = summary.rows
+
+            def progress(done: int, total: int) -> None:
+                bar.update(base + done, _route_counts(pool))
+
+            if scorer is None:
+                frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
+                               golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
+                               golds["metadata"].take(take).to_pylist(), pool, policy, progress)
+            else:
+                own = pa.table({"problem_id": ids, **{n: c.take(take) for n, c in golds.items()}}).to_pandas()
+                frame = scorer(own.drop_duplicates("problem_id"), batch.to_pandas(), progress)
+            write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
+                                      staging / f"part-{number:06d}.parquet")
+            summary.rows += len(frame)
+            if bar.done != summary.rows:  # every answer settled without a worker: no line yet
+                bar.update(summary.rows, _route_counts(pool))
+            summary.passed += int(frame["passed"].sum())
+            summary.score_sum += float(frame["score"].sum())
+            summary.statuses.update(frame["status"].value_counts().to_dict())
+            shown = sum(len(f) for f in summary.failed)
+            if shown < show_failures:
+                summary.failed.append(frame[~frame["passed"]].head(show_failures - shown))
+    summary.seconds = time.perf_counter() - started
+    return DatasetHandle("parts", str(folder), summary.rows, rollouts.label_key), summary
+
+
+def _route_counts(pool: VerifierPool | None) -> str:
+    """How answers were settled so far: the fast path and the memo spare the workers (nothing to
+    say when the batches are scored elsewhere)."""
+    if pool is None:
+        return ""
+    stats = pool.stats
+    return f"{stats['fast_path']} fast path, {stats['memo']} repeats, {stats['worker']} to workers"

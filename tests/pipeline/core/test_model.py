@@ -1,0 +1,87 @@
+"""Model folders: which model and revision a folder resolves to, the embedded model's one-time
+conversion, and the errors for folders that are not models."""
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.model import (
+    EMBEDDED_MODEL_ID,
+    MODEL_MARKER,
+    ModelSpec,
+    embedded_gguf_path,
+    embedded_model,
+    folder_revision,
+    load_tokenizer,
+    resolve_model,
+)
+
+
+@pytest.fixture
+def folder(tiny_llama, tmp_path):
+    """A private copy of the tiny model folder, free to change."""
+    return shutil.copytree(tiny_llama.path, tmp_path / "tiny")
+
+
+def test_a_plain_folder_resolves_to_its_name_and_content_hash(folder):
+    spec = resolve_model(str(folder))
+    assert spec == ModelSpec(str(folder.resolve()), "tiny", folder_revision(folder))
+    assert spec.key == f"tiny@{spec.revision}"
+    assert resolve_model(str(folder), model_id="org/name", revision="r9") == ModelSpec(
+        str(folder.resolve()), "org/name", "r9")
+
+
+def test_a_marker_names_the_model_and_its_revision(folder):
+    (folder / MODEL_MARKER).write_text(json.dumps({"model_id": "org/base", "revision": "abc123"}))
+    assert resolve_model(str(folder)) == ModelSpec(str(folder.resolve()), "org/base", "abc123")
+    assert resolve_model(str(folder)).key == "org-base@abc123"
+
+
+def test_the_revision_follows_weights_and_config_only(folder, tmp_path):
+    revision = folder_revision(folder)
+    elsewhere = shutil.copytree(folder, tmp_path / "elsewhere")
+    assert folder_revision(elsewhere) == revision  # content, not location
+    (folder / "README.md").write_text("notes")
+    (folder / MODEL_MARKER).write_text("{}")
+    assert folder_revision(folder) == revision  # neither notes nor the marker are the model
+    [weights] = folder.glob("*.safetensors")
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    changed = folder_revision(folder)
+    assert changed != revision
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "rope_theta": 1234.0}))
+    assert folder_revision(folder) not in {revision, changed}
+
+
+def test_folders_that_are_not_models_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="no config.json"):
+        resolve_model(str(tmp_path))
+    with pytest.raises(ValueError, match="not a Hugging Face model folder"):
+        resolve_model(str(tmp_path / "missing"))
+
+
+def test_the_tokenizer_pads_on_the_left(tiny_llama):
+    tokenizer = load_tokenizer(tiny_llama)
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+
+
+def test_the_embedded_model_is_converted_once_and_marked(smollm2):
+    folder = Path(smollm2.path)
+    marker = json.loads((folder / MODEL_MARKER).read_text())
+    gguf = embedded_gguf_path()
+    assert marker == {"model_id": EMBEDDED_MODEL_ID, "revision": smollm2.revision, "gguf": gguf.name,
+                      "gguf_size": gguf.stat().st_size}
+    assert smollm2.model_id == EMBEDDED_MODEL_ID and smollm2.revision.startswith("gguf-q4_1-")
+    assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
+
+    home = folder.parents[1]  # <home>/models/smollm2-135m-instruct
+    written = {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    started = time.perf_counter()
+    assert embedded_model(home) == smollm2 == resolve_model(None, home=home)
+    assert time.perf_counter() - started < 10  # reused, not converted again (~30 s)
+    assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written

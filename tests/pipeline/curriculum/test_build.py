@@ -1,0 +1,112 @@
+import json
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum, manifest_problems, read_manifest
+from pipeline.difficulty.strata import Strata
+
+
+def pool(rates):
+    """Problems and labels with the given (successes, trials)."""
+    ids = [f"p{i}" for i in range(len(rates))]
+    problems = pd.DataFrame({
+        "problem_id": ids, "source": "src", "prompt": [[{"role": "user", "content": f"q{i}"}] for i in range(len(ids))],
+        "answer": [str(i) for i in range(len(ids))], "verifier": "math", "category": "cat", "metadata": "{}",
+    })
+    s = [r[0] for r in rates]
+    n = [r[1] for r in rates]
+    labels = pd.DataFrame({"problem_id": ids, "successes": s, "trials": n,
+                           "pass_rate": [a / b for a, b in zip(s, n)], "ci_low": 0.0, "ci_high": 1.0})
+    return problems, labels
+
+
+def test_stages_follow_pass_rate_and_exclusions(tmp_path):
+    problems, labels = pool([(8, 8), (7, 8), (4, 8), (1, 8), (0, 8), (5, 8)])
+    manifest = build_curriculum(problems, labels, CurriculumSpec("c1"), tmp_path, {"model": {"id": "m"}})
+    folder = tmp_path / "curricula" / "c1"
+    got = {s["name"]: sorted(pq.read_table(folder / s["file"]).column("problem_id").to_pylist())
+           for s in manifest["stages"]}
+    assert got == {"stage_1": ["p1", "p5"], "stage_2": ["p2"], "stage_3": ["p3"]}  # edges (1, 0.5, 0.25, 0)
+    assert manifest["excluded"] == {"solved": 1, "unsolved": 1}
+    assert manifest["counts"] == {"problems": 6, "labelled": 6, "in_stages": 4}
+    assert manifest["model"] == {"id": "m"}
+    assert manifest_problems(folder) == []
+
+
+def test_verl_columns(tmp_path):
+    problems, labels = pool([(1, 2)])
+    build_curriculum(problems, labels, CurriculumSpec("v"), tmp_path)
+    table = pq.read_table(tmp_path / "curricula" / "v" / "stage_2.parquet")
+    row = table.to_pylist()[0]
+    assert row["data_source"] == "src" and row["ability"] == "math"
+    assert row["prompt"] == [{"role": "user", "content": "q0"}]
+    assert row["reward_model"] == {"style": "rule", "ground_truth": "0"}
+    assert row["extra_info"]["problem_id"] == "p0"
+    assert row["pass_rate"] == 0.5 and row["stage"] == 2
+
+
+def test_including_solved_and_unsolved(tmp_path):
+    problems, labels = pool([(8, 8), (0, 8)])
+    spec = CurriculumSpec("all", Strata(exclude_solved=False, exclude_unsolved=False))
+    manifest = build_curriculum(problems, labels, spec, tmp_path)
+    assert [s["rows"] for s in manifest["stages"]] == [1, 0, 1]
+    assert manifest["stages"][1]["note"]  # an empty stage says why
+
+
+def test_unlabelled_problems_are_left_out(tmp_path):
+    problems, labels = pool([(1, 2), (1, 2)])
+    manifest = build_curriculum(problems, labels.iloc[:1], CurriculumSpec("u"), tmp_path)
+    assert manifest["counts"]["labelled"] == 1
+
+
+def test_manifest_check_detects_tampering(tmp_path):
+    problems, labels = pool([(1, 2), (3, 4)])
+    build_curriculum(problems, labels, CurriculumSpec("t"), tmp_path)
+    folder = tmp_path / "curricula" / "t"
+    pq.write_table(pq.read_table(folder / "stage_2.parquet").slice(0, 0), folder / "stage_2.parquet")
+    (folder / "stage_9.parquet").write_bytes(b"")
+    problems_found = manifest_problems(folder)
+    assert any("stage_2.parquet has 0 rows" in p for p in problems_found)
+    assert any("stage_9.parquet is on disk" in p for p in problems_found)
+
+
+def test_rebuild_replaces_folder_atomically(tmp_path):
+    problems, labels = pool([(1, 2)])
+    build_curriculum(problems, labels, CurriculumSpec("r"), tmp_path)
+    build_curriculum(problems, labels, CurriculumSpec("r", Strata((1.0, 0.0))), tmp_path)
+    folder = tmp_path / "curricula" / "r"
+    assert sorted(p.name for p in folder.iterdir()) == ["manifest.json", "stage_1.parquet"]
+    assert json.loads((folder / "manifest.json").read_text())["strata"]["edges"] == [1.0, 0.0]
+    assert read_manifest(folder)["name"] == "r"
+    assert not list(tmp_path.glob("curricula/.*"))
+
+
+def test_bad_name_is_refused(tmp_path):
+    problems, labels = pool([(1, 2)])
+    with pytest.raises(ValueError):
+        build_curriculum(problems, labels, CurriculumSpec("../escape"), tmp_path)
+
+
+def test_provenance_describes_the_labels_it_stages_not_todays_target():
+    from pipeline.curriculum.build import provenance
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.labels.pass_rates import LabelTarget, pass_rates
+    from pipeline.core.model import ModelSpec
+
+    model = ModelSpec("/m", "org/m", "r1")
+    measured_at = LabelTarget(model, SamplingConfig(temperature=0.8), "v1")
+    rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})
+    labels = pass_rates(rewards, measured_at)
+    assert provenance(measured_at, "auto", "measured", measured=labels)["sampling"]["temperature"] == 0.8
+
+    today = LabelTarget(model, SamplingConfig(temperature=0.2, max_tokens=512), "v1")
+    with pytest.raises(ValueError, match=f"{measured_at.key}.*{today.key}.*rematerialize pass_rates"):
+        provenance(today, "auto", "measured", measured=labels)
+    warned = provenance(today, "auto", "measured", measured=labels, on_mismatch="warn")
+    assert warned["label_key"] == measured_at.key and warned["sampling"] is None
+    assert "rematerialize pass_rates" in warned["warnings"][0]
+    newer_verifier = LabelTarget(model, SamplingConfig(temperature=0.8), "v2")
+    with pytest.raises(ValueError, match="verifier"):
+        provenance(newer_verifier, "auto", "measured", measured=labels)
