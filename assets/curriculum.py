@@ -96,7 +96,7 @@ def curriculum(
     staged = labels[labels["problem_id"].isin(problems.column("problem_id").to_numpy(zero_copy_only=False))]
     staged = staged.reset_index(drop=True)
     # The builder's own rule, so excluded solved / unsolved problems stay out of the picture.
-    classes = spec.strata.stage_of(staged["pass_rate"], staged["successes"], staged["trials"])
+    classes = spec.strata.class_of(staged["pass_rate"], staged["successes"], staged["trials"])
     series = {s["name"]: staged["pass_rate"][classes == s["stage"]].tolist() for s in manifest["stages"]}
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")

@@ -4,7 +4,7 @@ A pool of problems with known pass rates (a mixture: exactly 0, exactly 1, and a
 spread) is "rolled out" by Bernoulli draws. Each policy's label for a problem is the class the
 pipeline assigns from its counts (`Strata.observed_class`: every trial passed → solved, none →
 unsolved, else the stage of s / n); accuracy is the fraction of labels equal to the class of the
-true pass rate (`Strata.stage_of`). Every policy reads the same pre-drawn outcome stream per
+true pass rate (`Strata.class_of`). Every policy reads the same pre-drawn outcome stream per
 problem (common random numbers), so differences between rows are not sampling noise of the pool.
 
 The default strata (whatever `Strata()` is: solved and unsolved excluded), the same edges with
@@ -245,7 +245,7 @@ def simulate(
     """
     rng = np.random.default_rng(seed)
     pass_rates = mixture.sample(n_problems, rng)
-    truth = strata.stage_of(pass_rates)
+    truth = strata.class_of(pass_rates)
     signal = signal_weights(pass_rates)
     reference_rollouts = REFERENCE_N * n_problems
     third = replace(adaptive[0], total_budget=reference_rollouts // 3)

@@ -118,7 +118,7 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     rows = lab.select(keep).take(pc.drop_null(where))
     for name in keep:
         joined = joined.append_column(name, rows.column(name))
-    stage = strata.stage_of(
+    stage = strata.class_of(
         joined.column("pass_rate").to_numpy(),
         joined.column("successes").to_numpy(),
         joined.column("trials").to_numpy(),

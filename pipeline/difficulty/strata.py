@@ -74,7 +74,7 @@ class Strata:
         names = {SOLVED: "solved", UNSOLVED: "unsolved"}
         return {c: names.get(c, f"stage_{c}") for c in self.classes}
 
-    def stage_of(
+    def class_of(
         self,
         pass_rate: ArrayLike,
         successes: ArrayLike | None = None,
@@ -118,8 +118,8 @@ class Strata:
         return bounds
 
     def observed_class(self, successes: ArrayLike, trials: ArrayLike) -> NDArray[np.int64]:
-        """The class the pipeline assigns from measured counts: `stage_of(s / n, s, n)`."""
+        """The class the pipeline assigns from measured counts: `class_of(s / n, s, n)`."""
         s, n = np.asarray(successes), np.asarray(trials)
         with np.errstate(divide="ignore", invalid="ignore"):
             rate = s / n
-        return self.stage_of(rate, s, n)
+        return self.class_of(rate, s, n)

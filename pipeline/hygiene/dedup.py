@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
@@ -243,6 +242,3 @@ def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
     }).cast(DuplicateProblem.SCHEMA)
     return Deduplicated(keep, out)
 
-
-def kept_problems(problems: pd.DataFrame, result: Deduplicated) -> pd.DataFrame:
-    return problems[result.keep].reset_index(drop=True)

@@ -15,7 +15,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-_MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 _RNG = np.random.default_rng(0x6772616475)  # fixed: hashes must be the same in every process
 _BYTE_BASE = np.uint64(0x100000001B3)
 _MAX_NGRAM = 64

@@ -9,7 +9,6 @@ them, and the parent enforces a hard wall-clock limit per task by killing the wo
 
 from __future__ import annotations
 
-import atexit
 import itertools
 import json
 import math
@@ -612,22 +611,3 @@ class _Checker:
             self._score_fns[name] = self._rg.get_score_answer_fn(name)
         score = float(self._score_fns[name](answer, {"question": "", "answer": gold, "metadata": meta}))
         return (score, "ok", "")
-
-
-_shared_pool: VerifierPool | None = None
-_shared_lock = threading.Lock()
-
-
-def gold_problem(verifier: str, gold: str, metadata: str = "{}") -> str | None:
-    """Why a gold answer cannot be used (empty, unparseable, unknown dataset), or None if it can.
-
-    Ingest calls this per row to quarantine bad problems; parsing a gold answer can hang like
-    parsing any answer, so it runs in a shared one-worker pool, started on first use.
-    """
-    global _shared_pool
-    with _shared_lock:
-        if _shared_pool is None:
-            _shared_pool = VerifierPool(workers=1)
-            atexit.register(_shared_pool.close)
-        pool = _shared_pool
-    return pool.gold_problems([VerificationTask(verifier, gold, None, metadata)])[0]

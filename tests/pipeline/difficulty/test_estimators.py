@@ -168,7 +168,7 @@ def test_stratum_signal_is_p_times_1_minus_p_integrated_over_each_class(exclude:
     _, w_beta, _ = posterior_weights(S, N, prior)
     density = stats.beta.pdf(grid[:, None], prior.alpha + S, prior.beta + N - S)
     integrand = grid[:, None] * (1 - grid[:, None]) * density * w_beta
-    bins = strata.stage_of(grid)
+    bins = strata.class_of(grid)
     expected = np.stack(
         [np.trapezoid(np.where((bins == c)[:, None], integrand, 0.0), grid, axis=0) for c in strata.classes], axis=1
     )

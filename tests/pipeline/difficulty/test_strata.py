@@ -18,19 +18,19 @@ def test_default_strata_classes_and_labels() -> None:
 def test_stage_of_true_pass_rates_puts_edges_in_the_harder_bin() -> None:
     strata = Strata()  # (1, 0.5, 0.25, 0)
     rates = [1.0, 0.9, 0.5, 0.4, 0.25, 0.1, 0.0]
-    assert strata.stage_of(rates).tolist() == [SOLVED, 1, 2, 2, 3, 3, UNSOLVED]
+    assert strata.class_of(rates).tolist() == [SOLVED, 1, 2, 2, 3, 3, UNSOLVED]
 
 
 def test_without_exclusions_the_ends_join_the_end_stages() -> None:
     strata = Strata(exclude_solved=False, exclude_unsolved=False)
     assert strata.classes == (1, 2, 3)
-    assert strata.stage_of([1.0, 0.0]).tolist() == [1, 3]
+    assert strata.class_of([1.0, 0.0]).tolist() == [1, 3]
 
 
 def test_counts_decide_solved_and_unsolved_for_smoothed_rates() -> None:
     strata = Strata()
     # posterior means never reach 0 or 1; the counts still say every / no trial passed
-    assert strata.stage_of([0.95, 0.02, 0.95], successes=[10, 0, 9], trials=[10, 10, 10]).tolist() == [
+    assert strata.class_of([0.95, 0.02, 0.95], successes=[10, 0, 9], trials=[10, 10, 10]).tolist() == [
         SOLVED,
         UNSOLVED,
         1,
@@ -68,13 +68,13 @@ def test_from_edges_accepts_any_sequence() -> None:
 def test_stage_of_rejects_bad_input() -> None:
     strata = Strata()
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
-        strata.stage_of([1.2])
+        strata.class_of([1.2])
     with pytest.raises(ValueError, match="no trials"):
         strata.observed_class([0], [0])
     with pytest.raises(ValueError, match="both"):
-        strata.stage_of([0.5], successes=[1])
+        strata.class_of([0.5], successes=[1])
 
 
 def test_stage_of_is_vectorised() -> None:
     rates = np.random.default_rng(0).random((4, 5))
-    assert Strata().stage_of(rates).shape == (4, 5)
+    assert Strata().class_of(rates).shape == (4, 5)

@@ -207,7 +207,7 @@ def test_merge_labels_prefers_measured_and_gives_predictions_counts_of_the_measu
     assert (guessed["trials"] == 8).all()
     assert guessed["successes"].tolist() == [round(p * 8) for p in rates[1:]]
     # 0.03 < 1/16 rounds to no success: never solved, like a measured 0/8; 0.97 >= 15/16 always solved.
-    classes = Strata().stage_of(both["pass_rate"], both["successes"], both["trials"])
+    classes = Strata().class_of(both["pass_rate"], both["successes"], both["trials"])
     assert dict(zip(both.index, classes)) == {"a": 2, "b": -1, "c": -1, "d": 3, "e": 2, "f": 0}
 
     only_predicted = merge_labels(None, predicted, trials=4)

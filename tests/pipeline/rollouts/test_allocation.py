@@ -168,7 +168,7 @@ def test_expected_outcome_matches_a_simulated_pool(objective: str) -> None:
     rollouts, score = expected_outcome(PRIOR, STRATA, config)
     p = prior_pool(20_000, seed=8)
     result = run_allocation(bernoulli(p, seed=8), p.size, STRATA, config)
-    wrong = STRATA.observed_class(result.successes, result.trials) != STRATA.stage_of(p)
+    wrong = STRATA.observed_class(result.successes, result.trials) != STRATA.class_of(p)
     realised = 1.0 - wrong * (4 * p * (1 - p) if objective == "signal" else 1.0)
     trials_se = result.trials.std() / np.sqrt(p.size)
     assert abs(result.trials.mean() - rollouts) < 4 * trials_se
@@ -179,7 +179,7 @@ def test_expected_outcome_of_uniform_n_is_the_chance_its_counts_land_in_the_true
     config = AllocationConfig(policy="uniform", samples_per_problem=16, objective="accuracy")
     rollouts, score = expected_outcome(PRIOR, STRATA, config)
     p = prior_pool(40_000, seed=9)
-    right = STRATA.observed_class(np.random.default_rng(9).binomial(16, p), 16) == STRATA.stage_of(p)
+    right = STRATA.observed_class(np.random.default_rng(9).binomial(16, p), 16) == STRATA.class_of(p)
     assert rollouts == pytest.approx(16.0)
     assert abs(right.mean() - score) < 4 * right.std() / np.sqrt(p.size)
 

@@ -15,7 +15,6 @@ from pipeline.verify.verification import (
     Verdict,
     VerificationTask,
     VerifierPool,
-    gold_problem,
 )
 
 TIMEOUT_S = 2.0
@@ -215,7 +214,10 @@ def test_gold_problems(pool: VerifierPool, arithmetic: list[dict]) -> None:
     assert problems[5] == "unknown verifier 'chess'"
 
 
-def test_gold_problem_uses_a_shared_pool() -> None:
+def test_gold_problems_one_at_a_time(pool: VerifierPool) -> None:
+    def gold_problem(verifier: str, gold: str, metadata: str = "{}") -> str | None:
+        return pool.gold_problems([VerificationTask(verifier, gold, None, metadata)])[0]
+
     assert gold_problem("math", "7") is None
     assert gold_problem("math", "") == "empty gold answer"
     assert gold_problem("math", r"\frac{") is not None
