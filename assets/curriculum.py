@@ -5,7 +5,6 @@ from typing import Optional
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -20,17 +19,8 @@ from dagster import (
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.hygiene.contamination import decontamination_record, flagged
-from pipeline.curriculum.build import (
-    MANIFEST,
-    CurriculumSpec,
-    build_curriculum,
-    curriculum_problem_ids,
-    manifest_problems,
-    provenance,
-)
-from pipeline.curriculum.informative import pool_versus_curriculum
-from pipeline.curriculum.labels import check_predictions, merge_labels
+from pipeline.curriculum.build import MANIFEST, CurriculumSpec, curriculum_problem_ids, manifest_problems
+from pipeline.curriculum.staging import stage_pool
 from pipeline.training import TrainingSpec
 
 
@@ -66,56 +56,28 @@ def curriculum(
     plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts.
     Config `labels` stages measured pass rates, the difficulty probe's predictions
     (`predicted_difficulty`, needed only then), or both."""
-    home = storage.root()
-    target = target_model.target(home)
+    layout = storage.layout()
     spec = config.to_spec(strata=strata.strata())
-    predicted = None
-    if spec.labels != "measured":
-        if predicted_difficulty is None:
-            raise FileNotFoundError(
-                f"curriculum labels: {spec.labels} needs predicted_difficulty: materialize hidden_states, "
-                "difficulty_probe and predicted_difficulty (probe_job) first, or stage measured labels only "
-                "(labels: measured)"
-            )
-        predicted = check_predictions(predicted_difficulty, target.key)
-    labels = merge_labels(
-        None if spec.labels == "predicted" else pass_rates,
-        predicted,
-        trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None,
-    )
-    made = provenance(target, target_model.extraction_policy, spec.labels, predicted,
-                      measured=None if spec.labels == "predicted" else pass_rates, on_mismatch=spec.on_label_mismatch)
-    contaminated = set(contamination["problem_id"][flagged(contamination)])
-    made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
-    # Arrow, not pandas: a million prompts as Python objects would be most of the step's memory.
-    if spec.exclude_contaminated and contaminated:
-        flagged_ids = pa.array(sorted(contaminated), pa.string())
-        problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), value_set=flagged_ids)))
-    manifest = build_curriculum(problems, labels, spec, home, made)
-    folder = storage.layout().curriculum(spec.name)
-    staged = labels[labels["problem_id"].isin(problems.column("problem_id").to_numpy(zero_copy_only=False))]
-    staged = staged.reset_index(drop=True)
-    # The builder's own rule, so excluded solved / unsolved problems stay out of the picture.
-    classes = spec.strata.class_of(staged["pass_rate"], staged["successes"], staged["trials"])
-    series = {s["name"]: staged["pass_rate"][classes == s["stage"]].tolist() for s in manifest["stages"]}
+    built = stage_pool(problems, pass_rates, predicted_difficulty, contamination, spec,
+                       target_model.target(layout.root), target_model.extraction_policy, layout,
+                       group_size=TrainingSpec().num_generations)
+    manifest, folder, contaminated = built.manifest, built.folder, built.contaminated
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
-    # GRPO groups with mixed rewards per batch, whole labelled pool vs staged problems, at the
-    # trainer's default group size (from labels: optimistic for the stages, see pipeline.curriculum.informative).
-    informative = pool_versus_curriculum(staged["pass_rate"], classes > 0, TrainingSpec().num_generations)
     return MaterializeResult(
         metadata={
-            **picture_entry(histogram_png(series, "pass rate per stage"), "pass-rate histogram per stage"),
+            **picture_entry(histogram_png(built.stage_pass_rates(), "pass rate per stage"),
+                            "pass-rate histogram per stage"),
             "path": MetadataValue.path(str(folder)),
             "manifest": MetadataValue.path(str(folder / MANIFEST)),
             "rows": manifest["counts"]["in_stages"],
             "stages": counts_table(stage_rows, "stage", "rows"),
             "excluded": counts_table(manifest["excluded"], "class", "problems"),
-            "label_key": str(made["label_key"]),
+            "label_key": str(manifest["label_key"]),
             "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
-            "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
-            "informative_groups": MetadataValue.json(informative),
+            "label_sources": counts_table(built.label_sources, "source", "problems"),
+            "informative_groups": MetadataValue.json(built.informative),
         },
         check_results=[
             AssetCheckResult(

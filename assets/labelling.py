@@ -9,7 +9,6 @@ rollout store; `datasets/rewards/`) and every step streams them in bounded batch
 problems x 16 rollouts never sit in one process's memory.
 """
 
-from collections import Counter
 from dataclasses import replace
 
 import numpy as np
@@ -45,8 +44,7 @@ from pipeline.labels.pass_rates import count_passes, pass_rates_from_counts
 from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
-from pipeline.core.storage import write_parquet_checksummed
-from pipeline.rollouts.sharding import default_shards, merge_allocations, shard_budget, split_problems
+from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, split_problems
 
 
 ENGINE_POOL = "gradus_engine"
@@ -175,50 +173,27 @@ def merge_shards(
     target_model: TargetModel,
 ):
     """The rollouts of the whole pool, as a handle on the store: each problem's sample indices
-    below its allocation, the same whatever the shard count. The store is scanned once, in bounded
-    batches, for the allocation check and the metadata; its rows are never loaded whole."""
-    home = storage.root()
-    model = target_model.spec(home)
-    store = RolloutStore(home, model, target_model.sampling())
-    ids = problems["problem_id"].tolist()
-    alloc = merge_allocations(allocations, ids)
-    trials = alloc["trials"].to_numpy(np.int64)
-    selection = pa.table({"problem_id": pa.array(alloc["problem_id"].tolist(), pa.string()),
-                          "trials": pa.array(trials, pa.int64())})
-    selection_path = storage.layout().dataset(["rollouts"]) / "selection.parquet"
-    write_parquet_checksummed(selection, selection_path)
-    per_problem = np.zeros(len(trials), np.int64)
-    finish_reasons: Counter[str] = Counter()
-    for batch in store.scan(selection.column("problem_id"), trials, columns=["finish_reason"]):
-        per_problem += np.bincount(batch.column("position").to_numpy(), minlength=len(trials))
-        counts = batch.column("finish_reason").value_counts()
-        finish_reasons.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
-    rows = int(per_problem.sum())
-    handle = DatasetHandle("rollouts", str(store.root), rows, f"{model.key}/{store.sampling.key}",
-                           str(selection_path))
-    head = store.scan(selection.column("problem_id"), trials, batch_rows=5,
-                      columns=["problem_id", "sample_index", "num_tokens", "finish_reason", "text"])
-    first = next(head, None)
-    head.close()  # releases the store's read lock
-    shards = pd.concat(stats, ignore_index=True).sort_values("shard", ignore_index=True)
-    generated, tokens = int(shards["generated"].sum()), int(shards["tokens"].sum())
-    tokens_per_second = tokens / float(shards["generate_seconds"].sum()) if generated else 0.0
+    below its allocation, the same whatever the shard count (`pipeline.rollouts.sharding.merged_rollouts`)."""
+    layout = storage.layout()
+    model = target_model.spec(layout.root)
+    store = RolloutStore(layout.root, model, target_model.sampling())
+    merged = merged_rollouts(store, problems["problem_id"].tolist(), allocations, stats,
+                             layout.dataset(["rollouts"]) / "selection.parquet")
+    shards, rows, generated = merged.shards, merged.handle.rows, merged.generated
     context.log.info(
         f"{rows} rollouts from {len(shards)} shards ({generated} generated, {rows - generated} cached)"
-        + (f", {tokens_per_second:.0f} tok/s per engine" if generated else "")
+        + (f", {merged.tokens_per_second:.0f} tok/s per engine" if generated else "")
     )
     per_shard = shards.assign(**{"tok/s": (shards["tokens"] / shards["generate_seconds"]).fillna(0).round(1)})
-    sample = first.to_pandas() if first is not None else pd.DataFrame(
-        columns=["problem_id", "sample_index", "num_tokens", "finish_reason", "text"])
     yield Output(
-        handle,
+        merged.handle,
         output_name="rollouts",
         metadata={
             "rows": rows,
             "generated": generated,
             "reused_from_cache": rows - generated,
-            "generated_tokens": tokens,
-            "tokens_per_second": round(tokens_per_second, 1),
+            "generated_tokens": merged.tokens,
+            "tokens_per_second": round(merged.tokens_per_second, 1),
             "engine": str(shards["engine"].iloc[0]),
             "engine_start_s": float(shards["engine_start_s"].max()),
             "shards": len(shards),
@@ -228,10 +203,11 @@ def merge_shards(
             "sampling": MetadataValue.json(vars(store.sampling)),
             "store": MetadataValue.path(str(store.root)),
             "store_parts": len(store.parts()),
-            "finish_reasons": counts_table(dict(finish_reasons), "finish reason"),
-            "preview": preview(sample, ["problem_id", "sample_index", "num_tokens", "finish_reason", "text"]),
+            "finish_reasons": counts_table(merged.finish_reasons, "finish reason"),
+            "preview": preview(merged.sample, SAMPLE_COLUMNS),
         },
     )
+    alloc = merged.allocation
     yield Output(
         alloc,
         output_name="rollout_allocation",
@@ -243,12 +219,11 @@ def merge_shards(
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
         },
     )
-    short = int((per_problem != trials).sum())
     yield AssetCheckResult(
         check_name=MATCH_ALLOCATION.name,
         asset_key=MATCH_ALLOCATION.asset_key,
-        passed=short == 0,
-        metadata={"problems_with_wrong_count": short},
+        passed=merged.short == 0,
+        metadata={"problems_with_wrong_count": merged.short},
     )
 
 

@@ -1,6 +1,7 @@
 """The configuration reference: every op config and resource field of the code location, with its
-default and description, read from the Dagster definitions themselves. The README's reference
-section is this module's output (`python -m assets.reference --write`; a test keeps them equal)."""
+default and description, read from the Dagster definitions themselves. The reference section of
+docs/configuration.md is this module's output (`python -m assets.reference --write`; a test keeps
+them equal)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from dagster._config.field import Field
 
 START = "<!-- gradus:config-reference:start -->"
 END = "<!-- gradus:config-reference:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"
 
 
 def _fields(prefix: str, fields: dict[str, Field]) -> Iterator[tuple[str, str, str]]:
@@ -61,16 +62,16 @@ def markdown(defs: Definitions) -> str:
     return "\n".join(lines)
 
 
-def readme_section(text: str) -> str:
+def reference_section(text: str) -> str:
     match = re.search(re.escape(START) + r"\n(.*?)" + re.escape(END), text, re.S)
     if not match:
-        raise ValueError(f"README.md has no {START} … {END} section")
+        raise ValueError(f"{REFERENCE.name} has no {START} … {END} section")
     return match.group(1).rstrip("\n")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description="Print (or --write into README.md) the configuration reference.")
-    parser.add_argument("--write", action="store_true", help="replace the README's reference section")
+    parser = argparse.ArgumentParser(description="Print (or --write into docs/configuration.md) the configuration reference.")
+    parser.add_argument("--write", action="store_true", help="replace the reference section of docs/configuration.md")
     args = parser.parse_args(argv)
     from assets.definitions import defs
 
@@ -78,11 +79,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.write:
         print(table)
         return 0
-    text = README.read_text()
-    readme_section(text)  # refuses a README without the section
+    text = REFERENCE.read_text()
+    reference_section(text)  # refuses a file without the section
     block = re.compile(re.escape(START) + r"\n.*?" + re.escape(END), re.S)
-    README.write_text(block.sub(lambda _: f"{START}\n{table}\n{END}", text))
-    print(f"wrote {len(table.splitlines()) - 2} settings into {README}", file=sys.stderr)
+    REFERENCE.write_text(block.sub(lambda _: f"{START}\n{table}\n{END}", text))
+    print(f"wrote {len(table.splitlines()) - 2} settings into {REFERENCE}", file=sys.stderr)
     return 0
 
 

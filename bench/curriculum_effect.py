@@ -96,7 +96,7 @@ class Preset:
 
 PRESETS = {
     # About 45 minutes on a quiet 2-core CPU: a GRPO step of 8 completions takes ~11 s there and an
-    # evaluation ~35 s, so 3 seeds x 3 arms x 20 steps. The README's figures are --steps 8 (21 min).
+    # evaluation ~35 s, so 3 seeds x 3 arms x 20 steps. The figures in docs/benchmarks.md are --steps 8 (21 min).
     # Evaluation uses transformers: a vLLM start per checkpoint costs more than it saves at this size.
     "cpu": Preset(per_level=3, eval_per_level=2, label_samples=6, fresh_samples=4, eval_samples=4, k=2, steps=20,
                   seeds=(0, 1, 2), prompts_per_step=2, group_size=4, max_tokens=48, learning_rate=1e-5,

@@ -197,12 +197,23 @@ def build_curriculum(
     Parquet file is unreadable to `datasets` and verl): the manifest records it with 0 rows,
     `file` null and a note. Returns the manifest.
     """
+    return write_curriculum(problems, labels, spec, home, provenance)[0]
+
+
+def write_curriculum(
+    problems: Any,
+    labels: Any,
+    spec: CurriculumSpec,
+    home: Path,
+    provenance: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], pa.Table]:
+    """`build_curriculum`, also returning the labelled problems with the class each was given
+    (`stratify`'s table), so callers describe the stages without stratifying a second time."""
     root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
-    strata = spec.strata
     problems_t = _as_table(problems)
-    table = stratify(problems_t, labels, strata)
+    table = stratify(problems_t, labels, spec.strata)
     with locked(home, "curriculum", spec.name), replacing(root) as staging:
-        return _write_stages(problems_t, table, spec, staging, provenance)
+        return _write_stages(problems_t, table, spec, staging, provenance), table
 
 
 def _write_stages(

@@ -11,10 +11,18 @@ problems to the pool never moves existing ones to another shard.
 from __future__ import annotations
 
 import os
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from pipeline.core.records import content_hash
+from pipeline.core.storage import write_parquet_checksummed
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.rollouts.store import RolloutStore
 
 SHARDS_ENV = "GRADUS_SHARDS"
 
@@ -62,3 +70,68 @@ def _checked(shards: int) -> int:
     if shards < 1:
         raise ValueError(f"the shard count must be >= 1, got {shards}")
     return shards
+
+
+@dataclass(frozen=True)
+class MergedRollouts:
+    """The whole pool's rollouts after its shards ran: a handle on the store, and what the store
+    holds against what was allocated, counted in one bounded scan."""
+
+    handle: DatasetHandle
+    allocation: pd.DataFrame
+    """`merge_allocations`: trials and stop reason per problem, in pool order."""
+    short: int
+    """Problems whose stored rollouts are not exactly their allocation (0 when all is well)."""
+    finish_reasons: dict[str, int]
+    sample: pd.DataFrame
+    """The first few stored rollouts (`SAMPLE_COLUMNS`)."""
+    shards: pd.DataFrame
+    """The shards' generation stats, by shard."""
+
+    @property
+    def generated(self) -> int:
+        return int(self.shards["generated"].sum())
+
+    @property
+    def tokens(self) -> int:
+        return int(self.shards["tokens"].sum())
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Generated tokens per second of generation, per engine (0 when all came from the cache)."""
+        return self.tokens / float(self.shards["generate_seconds"].sum()) if self.generated else 0.0
+
+
+SAMPLE_COLUMNS = ["problem_id", "sample_index", "num_tokens", "finish_reason", "text"]
+
+
+def merged_rollouts(store: RolloutStore, problem_ids: list[str], allocations: list[pd.DataFrame],
+                 stats: list[pd.DataFrame], selection_path: Path) -> MergedRollouts:
+    """Join the shards' allocations and stats, write the pool's selection (each problem's sample
+    indices below its allocation, the same whatever the shard count) to `selection_path`, and
+    count what the store holds for it. The store is scanned once, in bounded batches; its rows are
+    never loaded whole."""
+    alloc = merge_allocations(allocations, problem_ids)
+    trials = alloc["trials"].to_numpy(np.int64)
+    selection = pa.table({"problem_id": pa.array(alloc["problem_id"].tolist(), pa.string()),
+                          "trials": pa.array(trials, pa.int64())})
+    write_parquet_checksummed(selection, selection_path)
+    per_problem = np.zeros(len(trials), np.int64)
+    finish_reasons: Counter[str] = Counter()
+    for batch in store.scan(selection.column("problem_id"), trials, columns=["finish_reason"]):
+        per_problem += np.bincount(batch.column("position").to_numpy(), minlength=len(trials))
+        counts = batch.column("finish_reason").value_counts()
+        finish_reasons.update(dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist())))
+    handle = DatasetHandle("rollouts", str(store.root), int(per_problem.sum()),
+                           f"{store.model.key}/{store.sampling.key}", str(selection_path))
+    head = store.scan(selection.column("problem_id"), trials, batch_rows=5, columns=SAMPLE_COLUMNS)
+    first = next(head, None)
+    head.close()  # releases the store's read lock
+    return MergedRollouts(
+        handle=handle,
+        allocation=alloc,
+        short=int((per_problem != trials).sum()),
+        finish_reasons=dict(finish_reasons),
+        sample=first.to_pandas() if first is not None else pd.DataFrame(columns=SAMPLE_COLUMNS),
+        shards=pd.concat(stats, ignore_index=True).sort_values("shard", ignore_index=True),
+    )

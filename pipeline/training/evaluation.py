@@ -12,7 +12,6 @@ category `all` (every problem of that set): `EVALUATION_COLUMNS`.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pipeline.ingest.benchmarks import EvaluationSet, default_evaluation_set, lo
 from pipeline.core.model import ModelSpec
 from pipeline.core.plots import axes, png
 from pipeline.core.progress import Progress
+from pipeline.training.run_record import RUN_RECORD, RunRecord
 from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
 from pipeline.verify.scoring import score_rollouts
@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 
 ALL = "all"
 """The category of a policy's row over every problem of the evaluation set."""
-RUN_RECORD = "run.json"
 EVALUATION_COLUMNS = ("policy", "phase", "stage", "step", "model_key", "benchmark", "category", "problems", "samples",
                       "k", "pass_at_1", "pass_at_k")
 
@@ -101,28 +100,22 @@ def latest_run(layout: StorageLayout) -> Path:
 
 def run_policies(folder: Path) -> list[Policy]:
     """The base model and every checkpoint a run recorded in its `run.json`, in training order."""
-    record_path = folder / RUN_RECORD
-    if not record_path.is_file():
-        raise FileNotFoundError(f"{record_path} does not exist: {folder} is not a finished training run "
-                                "(materialize `staged_rl_policy` to write one)")
-    record = json.loads(record_path.read_text(encoding="utf-8"))
-    base = ModelSpec(**record["base"])
+    record = RunRecord.read(folder)
+    base = record.base
     policies = [Policy("base", base, 0, None, 0)]
     step = 0
-    for stage in sorted(record["stages"], key=lambda s: s["phase"]):
-        step += int(stage["steps"])
-        checkpoint = ModelSpec(str(stage["checkpoint"]), base.model_id, str(stage["revision"]))
+    for stage in sorted(record.stages, key=lambda s: s.phase):
+        step += stage.steps
+        checkpoint = ModelSpec(stage.checkpoint, base.model_id, stage.revision)
         if not Path(checkpoint.path).is_dir():
             raise FileNotFoundError(f"checkpoint {checkpoint.path} of run {folder.name} is gone: retrain the run")
-        policies.append(Policy(f"stage_{stage['phase']}", checkpoint, int(stage["phase"]),
-                               None if stage["stage"] is None else int(stage["stage"]), step))
+        policies.append(Policy(f"stage_{stage.phase}", checkpoint, stage.phase, stage.stage, step))
     return policies
 
 
 def training_problem_ids(folder: Path) -> set[str]:
     """The problems of the curriculum a run trained on (empty when that curriculum is gone)."""
-    record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
-    curriculum = Path(record["curriculum"]["folder"])
+    curriculum = Path(RunRecord.read(folder).curriculum_folder)
     return curriculum_problem_ids(curriculum) if (curriculum / MANIFEST).is_file() else set()
 
 

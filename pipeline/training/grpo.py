@@ -8,7 +8,6 @@ package (and the Dagster definitions that import it) loads without them.
 from __future__ import annotations
 
 import importlib.util
-import json
 import logging
 import shutil
 import time
@@ -24,10 +23,11 @@ import pyarrow as pa
 from pipeline.core.model import ModelSpec, load_tokenizer
 from pipeline.core.plots import axes, png
 from pipeline.core.progress import Progress
-from pipeline.core.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic, write_text_atomic
+from pipeline.core.storage import StorageLayout, within, write_bytes_atomic, write_parquet_atomic
 from pipeline.training.checkpoints import save_checkpoint
 from pipeline.training.pool import load_curriculum
 from pipeline.training.rewards import reward_function
+from pipeline.training.run_record import RunRecord, StageRecord
 from pipeline.training.schedule import PhaseController
 from pipeline.training.spec import GenerationSettings, TrainingSpec
 from pipeline.verify.verification import VerificationTask, VerifierPool
@@ -287,13 +287,13 @@ def train_curriculum(
     write_parquet_atomic(pa.Table.from_pandas(run.log, preserve_index=False), folder / "training_log.parquet")
     run.plot_png = reward_plot_png(run.log)
     write_bytes_atomic(run.plot_png, folder / "reward_per_stage.png")
-    record = {
-        "spec": asdict(spec),
-        "generation_settings": asdict(settings),
-        "base": asdict(start),
-        "generation": run.generation,
-        "curriculum": {"folder": str(curriculum.folder), "label_key": manifest.get("label_key")},
-        "stages": run.summary().to_dict(orient="records"),
-    }
-    write_text_atomic(json.dumps(record, indent=2, default=str), folder / "run.json")
+    RunRecord(
+        base=start,
+        curriculum_folder=str(curriculum.folder),
+        curriculum_label_key=manifest.get("label_key"),
+        stages=tuple(StageRecord(**row) for row in run.summary().to_dict(orient="records")),
+        spec=asdict(spec),
+        generation_settings=asdict(settings),
+        generation=run.generation,
+    ).write(folder)
     return run

@@ -1,5 +1,5 @@
 """Settings are defined once: the Dagster config and resources mirror the library specs exactly, every
-field carries a description the launchpad shows, and the README's reference is the definitions'."""
+field carries a description the launchpad shows, and docs/configuration.md's reference is the definitions'."""
 
 import dataclasses
 from collections.abc import Iterator
@@ -14,7 +14,7 @@ from assets import curriculum, history, labelling, probes, problems
 from assets.config import HELP, mirror, spec_config, spec_fields
 from assets.definitions import defs
 from assets.hub import HubCurriculumConfig
-from assets.reference import README, config_schemas, markdown, readme_section
+from assets.reference import REFERENCE, config_schemas, markdown, reference_section
 from assets.deployment import ENGINE_RESOURCES, resources
 from assets.resources import GradusStorage, HubPublisher, StrataResource, TargetModel, Verifier
 from pipeline.rollouts.allocation import AllocationConfig
@@ -151,14 +151,14 @@ def test_resources_factory_reads_the_environment_it_is_given(tmp_path):
         resources({}, engines=None)
 
 
-def test_readme_reference_is_generated_from_the_definitions(monkeypatch):
+def test_configuration_reference_is_generated_from_the_definitions(monkeypatch):
     monkeypatch.delenv("GRADUS_HOME", raising=False)
     monkeypatch.delenv("GRADUS_MODEL_PATH", raising=False)
     monkeypatch.delenv("GRADUS_HUB_REPO", raising=False)
     monkeypatch.delenv("HF_TOKEN", raising=False)
     plain = Definitions(assets=list(defs.assets), resources=resources({}))
-    assert readme_section(README.read_text()) == markdown(plain), \
-        "README's configuration reference is stale: run `python -m assets.reference --write`"
+    assert reference_section(REFERENCE.read_text()) == markdown(plain), \
+        "docs/configuration.md's reference is stale: run `python -m assets.reference --write`"
 
 
 def test_a_strata_setting_reaches_the_curriculum(home, tmp_path):

@@ -26,7 +26,6 @@ from assets.resources import StrataResource, TargetModel
 from pipeline.labels.pass_rates import pass_rates as aggregate_pass_rates
 from pipeline.probes.hidden_states import indexed_store
 from pipeline.probes.persistence import load_probe
-from pipeline.probes.probe import select_for_rollouts
 from pipeline.core.storage import StorageLayout, write_parquet_atomic
 from pipeline.difficulty.strata import Strata
 
@@ -150,10 +149,13 @@ def test_probe_learns_planted_labels_and_predicts_the_whole_pool(pool, fitted, s
     chosen = predicted[predicted["select_for_rollouts"]].sort_values("rollout_rank")
     assert len(chosen) == PICK and not chosen["measured"].any()
     assert chosen["rollout_rank"].tolist() == [1, 2, 3]
+    # The rule, written out here rather than asked of the function under test: the unmeasured
+    # problems whose prediction sits fewest half-widths from a stratum boundary.
     unmeasured = predicted[~predicted["measured"]]
-    expected = select_for_rollouts(unmeasured["pass_rate"].to_numpy(), unmeasured["uncertainty"].to_numpy(),
-                                   Strata().boundaries(), PICK)
-    assert chosen.index.tolist() == unmeasured.index[expected].tolist()
+    boundaries = np.array(Strata().boundaries())
+    doubt = {pid: np.abs(boundaries - row["pass_rate"]).min() / row["uncertainty"]
+             for pid, row in unmeasured.iterrows()}
+    assert chosen.index.tolist() == sorted(doubt, key=lambda pid: (doubt[pid], -unmeasured.loc[pid, "uncertainty"]))[:PICK]
 
 
 def test_curriculum_stages_measured_labels_first_and_predictions_for_the_rest(pool, fitted, smollm2, instance):

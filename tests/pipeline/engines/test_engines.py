@@ -117,3 +117,19 @@ def test_vllm_engine_seeds_are_independent_of_batching(smollm2):
     for batch, completions in groups:  # each group pairs a request with its own completion
         for request, completion in zip(batch, completions):
             assert completion.text == together[reqs.index(request)].text
+
+
+@pytest.mark.gpu
+def test_vllm_engine_on_cuda_keeps_the_gpu_window_and_reproduces(smollm2):
+    """The CUDA path (upstream `vllm`, GRADUS_ENGINE_BUILD=gpu): a GPU-sized window, the model
+    on the device, and per-request seeds that give the same text whatever the batch."""
+    from pipeline.engines.vllm_engine import VLLMEngine
+
+    sampling = SamplingConfig(max_tokens=16, seed=1)
+    reqs = requests()
+    with create_engine("vllm", smollm2) as engine:
+        assert engine.batch_size() == VLLMEngine.GPU_BATCH_SIZE
+        together = engine.generate(reqs, sampling)
+        alone = engine.generate(reqs[3:4], sampling)
+    check_records(together, sampling)
+    assert alone[0].text == together[3].text
