@@ -147,61 +147,21 @@ def fit_probe(
     features = np.asarray(features, dtype=np.float32)
     layers = tuple(int(layer) for layer in layers)
     n = len(features)
-    if features.ndim != 3 or features.shape[1] != len(layers):
-        raise ValueError(f"features must be (n, {len(layers)} layers, hidden), got {features.shape}")
     measured = np.asarray(pass_rate, dtype=np.float64)
     trials_arr = np.broadcast_to(np.asarray(trials, dtype=np.float64), (n,))
     groups = np.asarray(groups).astype(str)
-    if measured.shape != (n,) or groups.shape != (n,):
-        raise ValueError("pass_rate and groups need one entry per problem")
-    if problem_ids is not None and len(problem_ids) != n:
-        raise ValueError(f"{len(problem_ids)} problem_ids for {n} problems")
-    if not ((measured >= 0) & (measured <= 1)).all() or not (trials_arr >= 1).all():
-        raise ValueError("pass rates must lie in [0, 1] with at least one trial each")
-    if n < 4:
-        raise ValueError(f"a probe needs at least 4 labelled problems, got {n}")
-    swept = config.layers or layers
-    unknown = sorted(set(swept) - set(layers))
-    if unknown:
-        raise ValueError(f"config.layers {unknown} are not in the features' layers {layers}")
+    swept = _checked_sweep(features, measured, trials_arr, groups, layers, config, problem_ids)
 
     successes = np.rint(measured * trials_arr)
     target = probe_target(successes, trials_arr, config)
     splits, notes = cv_splits(n, groups, config)
-
-    rows = []
-    runs: dict[int, tuple[np.ndarray, list[Any]]] = {}
-    for layer in swept:
-        x = features[:, layers.index(layer), :]
-        oof_link = np.empty(n)
-        models = []
-        for train, test in splits:
-            model = _new_estimator(config).fit(x[train], target[train])
-            oof_link[test] = _link(model, x[test])
-            models.append(model)
-        runs[layer] = (oof_link, models)
-        rho, r = _correlations(expit(oof_link), measured)
-        rows.append({"layer": layer, "spearman": rho, "pearson": r})
-    layer_scores = pd.DataFrame(rows)
+    layer_scores, runs = _layer_sweep(features, layers, swept, target, measured, splits, config)
 
     best = layer_scores["spearman"].fillna(-math.inf).to_numpy().argmax()
     chosen = int(layer_scores["layer"].iloc[best])
     oof_link, fold_models = runs[chosen]
     oof_pred = expit(oof_link)
     residual_sd = 0.0 if config.kind == "logistic" else float(np.std(oof_link - target))
-    rho, r = _correlations(oof_pred, measured)
-    solved = successes > 0
-    metrics = {
-        "spearman": rho,
-        "pearson": r,
-        "auroc": float(roc_auc_score(solved, oof_pred)) if 0 < solved.sum() < n else math.nan,
-        "within_group_spearman": _within_group_spearman(oof_pred, measured, groups),
-        "mae": float(np.mean(np.abs(oof_pred - measured))),
-        "residual_sd": residual_sd,
-        "n_problems": float(n),
-        "n_groups": float(len(np.unique(groups))),
-        "n_folds": float(len(splits)),
-    }
     x = features[:, layers.index(chosen), :]
     ids = list(problem_ids) if problem_ids is not None else [str(i) for i in range(n)]
     labels = sorted(zip(ids, successes.astype(int).tolist(), trials_arr.astype(int).tolist()))
@@ -216,7 +176,8 @@ def fit_probe(
         config=config,
         layers=layers,
         chosen_layer=chosen,
-        metrics=metrics,
+        metrics={**_held_out_metrics(oof_pred, measured, successes, groups), "residual_sd": residual_sd,
+                 "n_problems": float(n), "n_groups": float(len(np.unique(groups))), "n_folds": float(len(splits))},
         layer_scores=layer_scores,
         calibration=_calibration(oof_pred, measured, config.calibration_bins),
         oof_pred=oof_pred,
@@ -227,6 +188,64 @@ def fit_probe(
         provenance=provenance,
         notes=tuple(notes),
     )
+
+
+def _checked_sweep(features: np.ndarray, measured: np.ndarray, trials: np.ndarray, groups: np.ndarray,
+                   layers: tuple[int, ...], config: ProbeConfig, problem_ids: Sequence[str] | None) -> tuple[int, ...]:
+    """The layers to sweep, once the inputs are known to describe the same problems."""
+    n = len(features)
+    if features.ndim != 3 or features.shape[1] != len(layers):
+        raise ValueError(f"features must be (n, {len(layers)} layers, hidden), got {features.shape}")
+    if measured.shape != (n,) or groups.shape != (n,):
+        raise ValueError("pass_rate and groups need one entry per problem")
+    if problem_ids is not None and len(problem_ids) != n:
+        raise ValueError(f"{len(problem_ids)} problem_ids for {n} problems")
+    if not ((measured >= 0) & (measured <= 1)).all() or not (trials >= 1).all():
+        raise ValueError("pass rates must lie in [0, 1] with at least one trial each")
+    if n < 4:
+        raise ValueError(f"a probe needs at least 4 labelled problems, got {n}")
+    swept = tuple(config.layers or layers)
+    unknown = sorted(set(swept) - set(layers))
+    if unknown:
+        raise ValueError(f"config.layers {unknown} are not in the features' layers {layers}")
+    return swept
+
+
+def _layer_sweep(
+    features: np.ndarray, layers: tuple[int, ...], swept: tuple[int, ...], target: np.ndarray,
+    measured: np.ndarray, splits: list[tuple[np.ndarray, np.ndarray]], config: ProbeConfig,
+) -> tuple[pd.DataFrame, dict[int, tuple[np.ndarray, list[Any]]]]:
+    """Held-out correlations per swept layer, and each layer's out-of-fold links and fold models."""
+    n = len(features)
+    rows = []
+    runs: dict[int, tuple[np.ndarray, list[Any]]] = {}
+    for layer in swept:
+        x = features[:, layers.index(layer), :]
+        oof_link = np.empty(n)
+        models = []
+        for train, test in splits:
+            model = _new_estimator(config).fit(x[train], target[train])
+            oof_link[test] = _link(model, x[test])
+            models.append(model)
+        runs[layer] = (oof_link, models)
+        rho, r = _correlations(expit(oof_link), measured)
+        rows.append({"layer": layer, "spearman": rho, "pearson": r})
+    return pd.DataFrame(rows), runs
+
+
+def _held_out_metrics(oof_pred: np.ndarray, measured: np.ndarray, successes: np.ndarray,
+                      groups: np.ndarray) -> dict[str, float]:
+    """How the out-of-fold predictions of the chosen layer rank and fit the measured pass rates."""
+    n = len(measured)
+    rho, r = _correlations(oof_pred, measured)
+    solved = successes > 0
+    return {
+        "spearman": rho,
+        "pearson": r,
+        "auroc": float(roc_auc_score(solved, oof_pred)) if 0 < solved.sum() < n else math.nan,
+        "within_group_spearman": _within_group_spearman(oof_pred, measured, groups),
+        "mae": float(np.mean(np.abs(oof_pred - measured))),
+    }
 
 
 def probe_target(successes: np.ndarray, trials: np.ndarray, config: ProbeConfig) -> np.ndarray:
