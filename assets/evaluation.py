@@ -48,7 +48,7 @@ def policy_evaluation(
     revision, so re-evaluating generates nothing. One row per (policy, category), plus a row per
     policy with category `all`; `step` is the training steps taken (0: the base model)."""
     spec = config.to_spec()
-    home = storage.root()
+    home = storage.layout().root
     folder = run_folder(storage.layout(), spec.run_name)
     policies = run_policies(folder)
     problems = evaluation_problems(spec.benchmarks, home, exclude_ids=training_problem_ids(folder))

@@ -21,7 +21,7 @@ def difficulty_history(
     """One row per label version (label key, time, problems per stratum, drift against the previous
     version) appended to `$GRADUS_HOME/history/difficulty_history.parquet`; each version's labels
     are kept beside it so the next one's drift can be measured."""
-    home = storage.root()
+    home = storage.layout().root
     history = LabelHistory(home)
     before = history.summaries()
     previous = history.labels(before.iloc[-1]["version"]) if len(before) else PassRate.empty_frame()

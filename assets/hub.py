@@ -32,7 +32,7 @@ def _source_folder(context: AssetExecutionContext, config: HubCurriculumConfig, 
     path = latest and latest.asset_materialization and latest.asset_materialization.metadata.get("path")
     if not path:
         return storage.layout().curriculum(CurriculumSpec.name)
-    return inside_home(path.value, storage.root(), "the latest curriculum's path in the event log")
+    return inside_home(path.value, storage.layout().root, "the latest curriculum's path in the event log")
 
 
 @asset(group_name="curriculum", deps=[curriculum])

@@ -58,7 +58,7 @@ def evaluation_problems(context: AssetExecutionContext, config: EvaluationProble
                         storage: GradusStorage) -> Output[pd.DataFrame]:
     """Every evaluation set's problems in the pool's schema plus a `benchmark` column; the
     contamination check uses them, and so can a later evaluation of trained policies."""
-    frame, bad = load_evaluation_sets(config.to_spec().benchmarks, storage.root())
+    frame, bad = load_evaluation_sets(config.to_spec().benchmarks, storage.layout().root)
     if len(bad):
         context.log.warning(f"{len(bad)} unusable benchmark rows left out: "
                             f"{bad.groupby(['benchmark', 'reason']).size().to_dict()}")

@@ -84,7 +84,7 @@ def shard_problems(
     Shards stay Arrow tables: a million prompts as Python objects would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
-    target_model.spec(storage.root())
+    target_model.spec(storage.layout().root)
     rows = pd.DataFrame({"problem_id": problems.column("problem_id").to_pandas(), "row": np.arange(problems.num_rows)})
     shards = {i: problems.take(pa.array(part["row"].to_numpy())) for i, part in
               split_problems(rows, config.shards).items()} or {0: problems}
@@ -123,7 +123,7 @@ def sample_shard(
     generates only what is missing."""
     # Arrow-backed columns: only the prompts of requests actually generated become Python objects.
     shard = shard.to_pandas(types_mapper=pd.ArrowDtype)
-    home = storage.root()
+    home = storage.layout().root
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
@@ -328,7 +328,7 @@ def pass_rates(
     """Per problem: successes, trials, pass rate and a 90% credible interval, keyed by model,
     revision, sampling parameters and verifier version. Counted in one streamed pass over the
     rewards (two counters per problem in memory)."""
-    target = target_model.target(storage.root())
+    target = target_model.target(storage.layout().root)
     ids = problems["problem_id"].to_numpy()
     successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
     frame = pass_rates_from_counts(ids, successes, trials, target)

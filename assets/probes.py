@@ -66,7 +66,7 @@ def hidden_states(
     recomputed: the model is not even loaded when nothing is missing. This asset is the index, one
     row per problem with whether this run computed it."""
     layout = storage.layout()
-    model = target_model.spec(storage.root())
+    model = target_model.spec(storage.layout().root)
     spec = config.to_spec()
     layers = spec.layers_for(model)
     store = HiddenStateStore(layout.hidden_states, model.key, layers, config.dtype)
@@ -131,7 +131,7 @@ def difficulty_probe(
     is a generator at a level the probe never saw) and the best held-out Spearman picks the layer.
     Saved under `$GRADUS_HOME/probes/<model key>/`; this asset is a one-row card pointing at it."""
     layout = storage.layout()
-    target = target_model.target(storage.root())
+    target = target_model.target(storage.layout().root)
     store = indexed_store(hidden_states, layout.hidden_states, target.model)
     check_counts(pass_rates, "pass_rates")
     labelled = pass_rates.merge(problems[["problem_id", "category"]], on="problem_id")
@@ -215,7 +215,7 @@ def predicted_difficulty(
     (`ci_low`/`ci_high` = prediction ± uncertainty, clipped to [0, 1]) and `label_source` =
     `predicted`. `select_for_rollouts` marks the unmeasured problems most worth rollouts (ranked
     by `rollout_rank`, 1 first). `curriculum` stages these rows with `labels: predicted | both`."""
-    target = target_model.target(storage.root())
+    target = target_model.target(storage.layout().root)
     card = difficulty_probe.iloc[0]
     if not bool(card["passes"]):
         reason = (f"the probe at {card['probe_path']} failed {PROBE_CHECK}: {card['reason']}. "

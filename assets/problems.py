@@ -40,7 +40,7 @@ def problems(
     # The first step of every labelling run: checking the whole run's config here stops a bad value
     # meant for a later step (a curriculum name, strata edges) before any engine starts.
     check_run_config(context.run_config)
-    tokenizer = load_tokenizer(target_model.spec(storage.root()))
+    tokenizer = load_tokenizer(target_model.spec(storage.layout().root))
     normalised = config.to_spec().load(verifier.pool(), special_token_strings(tokenizer))
     good = Problem.to_frame(normalised.problems)
     bad = QuarantinedRow.to_frame(normalised.quarantined)

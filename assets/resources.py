@@ -73,11 +73,6 @@ class GradusStorage(spec_config(StorageLayout, base=ConfigurableResource)):
     def layout(self) -> StorageLayout:
         return self.to_spec()
 
-    def root(self) -> Path:
-        path = self.layout().root
-        path.mkdir(parents=True, exist_ok=True)
-        return path
-
 
 class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResource)):
     """The model and sampling settings that labels are measured against (the label key).

@@ -29,7 +29,7 @@ def staged_rl_policy(
     rewarded by the verifiers that labelled it and sampled as they were sampled. Each phase leaves
     a checkpoint folder that `GRADUS_MODEL_PATH` (or `target_model.model_path`) can point at to
     relabel with it. The asset's value is the training log, one row per step."""
-    home = storage.root()
+    home = storage.layout().root
     start = target_model.spec(home)
     run = train_curriculum(config.to_spec(), start, verifier.pool(), storage.layout(), context.log.info)
     summary = run.summary()
