@@ -93,9 +93,7 @@ def as_math(text: str) -> str:
     plain number; wrapped in `$…$` when it is a bare expression (`\\frac{\\pi}{2}`, `(2, 3)`), which
     math-verify would otherwise read as one number; a scientific literal as its exact decimal
     (math-verify reads "1e16" as 1). Prose ("18 apples") stays as it is."""
-    text = text.strip()
-    if _SCIENTIFIC.fullmatch(text):
-        return exact_decimal(text)
+    text = decimal_text(text.strip())
     if "$" in text or "\\(" in text or "\\[" in text or "\\boxed" in text or _NUMBER.fullmatch(text):
         return text
     return f"${text}$" if _bare_math(text) else text
@@ -107,6 +105,20 @@ def exact_decimal(literal: str | float) -> str:
     text = repr(literal) if isinstance(literal, float) else literal.strip()
     value = format(Decimal(text), "f")
     return value.removeprefix("+")
+
+
+def decimal_text(text: str) -> str:
+    """A scientific literal ("1e+16") as its exact decimal; any other text unchanged."""
+    return exact_decimal(text) if _SCIENTIFIC.fullmatch(text) else text
+
+
+def undelimited(text: str) -> str:
+    """`text` without the one pair of math delimiters around all of it (`$…$`, `\\[…\\]`, …), if it has them."""
+    text = text.strip()
+    if _math_spans(text) == [(0, len(text))]:
+        width = 2 if text[:2] in ("$$", "\\[", "\\(") else 1
+        return text[width:-width].strip()
+    return text
 
 
 def ascii_digits(text: str) -> str:
