@@ -75,13 +75,7 @@ def extract_answer(completion: str, policy: str = "auto", *, verifier: str) -> s
         raise ValueError(f"unknown extraction policy {policy!r}; expected one of {', '.join(EXTRACTION_POLICIES)}")
     if policy == "full":
         return completion.strip() or None
-    if verifier != "math":
-        steps = {"answer_tag": (answer_tag_content,), "boxed": (_last_box,), "last_number": (_last_number,),
-                 "auto": (answer_tag_content, _last_box, _last_number)}[policy]
-    else:
-        steps = {"answer_tag": (_math_tag,), "boxed": (_math_boxed,), "last_number": (_last_number,),
-                 "auto": (_math_tag, _math_boxed, _marked, _math_fallback)}[policy]
-    for extract in steps:
+    for extract in (_MATH_STEPS if verifier == "math" else _TEXT_STEPS)[policy]:
         answer = extract(completion)
         if answer is not None:
             return answer
@@ -180,11 +174,12 @@ def _last_box(text: str) -> str | None:
     """Content of the last `\\boxed{...}` to close, with nested braces kept. The last box to close
     is the outermost one at the end, so `\\boxed{\\boxed{1}}` gives `\\boxed{1}`, which math-verify
     still reads."""
-    boxes = _boxes(text[-_BOXED_TAIL_CHARS:])
+    tail = text[-_BOXED_TAIL_CHARS:]
+    boxes = _boxes(tail) if "\\boxed" in tail else None
     if not boxes:
         return None
     start, end, _ = boxes[-1]
-    return text[-_BOXED_TAIL_CHARS:][start:end].strip() or None
+    return tail[start:end].strip() or None
 
 
 def _math_boxed(text: str) -> str | None:
@@ -231,6 +226,8 @@ def _marked(text: str) -> str | None:
     """The answer after the last answer phrase: the math span it opens with, else its sentence
     (a number, a bare formula in `$…$`, or the words as written)."""
     tail = text[-_BOXED_TAIL_CHARS:]
+    if "####" not in tail and "answer" not in tail.lower():
+        return None
     last = None
     for last in _MARKER.finditer(tail):
         pass
@@ -297,3 +294,10 @@ def _last_number(text: str) -> str | None:
     if last is None:
         return None
     return _plain(last.group())
+
+
+_TEXT_STEPS = {"answer_tag": (answer_tag_content,), "boxed": (_last_box,), "last_number": (_last_number,),
+               "auto": (answer_tag_content, _last_box, _last_number)}
+_MATH_STEPS = {"answer_tag": (_math_tag,), "boxed": (_math_boxed,), "last_number": (_last_number,),
+               "auto": (_math_tag, _math_boxed, _marked, _math_fallback)}
+"""What each policy tries, in order, per kind of verifier (`full` is the whole text for both)."""

@@ -87,7 +87,7 @@ tests over generated entries); elsewhere even the gold can score less (arc_agi's
 def _plain_number(text: str) -> tuple[int, bool] | None:
     """(value, written as an integer) for a plain integer or integral decimal, else None."""
     text = ascii_digits(text.strip())
-    if wrapped := _WRAPPED.fullmatch(text):
+    if text[:1] in "\\$" and (wrapped := _WRAPPED.fullmatch(text)):
         text = wrapped.group(1) if wrapped.group(1) is not None else wrapped.group(2)
     if _INTEGER.fullmatch(text):
         return int(text.replace(",", "")), True
