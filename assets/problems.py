@@ -20,13 +20,15 @@ class ProblemsConfig(spec_config(ProblemsSpec)):
 @multi_asset(
     outs={
         "problems": AssetOut(description="The normalised problem pool: one row per usable problem.",
-                             is_required=True),
+                             is_required=False),
         "quarantined_problems": AssetOut(description="Rows that could not be used, each with a reason.",
-                                         is_required=True),
+                                         is_required=False),
     },
     check_specs=[AssetCheckSpec("problem_ids_are_unique", asset="problems", blocking=True,
                                 description="No two problems share a problem_id.")],
     group_name="labelling",
+    # A user checks a new dataset by ingesting it alone: `--select problems` must work by itself.
+    can_subset=True,
 )
 def problems(
     context: AssetExecutionContext,
@@ -46,27 +48,29 @@ def problems(
     bad = QuarantinedRow.to_frame(normalised.quarantined)
     reasons = bad["reason"].value_counts().to_dict() if len(bad) else {}
     context.log.info(f"{len(good)} problems, {len(bad)} quarantined {reasons or ''}")
-    yield Output(
-        good,
-        output_name="problems",
-        metadata={
-            "rows": len(good),
-            "quarantined": len(bad),
-            "per_category": counts_table(good["category"].value_counts().sort_index().to_dict(), "category"),
-            "preview": preview(good, ["problem_id", "category", "answer", "prompt"]),
-            "schema": schema(good),
-        },
-    )
-    yield Output(
-        bad,
-        output_name="quarantined_problems",
-        metadata={"rows": len(bad), "reasons": counts_table(reasons, "reason"), "preview": preview(bad)},
-    )
-    dupes = int(good["problem_id"].duplicated().sum())
-    yield AssetCheckResult(
-        check_name="problem_ids_are_unique",
-        asset_key="problems",
-        passed=dupes == 0,
-        metadata={"duplicates": dupes},
-    )
-
+    selected = context.selected_output_names
+    if "problems" in selected:
+        yield Output(
+            good,
+            output_name="problems",
+            metadata={
+                "rows": len(good),
+                "quarantined": len(bad),
+                "per_category": counts_table(good["category"].value_counts().sort_index().to_dict(), "category"),
+                "preview": preview(good, ["problem_id", "category", "answer", "prompt"]),
+                "schema": schema(good),
+            },
+        )
+        dupes = int(good["problem_id"].duplicated().sum())
+        yield AssetCheckResult(
+            check_name="problem_ids_are_unique",
+            asset_key="problems",
+            passed=dupes == 0,
+            metadata={"duplicates": dupes},
+        )
+    if "quarantined_problems" in selected:
+        yield Output(
+            bad,
+            output_name="quarantined_problems",
+            metadata={"rows": len(bad), "reasons": counts_table(reasons, "reason"), "preview": preview(bad)},
+        )

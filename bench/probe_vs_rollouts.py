@@ -147,7 +147,7 @@ def label_with_rollouts(
     by_id = problems.set_index("problem_id")
     rows = by_id.loc[rollouts["problem_id"]]
     tasks = [
-        VerificationTask(verifier, gold, extract_answer(text, "last_number"), metadata)
+        VerificationTask(verifier, gold, extract_answer(text, "last_number", verifier=verifier), metadata)
         for verifier, gold, text, metadata in zip(
             rows["verifier"], rows["answer"], rollouts["text"], rows["metadata"]
         )

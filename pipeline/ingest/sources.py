@@ -27,13 +27,17 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from pipeline.core.records import Problem, QuarantinedRow, canonical_json
+from pipeline.ingest.golds import GOLD_FORMATS, GoldFormat, Rejected, canonical_gold
 from pipeline.ingest.readers import MAX_RAW_CHARS, Unreadable, is_utf8, local_records, printable
+from pipeline.verify.extraction import exact_decimal
 from pipeline.verify.verification import VerificationTask, VerifierPool
 
 SPECIAL_TOKEN_POLICIES = ("quarantine", "escape")
+InstructionPosition = Literal["suffix", "prefix"]
+INSTRUCTION_POSITIONS = get_args(InstructionPosition)
 ESCAPE = "\u200b"
 """Escaping a special token inserts this zero-width space after its first character: the text reads
 the same, but the tokenizer no longer matches the token."""
@@ -68,6 +72,19 @@ class DatasetSource:
     prompt_field: str = field(default="problem", metadata={
         "help": "column with the question text, or with chat messages (a list of {role, content})"})
     answer_field: str = field(default="answer", metadata={"help": "column with the gold answer"})
+    gold_format: GoldFormat = field(default="auto", metadata={
+        "help": "how the answer column holds the gold: plain (as written), gsm8k (a rationale ending in "
+        "'#### N'), boxed_solution (a MATH/NuminaMath solution with a \\boxed{}), latex (a bare LaTeX answer, "
+        "one pair of $...$ around it dropped); auto: gsm8k when a '####' line is there, boxed_solution when a "
+        "\\boxed{} is, else latex (for the math verifier; reasoning_gym golds stay as written). The canonical "
+        "gold is stored, the column as written kept in the row's metadata"})
+    instruction: str | None = field(default=None, metadata={
+        "help": "text added to every prompt's last user message, e.g. 'Let's think step by step and output the "
+        "final answer after \"####\".' It is part of the problem (another instruction, another problem_id "
+        "and other labels), and staged rows carry the prompt with it, exactly as labelled"})
+    instruction_position: InstructionPosition = field(default="suffix", metadata={
+        "help": "suffix (after the question) or prefix (before it); joined by one space unless the instruction "
+        "starts (suffix) or ends (prefix) with whitespace of its own"})
     category_field: str | None = field(default=None, metadata={
         "help": "column used as the category; empty: the source name"})
     system_prompt: str | None = field(default=None, metadata={"help": "system message prepended to text prompts"})
@@ -91,6 +108,13 @@ class DatasetSource:
             raise ValueError(f"special_tokens must be one of {SPECIAL_TOKEN_POLICIES}, got {self.special_tokens!r}")
         if self.max_row_bytes < 1:
             raise ValueError(f"max_row_bytes must be >= 1, got {self.max_row_bytes}")
+        if self.gold_format not in GOLD_FORMATS:
+            raise ValueError(f"gold_format must be one of {GOLD_FORMATS}, got {self.gold_format!r}")
+        if self.instruction_position not in INSTRUCTION_POSITIONS:
+            raise ValueError(f"instruction_position must be one of {INSTRUCTION_POSITIONS}, "
+                             f"got {self.instruction_position!r}")
+        if self.instruction is not None and not self.instruction.strip():
+            raise ValueError("instruction is blank: leave it unset for none")
 
 
 DEFAULT_GENERATORS = tuple(
@@ -149,6 +173,11 @@ class RawRow:
     """The source's own id (`_MISSING` when absent or null); None when the source has no ids."""
     unreadable: Unreadable | None = None
     """Set when the reader could not decode the row; every other field is then empty."""
+    gold_format: str = "auto"
+    answer_field: str = "answer"
+    """The column the answer came from: its text is kept there in the metadata when the gold was read out of it."""
+    instruction: str | None = None
+    instruction_position: str = "suffix"
 
 
 def reasoning_gym_rows(src: ReasoningGymSource) -> Iterator[RawRow]:
@@ -212,6 +241,10 @@ def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
                 verifier=src.verifier,
                 system_prompt=src.system_prompt,
                 source_id=source_id,
+                gold_format=src.gold_format,
+                answer_field=src.answer_field,
+                instruction=src.instruction,
+                instruction_position=src.instruction_position,
             )
         absent = {k: v for k, v in configured.items() if v not in columns}
         if columns and absent:
@@ -239,14 +272,6 @@ _FLOAT_TEXT_CHARS = 32
 """Longer strings are not tried as float literals ("nan", "inf", "1e999")."""
 
 
-class Rejected(Exception):
-    """A row cannot be used; `reason` is a stable code, the message explains."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-
-
 def _text(value: Any, what: str, numbers: bool = True) -> str:
     """`value` as text; `numbers` accepts JSON numbers (a gold answer 4), else only strings."""
     if value is _MISSING or value is None:
@@ -255,7 +280,8 @@ def _text(value: Any, what: str, numbers: bool = True) -> str:
         raise Rejected(f"nonfinite_{what}", f"the {what} is {value}")
     if isinstance(value, bool) or not isinstance(value, (str, int, float) if numbers else str):
         raise Rejected(f"non_text_{what}", f"the {what} is a {type(value).__name__}, not text")
-    text = value if isinstance(value, str) else str(value)
+    # A JSON/Parquet float is written as its exact decimal: math-verify reads "1e+16" as 1.
+    text = value if isinstance(value, str) else exact_decimal(value) if isinstance(value, float) else str(value)
     if not is_utf8(text):
         raise Rejected(f"invalid_utf8_{what}", f"the {what} contains unpaired surrogates (bytes that are not UTF-8)")
     if control := _CONTROL.search(text):
@@ -293,6 +319,19 @@ def _messages(value: Any, system_prompt: str | None) -> list[dict[str, str]]:
     if system_prompt:
         messages.insert(0, {"role": "system", "content": system_prompt})
     return messages
+
+
+def _with_instruction(prompt: list[dict[str, str]], instruction: str | None, position: str) -> list[dict[str, str]]:
+    """The prompt with `instruction` joined to its last user message."""
+    if instruction is None:
+        return prompt
+    last = max(i for i, m in enumerate(prompt) if m["role"] == "user")
+    question = prompt[last]["content"]
+    if position == "prefix":
+        content = instruction + ("" if instruction[-1].isspace() else " ") + question
+    else:
+        content = question + ("" if instruction[0].isspace() else " ") + instruction
+    return [*prompt[:last], {**prompt[last], "content": content}, *prompt[last + 1 :]]
 
 
 def _raw_json(row: RawRow) -> str:
@@ -346,17 +385,22 @@ def _candidate(row: RawRow, max_prompt_chars: int, guard: SpecialTokenGuard) -> 
     if row.unreadable is not None:
         raise Rejected(row.unreadable.reason, row.unreadable.detail)
     prompt = [{**m, "content": guard.apply(m["content"], f"{m['role']} message")}
-              for m in _messages(row.prompt, row.system_prompt)]
+              for m in _with_instruction(_messages(row.prompt, row.system_prompt), row.instruction,
+                                         row.instruction_position)]
     size = sum(len(m["content"]) for m in prompt)
     if size > max_prompt_chars:
         raise Rejected("prompt_too_long", f"the prompt has {size} characters (> {max_prompt_chars})")
-    answer = guard.apply(_text(row.answer, "answer").strip(), "gold answer")
+    written = guard.apply(_text(row.answer, "answer").strip(), "gold answer")
+    answer = canonical_gold(written, row.gold_format, row.verifier)
     if row.verifier == "math" and _ALTERNATIVES.search(answer):
         raise Rejected("ambiguous_answer", f"the gold answer {answer[:80]!r} offers alternatives; "
                                            "math-verify would keep only the last")
     source_id = None if row.source_id is None else _text(row.source_id, "source_id").strip()
+    meta = row.metadata if isinstance(row.metadata, dict) else {}
+    if answer != written:  # the gold was read out of a solution: the solution stays with the problem
+        meta = {row.answer_field: written, **meta}
     try:
-        metadata = canonical_json(row.metadata if isinstance(row.metadata, dict) else {})
+        metadata = canonical_json(meta)
     except RecursionError:
         raise Rejected("too_deeply_nested", "the row's other fields nest too deeply to store") from None
     category = row.category if isinstance(row.category, str) and row.category else row.source
@@ -398,7 +442,8 @@ def normalise(
         reject: Rejected | None = None
         id_key = (row.source, source_id) if source_id is not None else None
         if gold_issue:
-            reject = Rejected("unusable_answer", gold_issue)
+            reject = Rejected("unusable_answer", f"{gold_issue}: {problem.answer[:80]!r} (read as gold_format "
+                                                 f"{row.gold_format}; set the source's gold_format if that is not its format)")
         elif problem.problem_id in seen:
             reject = Rejected("duplicate_problem_id", f"same prompt and answer as {seen[problem.problem_id]}")
         elif id_key in id_owner:

@@ -29,7 +29,7 @@ def verifier_rewards(
     """1.0 for each completion whose extracted answer the problem's verifier passes, else 0.0:
     the rule that labelled the pass rates, so mean train reward and pass rate are comparable."""
     tasks = [
-        VerificationTask(verifier, gold, extract_answer(text, policy), meta)
+        VerificationTask(verifier, gold, extract_answer(text, policy, verifier=verifier), meta)
         for text, gold, verifier, meta in zip(completions, ground_truths, verifiers, metadata, strict=True)
     ]
     return [1.0 if v.passed else 0.0 for v in pool.verify_many(tasks)]

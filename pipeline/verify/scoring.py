@@ -61,7 +61,7 @@ def _score(
     progress: Callable[[int, int], None] | None,
 ) -> pd.DataFrame:
     """Reward rows for rollouts already joined to their problems' gold answers."""
-    extracted = [extract_answer(text, policy) for text in texts]
+    extracted = [extract_answer(text, policy, verifier=v) for text, v in zip(texts, verifiers)]
     tasks = [VerificationTask(v, g, a, m) for v, g, a, m in zip(verifiers, golds, extracted, metadata)]
     verdicts = pool.verify_many(tasks, progress)
     frame = pd.DataFrame(

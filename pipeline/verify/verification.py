@@ -26,10 +26,10 @@ from multiprocessing.connection import Connection, wait
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-from pipeline.verify.extraction import extract_answer
+from pipeline.verify.extraction import answer_tag_content, as_math, ascii_digits
 
 VERIFIER_VERSION = (
-    f"gradus-verify/1 math-verify={version('math-verify')} reasoning-gym={version('reasoning-gym')}"
+    f"gradus-verify/2 math-verify={version('math-verify')} reasoning-gym={version('reasoning-gym')}"
 )
 VERIFIERS = ("math", "reasoning_gym")
 
@@ -67,10 +67,13 @@ def available_cores() -> int:
 
 
 # Plain integers ("42", "-0", "1,234") and integral decimals ("12.", "5.00"): the forms whose value
-# math-verify reads exactly as written. Anything else ("1/2", "1e3", "+5", "0.5", "-007") goes to a
-# worker: math-verify's reading of it ("1e3" is 1, "-007" nothing) is not this module's to guess.
-_INTEGER = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d*|0)")
-_INTEGRAL_DECIMAL = re.compile(r"(-?(?:[1-9]\d*|0))\.0*")
+# math-verify reads exactly as written, bare or as the only thing in a `\\boxed{}` or `$…$`.
+# Anything else ("1/2", "1e3", "+5", "0.5", "-007") goes to a worker: math-verify's reading of it
+# ("1e3" is 1, "-007" nothing) is not this module's to guess. ASCII only: other scripts' digits are
+# made ASCII first, on this path and in the workers alike.
+_INTEGER = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|[1-9]\d*|0)", re.ASCII)
+_INTEGRAL_DECIMAL = re.compile(r"(-?(?:[1-9]\d*|0))\.0*", re.ASCII)
+_WRAPPED = re.compile(r"\\boxed\{\s*([^{}$]*?)\s*\}|\$\s*([^{}$]*?)\s*\$")
 # Beyond this, math-verify compares a decimal at float precision, so equal-looking values may differ.
 _FAST_DECIMAL_LIMIT = 10**12
 _RG_EXACT = frozenset({
@@ -83,7 +86,9 @@ tests over generated entries); elsewhere even the gold can score less (arc_agi's
 
 def _plain_number(text: str) -> tuple[int, bool] | None:
     """(value, written as an integer) for a plain integer or integral decimal, else None."""
-    text = text.strip()
+    text = ascii_digits(text.strip())
+    if text[:1] in "\\$" and (wrapped := _WRAPPED.fullmatch(text)):
+        text = wrapped.group(1) if wrapped.group(1) is not None else wrapped.group(2)
     if _INTEGER.fullmatch(text):
         return int(text.replace(",", "")), True
     match = _INTEGRAL_DECIMAL.fullmatch(text)
@@ -563,9 +568,9 @@ class _Checker:
         gold_parsed = self._parse_gold(gold)
         if not gold_parsed:
             return (0.0, "bad_gold", "math-verify cannot parse the gold answer")
-        # math-verify finds nothing inside <answer> tags, so their content is parsed instead.
-        tagged = extract_answer(answer, "answer_tag")
-        answer_parsed = self._parse(tagged if tagged is not None else answer)
+        # math-verify finds nothing inside <answer> tags (a `full` completion), so their content is read.
+        tagged = answer_tag_content(answer)
+        answer_parsed = self._parse(ascii_digits(as_math(tagged) if tagged is not None else answer))
         if not answer_parsed:
             return (0.0, "ok", "math-verify cannot parse the answer")
         return (1.0, "ok", "") if self._matches(gold_parsed, answer_parsed) else (0.0, "ok", "")
@@ -578,11 +583,14 @@ class _Checker:
             return []
 
     def _parse_gold(self, gold: str) -> list[Any]:
+        """The gold read whole (`as_math`); a gold math-verify keeps only as a string (`\\frac{`) is
+        unusable, since any answer with the same text would match it."""
         # Many samples share a gold answer; parsing it once per worker roughly halves the work.
         if gold not in self._gold_cache:
             if len(self._gold_cache) >= _GOLD_CACHE_SIZE:
                 self._gold_cache.clear()
-            self._gold_cache[gold] = self._parse(gold)
+            parsed = self._parse(ascii_digits(as_math(gold)))
+            self._gold_cache[gold] = parsed if any(not isinstance(p, str) for p in parsed) else []
         return self._gold_cache[gold]
 
     def _matches(self, gold: list[Any], answer: list[Any]) -> bool:

@@ -108,3 +108,22 @@ def test_curriculum_name_cannot_leave_the_curricula_folder(home, instance, tmp_p
     assert "invalid name" in str(failure.step_failure_data.error.to_string())
     after = sorted(p for p in tmp_path.rglob("*") if "dagster" not in p.parts)
     assert after == before
+
+
+def test_problems_materialize_alone(home, instance, tiny_llama):
+    """`dagster asset materialize --select problems`: checking a new dataset needs no other output."""
+    gsm8k = {"path": str(Path(__file__).resolve().parents[1] / "data" / "gsm8k_format.jsonl"),
+             "prompt_field": "question"}
+    result = materialize(
+        all_assets + probe_assets,
+        selection=AssetSelection.assets("problems"),
+        instance=instance,
+        resources=resources(home, tiny_llama.path),
+        run_config={"ops": {"problems": {"config": {"generators": [], "datasets": [gsm8k]}}}},
+    )
+    assert result.success
+    assert [m.asset_key.path[-1] for m in result.get_asset_materialization_events()] == ["problems"]
+    assert [c.passed for c in result.get_asset_check_evaluations()] == [True]
+    problems = pq.read_table(home / "assets" / "problems.parquet").to_pandas()
+    assert problems["answer"].tolist() == ["54", "252", "1250", "9", "15", "30"]
+    assert not (home / "assets" / "quarantined_problems.parquet").exists()

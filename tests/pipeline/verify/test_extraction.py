@@ -4,6 +4,9 @@ import pytest
 
 from pipeline.verify.extraction import EXTRACTION_POLICIES, extract_answer
 
+RG = "reasoning_gym"
+"""reasoning-gym's scorers compare text: they get the bare answer."""
+
 
 @pytest.mark.parametrize(
     ("completion", "expected"),
@@ -16,7 +19,7 @@ from pipeline.verify.extraction import EXTRACTION_POLICIES, extract_answer
     ],
 )
 def test_answer_tag(completion: str, expected: str | None) -> None:
-    assert extract_answer(completion, "answer_tag") == expected
+    assert extract_answer(completion, "answer_tag", verifier=RG) == expected
 
 
 @pytest.mark.parametrize(
@@ -33,7 +36,7 @@ def test_answer_tag(completion: str, expected: str | None) -> None:
     ],
 )
 def test_boxed(completion: str, expected: str | None) -> None:
-    assert extract_answer(completion, "boxed") == expected
+    assert extract_answer(completion, "boxed", verifier=RG) == expected
 
 
 @pytest.mark.parametrize(
@@ -53,31 +56,32 @@ def test_boxed(completion: str, expected: str | None) -> None:
         ("", None),
     ],
 )
-def test_last_number(completion: str, expected: str | None) -> None:
-    assert extract_answer(completion, "last_number") == expected
+@pytest.mark.parametrize("verifier", [RG, "math"])
+def test_last_number(completion: str, expected: str | None, verifier: str) -> None:
+    assert extract_answer(completion, "last_number", verifier=verifier) == expected
 
 
 def test_last_number_ignores_a_number_cut_by_the_scan_window() -> None:
     # The tail window starts inside "123...": a fragment of it must not be reported.
-    assert extract_answer("7 " + "1" * 10_000, "last_number") is None
-    assert extract_answer("7 " + "x" * 10_000 + " 8", "last_number") == "8"
+    assert extract_answer("7 " + "1" * 10_000, "last_number", verifier=RG) is None
+    assert extract_answer("7 " + "x" * 10_000 + " 8", "last_number", verifier=RG) == "8"
 
 
 def test_full() -> None:
-    assert extract_answer("  The answer is 12.\n", "full") == "The answer is 12."
-    assert extract_answer(" \n ", "full") is None
+    assert extract_answer("  The answer is 12.\n", "full", verifier=RG) == "The answer is 12."
+    assert extract_answer(" \n ", "full", verifier=RG) is None
 
 
-def test_auto_prefers_tag_then_boxed_then_last_number() -> None:
-    assert extract_answer(r"<answer>7</answer> \boxed{8} 9") == "7"
-    assert extract_answer(r"\boxed{8} 9") == "8"
-    assert extract_answer("The answer is 12.") == "12"
-    assert extract_answer("I do not know") is None
+def test_auto_for_reasoning_gym_prefers_tag_then_boxed_then_last_number() -> None:
+    assert extract_answer(r"<answer>7</answer> \boxed{8} 9", verifier=RG) == "7"
+    assert extract_answer(r"\boxed{8} 9", verifier=RG) == "8"
+    assert extract_answer("The answer is 12.", verifier=RG) == "12"
+    assert extract_answer("I do not know", verifier=RG) is None
 
 
 def test_unknown_policy_lists_valid_ones() -> None:
     with pytest.raises(ValueError, match="last_number"):
-        extract_answer("12", "first_number")
+        extract_answer("12", "first_number", verifier=RG)
 
 
 @pytest.mark.parametrize(
@@ -96,5 +100,6 @@ def test_unknown_policy_lists_valid_ones() -> None:
 def test_megabyte_inputs_are_fast(completion: str) -> None:
     start = time.perf_counter()
     for policy in EXTRACTION_POLICIES:
-        extract_answer(completion, policy)
+        for verifier in (RG, "math"):
+            extract_answer(completion, policy, verifier=verifier)
     assert time.perf_counter() - start < 0.5

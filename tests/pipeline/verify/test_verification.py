@@ -129,7 +129,7 @@ def test_hanging_and_huge_answers_finish_and_score_zero(pool: VerifierPool) -> N
 
 def test_a_timeout_costs_only_the_offending_task(pool: VerifierPool) -> None:
     # 40 tasks over 2 workers go out in chunks of 5: the sleeper sits mid-chunk.
-    tasks = [VerificationTask("math", str(i), f"\\boxed{{{i}}}") for i in range(40)]  # not the fast path
+    tasks = [VerificationTask("math", str(i), f"\\frac{{{2 * i}}}{{2}}") for i in range(40)]  # not the fast path
     tasks[2] = _sleep_task()
     start = time.monotonic()
     verdicts = pool.verify_many(tasks)
@@ -155,7 +155,7 @@ def test_a_worker_killed_mid_task_fails_only_that_task() -> None:
         single = VerifierPool(workers=1, timeout_s=20.0)
     with single:
         first_done = threading.Event()
-        tasks = [VerificationTask("math", "1", "\\boxed{1}"), _sleep_task(), VerificationTask("math", "2", "\\boxed{2}")]
+        tasks = [VerificationTask("math", "1", "\\frac{2}{2}"), _sleep_task(), VerificationTask("math", "2", "\\frac{4}{2}")]
         results: list[list[Verdict]] = []
 
         def progress(done: int, total: int) -> None:
@@ -187,7 +187,7 @@ def test_verify_many_from_a_worker_thread(pool: VerifierPool) -> None:
 
 def test_results_keep_input_order_and_progress_reaches_total(pool: VerifierPool) -> None:
     # Distinct answers that are not plain numbers: every one goes to a worker.
-    tasks = [VerificationTask("math", str(i % 7), f"\\boxed{{{i}}}") for i in range(2000)]
+    tasks = [VerificationTask("math", str(i % 7), f"\\frac{{{2 * i}}}{{2}}") for i in range(2000)]
     reports: list[tuple[int, int]] = []
     start = time.monotonic()
     verdicts = pool.verify_many(tasks, progress=lambda done, total: reports.append((done, total)))
