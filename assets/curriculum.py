@@ -91,7 +91,8 @@ def curriculum(
     if spec.exclude_contaminated and contaminated:
         flagged_ids = pa.array(sorted(contaminated), pa.string())
         problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), value_set=flagged_ids)))
-    manifest = build_curriculum(problems, labels, spec, home, made)
+    group_filter = TrainingSpec().group_filter(spec.filter_group_size, spec.filter_train_batch_size)
+    manifest = build_curriculum(problems, labels, spec, home, made, group_filter)
     folder = storage.layout().curriculum(spec.name)
     staged = labels[labels["problem_id"].isin(problems.column("problem_id").to_numpy(zero_copy_only=False))]
     staged = staged.reset_index(drop=True)
@@ -103,7 +104,7 @@ def curriculum(
     empty = [s for s in manifest["stages"] if s["rows"] == 0]
     # GRPO groups with mixed rewards per batch, whole labelled pool vs staged problems, at the
     # trainer's default group size (from labels: optimistic for the stages, see pipeline.curriculum.informative).
-    informative = pool_versus_curriculum(staged["pass_rate"], classes > 0, TrainingSpec().num_generations)
+    informative = pool_versus_curriculum(staged["pass_rate"], classes > 0, group_filter.group_size)
     return MaterializeResult(
         metadata={
             **picture_entry(histogram_png(series, "pass rate per stage"), "pass-rate histogram per stage"),
@@ -116,6 +117,9 @@ def curriculum(
             "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
             "label_sources": counts_table(staged["label_source"].value_counts().to_dict(), "source", "problems"),
             "informative_groups": MetadataValue.json(informative),
+            "group_filter": MetadataValue.json({s["name"]: s["group_filter"] for s in manifest["stages"]}),
+            "truncation": MetadataValue.json(manifest["truncation"]),
+            "trainer_config": MetadataValue.json(manifest["trainers"]),
         },
         check_results=[
             AssetCheckResult(

@@ -29,7 +29,7 @@ def test_stages_follow_pass_rate_and_exclusions(tmp_path):
     got = {s["name"]: sorted(pq.read_table(folder / s["file"]).column("problem_id").to_pylist())
            for s in manifest["stages"]}
     assert got == {"stage_1": ["p1", "p5"], "stage_2": ["p2"], "stage_3": ["p3"]}  # edges (1, 0.5, 0.25, 0)
-    assert manifest["excluded"] == {"solved": 1, "unsolved": 1}
+    assert manifest["excluded"] == {"solved": 1, "unsolved": 1, "truncation_bound": 0}
     assert manifest["counts"] == {"problems": 6, "labelled": 6, "in_stages": 4}
     assert manifest["model"] == {"id": "m"}
     assert manifest_problems(folder) == []
