@@ -17,11 +17,13 @@ reasoning-gym at the versions gradus pins.
 
 Verdicts come from one verifier worker per process, started on first use (math-verify's timeouts
 work only on a main thread; verl and OpenRLHF call rewards from executor threads). Calls are
-serialised: a `VerifierPool` serves one caller at a time.
+serialised: a `VerifierPool` serves one caller at a time. Its workers come from a fork server,
+which re-imports a script's main module: call these from code under `if __name__ == "__main__":`
+(trainers' own entry points are).
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations`: OpenRLHF and verl may exec this file as a module of
+# their own that is not in sys.modules, where dataclasses cannot resolve string annotations.
 import atexit
 import os
 import threading
@@ -52,7 +54,7 @@ class RewardRow:
     extraction_policy: str
 
     @classmethod
-    def of(cls, ground_truth: str, extra_info: Mapping[str, Any] | None, policy: str | None = None) -> RewardRow:
+    def of(cls, ground_truth: str, extra_info: Mapping[str, Any] | None, policy: str | None = None) -> "RewardRow":
         """The row's reward settings from its `extra_info` (`policy` overrides its extraction
         policy), refused when they are not there: a guessed verifier or policy would be another
         reward than the labels'."""
