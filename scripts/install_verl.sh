@@ -8,17 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/stamp.sh
 venv="${GRADUS_VERL_VENV:-.venv-verl}"
-python="${PYTHON:-python3}"
-stamp="$venv/.gradus-install-verl"
-want="$(cat pyproject.toml scripts/install_verl.sh | sha256sum | cut -c1-16)"
-
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+inputs=(pyproject.toml scripts/install_verl.sh scripts/stamp.sh)
+if current "$venv/.gradus-install-verl" "${inputs[@]}"; then
   echo "gradus: $venv is up to date (verl)"
   exit 0
 fi
 
-[[ -x "$venv/bin/python" ]] || "$python" -m venv "$venv"
+[[ -x "$venv/bin/python" ]] || "${PYTHON:-python3}" -m venv "$venv"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check)
 
 # The verifier's requirements exactly as pyproject.toml pins them, so labels and trainer reward
@@ -36,5 +34,5 @@ echo "gradus: installing verl into $venv"
 "${pip[@]}" install -q "torch==2.13.0"
 "${pip[@]}" install -q "verl==0.9.1" pandas pyarrow datasets transformers "${verifier[@]}"
 
-echo "$want" > "$stamp"
+stamp "$venv/.gradus-install-verl" "${inputs[@]}"
 echo "gradus: verl installed in $venv"

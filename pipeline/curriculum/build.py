@@ -241,7 +241,8 @@ def _truncation(table: pa.Table, spec: CurriculumSpec, max_tokens: int | None) -
     """The table with its `truncation_bound` column (and those problems out of the stages when
     the spec says exclude), and what the manifest records about rollouts cut at the token cap."""
     counted = "truncated" in table.column_names
-    frame = table.select([c for c in ("successes", "trials", *TRUNCATION_COLUMNS) if c in table.column_names]).to_pandas()
+    columns = [c for c in ("successes", "trials", *TRUNCATION_COLUMNS) if c in table.column_names]
+    frame = table.select(columns).to_pandas()
     bound = truncation_bound(frame["successes"], frame["trials"],
                              frame["truncated_failures"] if counted else [None] * len(frame))
     staged = table.column("stage").to_numpy() > 0

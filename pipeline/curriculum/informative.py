@@ -15,6 +15,11 @@ Computed from labels, the figure for a curriculum is optimistic: its problems we
 because their sampled pass rate was strictly between 0 and 1, and a problem observed at 1/8 may
 be nearly unsolvable. `measured_informative` counts groups of real rollouts (fresh samples, or
 the groups a trainer actually drew) and has no such bias.
+
+Trainers that drop uninformative groups (verl's DAPO `filter_groups`, OpenRLHF's dynamic
+filtering) keep generating until a train batch is full and stop when too few groups survive:
+`GroupFilter.prediction` gives a stage's surviving fraction and the generation batch size that
+fills a train batch with 95 % probability (`generation_batch_size`, an exact binomial bound).
 """
 
 from __future__ import annotations

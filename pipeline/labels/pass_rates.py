@@ -154,8 +154,8 @@ def token_cap_report(rollouts: int, truncated: int, bound: int, max_tokens: int 
     passed = share <= TOKEN_CAP_SHARE
     line = f"{truncated} of {rollouts} rollouts ({share:.0%}) stopped at the token cap (max_tokens={max_tokens})"
     if not passed:
-        line += (f" and count as failures, more than {TOKEN_CAP_SHARE:.0%}; {bound} problems fail mostly that way. "
-                 "Raise target_model's max_tokens and relabel: these pass rates measure the cap, not difficulty")
+        line += (f" and count as failures, more than {TOKEN_CAP_SHARE:.0%}; most failures of {bound} problem(s) "
+                 "are such cuts. Raise target_model's max_tokens and relabel: these pass rates measure the cap, not difficulty")
     return {"passed": passed, "rollouts": rollouts, "truncated": truncated, "share": round(share, 4),
             "truncation_bound": bound, "max_tokens": max_tokens, "message": line}
 

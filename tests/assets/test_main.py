@@ -41,7 +41,7 @@ def test_summary_says_when_the_token_cap_cut_the_rollouts(home):
                                 {"model": {"id": "org/m", "revision": "r1"}, "label_key": "k",
                                  "sampling": {"max_tokens": 32}})
     assert "  token cap: 3 of 8 rollouts (38%) stopped at the token cap (max_tokens=32) and count as failures, " \
-        "more than 10%; 1 problems fail mostly that way. Raise target_model's max_tokens and relabel: these pass " \
+        "more than 10%; most failures of 1 problem(s) are such cuts. Raise target_model's max_tokens and relabel: these pass " \
         "rates measure the cap, not difficulty" in summary(manifest).splitlines()
 
 

@@ -79,6 +79,6 @@ def test_the_token_cap_report_names_the_setting_to_raise():
     assert not over["passed"] and over["share"] == 0.3839
     assert over["message"] == (
         "43 of 112 rollouts (38%) stopped at the token cap (max_tokens=256) and count as failures, more than 10%; "
-        "9 problems fail mostly that way. Raise target_model's max_tokens and relabel: these pass rates measure "
+        "most failures of 9 problem(s) are such cuts. Raise target_model's max_tokens and relabel: these pass rates measure "
         "the cap, not difficulty")
     assert token_cap_report(100, 10, 0, 256)["passed"]  # a tenth exactly is still fine
