@@ -60,7 +60,7 @@ def curriculum(
     spec = config.to_spec(strata=strata.strata())
     built = stage_pool(problems, pass_rates, predicted_difficulty, contamination, spec,
                        target_model.target(layout.root), target_model.extraction_policy, layout,
-                       group_size=TrainingSpec().num_generations)
+                       TrainingSpec().group_filter(spec.filter_group_size, spec.filter_train_batch_size))
     manifest, folder, contaminated = built.manifest, built.folder, built.contaminated
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
@@ -78,6 +78,9 @@ def curriculum(
             "contaminated_excluded": len(contaminated) if spec.exclude_contaminated else 0,
             "label_sources": counts_table(built.label_sources, "source", "problems"),
             "informative_groups": MetadataValue.json(built.informative),
+            "group_filter": MetadataValue.json({s["name"]: s["group_filter"] for s in manifest["stages"]}),
+            "truncation": MetadataValue.json(manifest["truncation"]),
+            "trainer_config": MetadataValue.json(manifest["trainers"]),
         },
         check_results=[
             AssetCheckResult(

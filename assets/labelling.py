@@ -16,6 +16,7 @@ import pandas as pd
 import pyarrow as pa
 from dagster import (
     AssetCheckResult,
+    AssetCheckSeverity,
     AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
@@ -40,7 +41,7 @@ from assets.metadata import counts_table, figure, histogram_png, picture_entry, 
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
-from pipeline.labels.pass_rates import count_passes, pass_rates_from_counts
+from pipeline.labels.pass_rates import count_passes, count_truncations, labels_token_cap, pass_rates_from_counts
 from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
@@ -316,11 +317,15 @@ def rewards(
     group_name="labelling",
     ins={"problems": AssetIn(metadata={"columns": ["problem_id", "category"]})},
     check_specs=[AssetCheckSpec("pass_rates_are_valid", asset="pass_rates", blocking=True,
-                                description="Pass rates in [0, 1]; trials equal the rollouts scored.")],
+                                description="Pass rates in [0, 1]; trials equal the rollouts scored."),
+                 AssetCheckSpec("rollouts_rarely_hit_token_cap", asset="pass_rates",
+                                description="At most a tenth of the rollouts were cut at max_tokens: a cut "
+                                "rollout fails, so the labels would measure the cap, not difficulty.")],
 )
 def pass_rates(
     context: AssetExecutionContext,
     problems: pd.DataFrame,
+    rollouts: DatasetHandle,
     rewards: DatasetHandle,
     storage: GradusStorage,
     target_model: TargetModel,
@@ -331,7 +336,10 @@ def pass_rates(
     target = target_model.target(storage.layout().root)
     ids = problems["problem_id"].to_numpy()
     successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
-    frame = pass_rates_from_counts(ids, successes, trials, target)
+    truncations = count_truncations(rollouts.batches(["problem_id", "sample_index", "finish_reason"]),
+                                    rewards.batches(["problem_id", "sample_index", "passed"]), ids)
+    frame = pass_rates_from_counts(ids, successes, trials, target, truncations=truncations)
+    cap = labels_token_cap(frame, target.sampling.max_tokens)
     by_category = (
         frame.merge(problems[["problem_id", "category"]], on="problem_id")
         .groupby("category")["pass_rate"]
@@ -349,9 +357,15 @@ def pass_rates(
             "pass_rate_by_category": counts_table(
                 {c: f"{v.mean():.3f}" for c, v in by_category}, "category", "mean pass rate"
             ),
-            "preview": preview(frame, ["problem_id", "successes", "trials", "pass_rate", "ci_low", "ci_high"]),
+            "truncated": cap["truncated"],
+            "truncation_bound": cap["truncation_bound"],
+            "preview": preview(frame, ["problem_id", "successes", "trials", "truncated", "pass_rate", "ci_low",
+                                       "ci_high"]),
         },
     )
+    yield AssetCheckResult(check_name="rollouts_rarely_hit_token_cap", passed=cap["passed"],
+                           severity=AssetCheckSeverity.WARN, description=cap["message"],
+                           metadata={k: cap[k] for k in ("rollouts", "truncated", "share", "max_tokens")})
     bad_range = int(((frame["pass_rate"] < 0) | (frame["pass_rate"] > 1)).sum())
     bad_trials = abs(int(frame["trials"].sum()) - rewards.rows)
     yield AssetCheckResult(

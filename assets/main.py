@@ -62,6 +62,9 @@ def summary(manifest: dict, by_category: dict[str, tuple[float, int]] | None = N
         lines.append(f"  {s['name']}: {s['rows']:>5} problems, pass rate in ({lo:.2f}, {hi:.2f}], mean {mean}{empty}")
     ex = manifest["excluded"]
     lines.append(f"  excluded: {ex['solved']} always solved, {ex['unsolved']} never solved")
+    truncation = manifest.get("truncation") or {}
+    if truncation.get("message"):
+        lines.append(f"  token cap: {truncation['message']}")
     decontamination = manifest.get("decontamination") or {}
     if decontamination.get("excluded_flagged") and decontamination.get("flagged"):
         lines.append(f"  contaminated: {decontamination['flagged']} left out, flagged against "

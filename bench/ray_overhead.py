@@ -25,7 +25,7 @@ import pandas as pd
 
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.engines.base import SamplingConfig
-from pipeline.engines.factory import engine_options
+from pipeline.engines.factory import engine_options, start_engine
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.core.model import embedded_model
 from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray
@@ -52,7 +52,7 @@ def pool(size: int) -> pd.DataFrame:
 def local_run(problems, model, sampling, options, allocation, home: Path) -> dict:
     store = RolloutStore(home, model, sampling, engine=options.kind)
     started = time.perf_counter()
-    engine = options.create(model)
+    engine = start_engine(options, model)
     start_s = time.perf_counter() - started
     load = os.getloadavg()[0]
     try:

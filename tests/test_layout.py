@@ -16,7 +16,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("pipeline.difficulty", "pipeline.engines", "pipeline.hygiene"),
     ("pipeline.rollouts",),
     ("pipeline.verify",),
-    ("pipeline.ingest", "pipeline.labels", "pipeline.probes"),
+    ("pipeline.ingest", "pipeline.labels", "pipeline.probes", "pipeline.rewards"),
     ("pipeline.backends", "pipeline.curriculum"),
     ("pipeline.training",),
     ("pipeline.export",),

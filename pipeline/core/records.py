@@ -189,6 +189,11 @@ class PassRate(Record):
     problem_id: str
     successes: int
     trials: int
+    truncated: int | None
+    """Rollouts cut at the token cap (`max_tokens`); None where the rollouts were not counted."""
+    truncated_failures: int | None
+    """Of those, the ones that failed: a problem whose failures are mostly these is bound by the
+    cap, not by its difficulty."""
     pass_rate: float
     ci_low: float
     ci_high: float
@@ -204,6 +209,8 @@ class PassRate(Record):
             ("problem_id", pa.string()),
             ("successes", pa.int64()),
             ("trials", pa.int64()),
+            ("truncated", pa.int64()),
+            ("truncated_failures", pa.int64()),
             ("pass_rate", pa.float64()),
             ("ci_low", pa.float64()),
             ("ci_high", pa.float64()),

@@ -20,7 +20,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.labels.pass_rates import check_counts, label_mismatch
+from pipeline.curriculum.informative import GroupFilter
+from pipeline.labels.pass_rates import (
+    TRUNCATION_COLUMNS,
+    check_counts,
+    label_mismatch,
+    token_cap_report,
+    truncation_bound,
+)
+from pipeline.rewards.trainers import trainer_config
 from pipeline.core.locks import locked
 from pipeline.core.storage import (
     StorageLayout,
@@ -37,6 +45,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
+TRUNCATION_BOUND = -2
+"""The class of a problem left out because its failures are mostly truncations (`truncation_bound: exclude`)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,15 @@ class CurriculumSpec:
     exclude_contaminated: bool = field(default=True, metadata={
         "help": "leave out problems any benchmark flags (the contamination asset); when false they stay in the "
         "stages and the blocking check curriculum_is_decontaminated stops everything downstream"})
+    truncation_bound: Literal["flag", "exclude"] = field(default="flag", metadata={
+        "help": "problems whose failures are mostly rollouts cut at max_tokens (their pass rate measures the token "
+        "cap, not difficulty): flag stages them with truncation_bound true and counts them in the manifest; "
+        "exclude leaves them out of the stages"})
+    filter_group_size: int = field(default=0, metadata={
+        "help": "the trainer's group size G (rollouts per prompt) for the manifest's prediction of group filtering "
+        "(verl DAPO filter_groups, OpenRLHF dynamic filtering); 0: the training spec's num_generations"})
+    filter_train_batch_size: int = field(default=0, metadata={
+        "help": "prompts per train batch for that prediction; 0: the training spec's prompts_per_step"})
 
     def __post_init__(self) -> None:
         safe_name(self.name)  # a folder name: checked when the run is configured, not when it is written
@@ -110,7 +129,7 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     p, lab = _as_table(problems), _as_table(labels)
     check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
                  .to_pandas(), "the labels to stage")
-    keep = [*LABEL_COLUMNS] + [c for c in ("label_source",) if c in lab.column_names]
+    keep = [*LABEL_COLUMNS] + [c for c in ("label_source", *TRUNCATION_COLUMNS) if c in lab.column_names]
     # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
     where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
     # Filtering copies every column, nested prompts included: only when a problem has no label.
@@ -126,12 +145,16 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     return joined.append_column("stage", pa.array(stage, pa.int64()))
 
 
-def to_verl(table: pa.Table) -> pa.Table:
-    """The verl RL columns plus gradus's label columns."""
+def to_verl(table: pa.Table, provenance: Mapping[str, Any] | None = None) -> pa.Table:
+    """The verl RL columns plus gradus's label columns. `extra_info` says how the row was labelled
+    (verifier, the problem's metadata, and from `provenance` the extraction policy and verifier
+    version), which the trainer rewards of `pipeline.rewards.trainers` apply, and repeats the gold
+    answer for trainers that hand a reward one column only (OpenRLHF's `--label_key`)."""
     n = table.num_rows
+    gold = table.column("answer").combine_chunks()
+    made = provenance or {}
     reward_model = pa.StructArray.from_arrays(
-        [pa.repeat(pa.scalar("rule", pa.string()), n), table.column("answer").combine_chunks()],
-        names=["style", "ground_truth"],
+        [pa.repeat(pa.scalar("rule", pa.string()), n), gold], names=["style", "ground_truth"],
     )
     extra_info = pa.StructArray.from_arrays(
         [
@@ -139,8 +162,12 @@ def to_verl(table: pa.Table) -> pa.Table:
             table.column("category").combine_chunks(),
             table.column("verifier").combine_chunks(),
             table.column("metadata").combine_chunks(),
+            pa.repeat(pa.scalar(made.get("extraction_policy"), pa.string()), n),
+            pa.repeat(pa.scalar(made.get("verifier_version"), pa.string()), n),
+            gold,
         ],
-        names=["problem_id", "category", "verifier", "metadata"],
+        names=["problem_id", "category", "verifier", "metadata", "extraction_policy", "verifier_version",
+               "ground_truth"],
     )
     cols: dict[str, Any] = {
         "data_source": table.column("source"),
@@ -152,7 +179,7 @@ def to_verl(table: pa.Table) -> pa.Table:
         "category": table.column("category"),
         "stage": table.column("stage"),
     }
-    for c in LABEL_COLUMNS + ("label_source",):
+    for c in LABEL_COLUMNS + ("label_source", *TRUNCATION_COLUMNS, "truncation_bound"):
         if c in table.column_names:
             cols[c] = table.column(c)
     return pa.table(cols)
@@ -188,8 +215,13 @@ def build_curriculum(
     spec: CurriculumSpec,
     home: Path,
     provenance: Mapping[str, Any] | None = None,
+    group_filter: GroupFilter | None = None,
 ) -> dict[str, Any]:
     """Write `stage_<k>.parquet` files and `manifest.json` under `home/curricula/<name>/`.
+
+    With a `group_filter` the manifest predicts, per stage, what a trainer that drops all-equal
+    groups keeps and how many prompts it must generate per train batch; it also gives the
+    trainers' config lines (`trainers`: verl, TRL, OpenRLHF) for the stages in order.
 
     The folder is built in a staging folder of its own and swapped in under the curriculum's
     lock, so readers never see a half-written curriculum and concurrent builds of one name never
@@ -197,7 +229,7 @@ def build_curriculum(
     Parquet file is unreadable to `datasets` and verl): the manifest records it with 0 rows,
     `file` null and a note. Returns the manifest.
     """
-    return write_curriculum(problems, labels, spec, home, provenance)[0]
+    return write_curriculum(problems, labels, spec, home, provenance, group_filter)[0]
 
 
 def write_curriculum(
@@ -206,26 +238,54 @@ def write_curriculum(
     spec: CurriculumSpec,
     home: Path,
     provenance: Mapping[str, Any] | None = None,
+    group_filter: GroupFilter | None = None,
 ) -> tuple[dict[str, Any], pa.Table]:
     """`build_curriculum`, also returning the labelled problems with the class each was given
-    (`stratify`'s table), so callers describe the stages without stratifying a second time."""
+    (`stratify`'s, `TRUNCATION_BOUND` for those the spec leaves out as cut at the token cap), so
+    callers describe the stages without stratifying a second time."""
     root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
     problems_t = _as_table(problems)
     table = stratify(problems_t, labels, spec.strata)
     with locked(home, "curriculum", spec.name), replacing(root) as staging:
-        return _write_stages(problems_t, table, spec, staging, provenance), table
+        return _write_stages(problems_t, table, spec, staging, root, provenance, group_filter)
+
+
+def _truncation(table: pa.Table, spec: CurriculumSpec, max_tokens: int | None) -> tuple[pa.Table, dict[str, Any]]:
+    """The table with its `truncation_bound` column (and those problems out of the stages when
+    the spec says exclude), and what the manifest records about rollouts cut at the token cap."""
+    counted = "truncated" in table.column_names
+    columns = [c for c in ("successes", "trials", *TRUNCATION_COLUMNS) if c in table.column_names]
+    frame = table.select(columns).to_pandas()
+    bound = truncation_bound(frame["successes"], frame["trials"],
+                             frame["truncated_failures"] if counted else [None] * len(frame))
+    staged = table.column("stage").to_numpy() > 0
+    record: dict[str, Any] = {"counted": counted, "policy": spec.truncation_bound,
+                              "truncation_bound_in_stages": int((bound & staged).sum())}
+    if counted:
+        known = frame["truncated"].notna().to_numpy()
+        record.update(token_cap_report(int(frame["trials"][known].sum()), int(frame["truncated"][known].sum()),
+                                       int(bound.sum()), max_tokens), uncounted_problems=int((~known).sum()))
+    table = table.append_column("truncation_bound", pa.array(bound, pa.bool_()))
+    if spec.truncation_bound == "exclude" and bound.any():
+        stage = table.column("stage").to_numpy().copy()
+        stage[bound & staged] = TRUNCATION_BOUND
+        table = table.set_column(table.column_names.index("stage"), "stage", pa.array(stage, pa.int64()))
+    return table, record
 
 
 def _write_stages(
-    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, provenance: Mapping[str, Any] | None
-) -> dict[str, Any]:
-    """Write the stage files and the manifest into `staging`; returns the manifest."""
+    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, root: Path,
+    provenance: Mapping[str, Any] | None, group_filter: GroupFilter | None,
+) -> tuple[dict[str, Any], pa.Table]:
+    """Write the stage files and the manifest into `staging` (swapped in as `root`); returns the
+    manifest and the table with its final classes."""
     strata = spec.strata
 
+    table, truncation = _truncation(table, spec, ((provenance or {}).get("sampling") or {}).get("max_tokens"))
     stage_col = table.column("stage").to_numpy()
     orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
     # One gather of every staged row, then zero-copy slices: nested columns are copied once.
-    staged = to_verl(table).take(pa.array(np.concatenate(orders), pa.int64()))
+    staged = to_verl(table, provenance).take(pa.array(np.concatenate(orders), pa.int64()))
     stages = []
     start = 0
     for k, rows in enumerate(orders, start=1):
@@ -244,11 +304,17 @@ def _write_stages(
                 "rows": part.num_rows,
                 "pass_rate_bin": [lo, hi],
                 "mean_pass_rate": float(rates.mean()) if len(rates) else None,
+                "truncation_bound": int(pc.sum(part.column("truncation_bound")).as_py() or 0),
+                "group_filter": group_filter.prediction(rates, part.column("ci_low").to_numpy(),
+                                                        part.column("ci_high").to_numpy())
+                if group_filter and part.num_rows else None,
                 "sha256": file_sha256(staging / file) if file else None,
                 "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
             }
         )
-    excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum())}
+    excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum()),
+                "truncation_bound": int((stage_col == TRUNCATION_BOUND).sum())}
+    generation = [s["group_filter"]["generation_batch_size"] for s in stages if s["group_filter"]]
     sources = pc.value_counts(problems_t.column("source")).to_pylist()
     manifest = {
         "name": spec.name,
@@ -266,10 +332,16 @@ def _write_stages(
             "problem_ids_sha256": _ids_digest(problems_t.column("problem_id")),
             "sources": {d["values"]: d["counts"] for d in sources},
         },
+        "truncation": truncation,
+        "trainers": trainer_config(
+            [str(root / s["file"]) for s in stages if s["file"]], group_filter and group_filter.group_size,
+            group_filter and group_filter.train_batch_size,
+            # One run trains every stage: the hardest stage's batch must fill too.
+            None if not generation or None in generation else max(generation)),
         **(dict(provenance) if provenance else {}),
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
-    return manifest
+    return manifest, table
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

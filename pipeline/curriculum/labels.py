@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from pipeline.curriculum.build import LABEL_COLUMNS
+from pipeline.labels.pass_rates import TRUNCATION_COLUMNS
 
 
 def check_predictions(predicted: pd.DataFrame, label_key: str) -> pd.DataFrame:
@@ -35,7 +36,8 @@ def merge_labels(
     `measured` has `PassRate` columns; `predicted` has `problem_id`, `pass_rate`, `ci_low`,
     `ci_high` (as the `predicted_difficulty` asset writes them). Either may be None. Returns
     `problem_id`, `successes`, `trials`, `pass_rate`, `ci_low`, `ci_high` and `label_source`
-    (`measured` | `predicted`), the columns `pipeline.curriculum.build.stratify` stages.
+    (`measured` | `predicted`), the columns `pipeline.curriculum.build.stratify` stages, plus the
+    truncation counts where `measured` has them (none for a predicted row: no rollout was cut).
 
     Strata class solved / unsolved from counts, not rates, so a predicted row gets synthetic
     counts: `trials` (default: the median of the measured trials) and successes = the nearest whole
@@ -44,11 +46,12 @@ def merge_labels(
     above 1 - 1 / (2 trials) always solved; its `pass_rate` stays the predicted value, which picks
     the stage bin. Read `label_source` before trusting a row's counts.
     """
-    columns = ["problem_id", *LABEL_COLUMNS, "label_source"]
+    truncation = [c for c in TRUNCATION_COLUMNS if measured is not None and c in measured.columns]
+    columns = ["problem_id", *LABEL_COLUMNS, "label_source", *truncation]
     parts = []
     measured_ids: set[str] = set()
     if measured is not None and len(measured):
-        parts.append(measured[["problem_id", *LABEL_COLUMNS]].assign(label_source="measured"))
+        parts.append(measured[["problem_id", *LABEL_COLUMNS, *truncation]].assign(label_source="measured"))
         measured_ids = set(measured["problem_id"])
     if predicted is not None and len(predicted):
         rest = predicted[~predicted["problem_id"].isin(measured_ids)]
@@ -69,8 +72,10 @@ def merge_labels(
             "ci_low": rest["ci_low"].to_numpy(np.float64),
             "ci_high": rest["ci_high"].to_numpy(np.float64),
             "label_source": "predicted",
+            **{c: pd.array([None] * len(rest), dtype="Int64") for c in truncation},
         }))
     if not parts:
-        dtypes = {"problem_id": str, "successes": np.int64, "trials": np.int64, "label_source": str}
+        dtypes = {"problem_id": str, "successes": np.int64, "trials": np.int64, "label_source": str,
+                  **{c: "Int64" for c in truncation}}
         return pd.DataFrame({c: pd.Series(dtype=dtypes.get(c, np.float64)) for c in columns})
-    return pd.concat(parts, ignore_index=True)[columns]
+    return pd.concat(parts, ignore_index=True)[columns].astype({c: "Int64" for c in truncation})

@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from pipeline.core.storage import StorageLayout
 from pipeline.curriculum.build import CurriculumSpec, provenance, write_curriculum
-from pipeline.curriculum.informative import pool_versus_curriculum
+from pipeline.curriculum.informative import GroupFilter, pool_versus_curriculum
 from pipeline.curriculum.labels import check_predictions, merge_labels
 from pipeline.hygiene.contamination import decontamination_record, flagged
 from pipeline.labels.pass_rates import LabelTarget
@@ -30,7 +30,8 @@ class StagedCurriculum:
     pass_rate: np.ndarray
     """The pass rate of every labelled problem of the (decontaminated) pool, staged or excluded."""
     classes: np.ndarray
-    """Their classes as the builder assigned them: 1..K stages, 0 solved, -1 unsolved."""
+    """Their classes as the builder assigned them: 1..K stages, 0 solved, -1 unsolved, -2 left out
+    as cut at the token cap (`truncation_bound: exclude`)."""
     label_sources: dict[str, int]
     """Labelled problems by where their label came from (`measured` | `predicted`)."""
     contaminated: frozenset[str]
@@ -52,10 +53,11 @@ def stage_pool(
     target: LabelTarget,
     extraction_policy: str,
     layout: StorageLayout,
-    group_size: int,
+    group_filter: GroupFilter,
 ) -> StagedCurriculum:
     """Write the curriculum `spec` names from the pool's labels: `spec.labels` picks measured
-    pass rates, the probe's predictions (`predicted_difficulty`, needed only then) or both."""
+    pass rates, the probe's predictions (`predicted_difficulty`, needed only then) or both;
+    `group_filter` is the trainer's group size and batch the manifest predicts filtering for."""
     predicted = None
     if spec.labels != "measured":
         if predicted_difficulty is None:
@@ -76,7 +78,7 @@ def stage_pool(
     if spec.exclude_contaminated and contaminated:
         flagged_ids = pa.array(sorted(contaminated), pa.string())
         problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), value_set=flagged_ids)))
-    manifest, table = write_curriculum(problems, labels, spec, layout.root, made)
+    manifest, table = write_curriculum(problems, labels, spec, layout.root, made, group_filter)
     pass_rate = table.column("pass_rate").to_numpy()
     classes = table.column("stage").to_numpy()
     sources = (pc.value_counts(table.column("label_source")).to_pylist()
@@ -90,5 +92,5 @@ def stage_pool(
         contaminated=contaminated,
         # GRPO groups with mixed rewards per batch, whole labelled pool vs staged problems (from
         # labels: optimistic for the stages, see pipeline.curriculum.informative).
-        informative=pool_versus_curriculum(pass_rate, classes > 0, group_size),
+        informative=pool_versus_curriculum(pass_rate, classes > 0, group_filter.group_size),
     )

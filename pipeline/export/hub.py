@@ -21,6 +21,7 @@ import pyarrow.parquet as pq
 import yaml
 
 from pipeline.curriculum.build import manifest_problems, read_manifest
+from pipeline.rewards.trainers import trainer_config
 from pipeline.core.storage import replacing, write_text_atomic
 
 CARD = "README.md"
@@ -189,6 +190,61 @@ def _decontamination(record: Mapping[str, Any] | None) -> str:
 - {record['template_rule']}."""
 
 
+def _training(manifest: Mapping[str, Any]) -> str:
+    """How to train on the stages in order with the labels' own reward, and what a trainer's group
+    filter will keep of each stage."""
+    stages = [s for s in manifest["stages"] if s["rows"]]
+    predicted = [s["group_filter"] for s in stages if s.get("group_filter")]
+    sizes = [p["generation_batch_size"] for p in predicted]
+    group = predicted[0] if predicted else {}
+    config = trainer_config([data_file(s["name"]) for s in stages], group.get("group_size"),
+                            group.get("train_batch_size"),
+                            None if not sizes or None in sizes else max(sizes))
+    text = f"""Every row's `extra_info` records how it was labelled (verifier, answer extraction
+`{manifest.get('extraction_policy', '?')}`, the problem's metadata); gradus's reward entry points apply
+exactly that, so a stage's train reward is comparable with its pass rates. They need gradus importable
+in the trainer's environment (`pip install --no-deps -e <gradus>` plus math-verify and reasoning-gym).
+
+verl (the stages in order: `data.shuffle=False` reads `data.train_files` as listed):
+
+```bash
+python -m verl.trainer.main_ppo \\
+  {" ".join(config["verl"])}
+```
+
+TRL:
+
+```python
+{chr(10).join(config["trl"])}
+```
+
+OpenRLHF (one run per stage, each resuming from the last one's checkpoint):
+
+```bash
+python -m openrlhf.cli.train_ppo_ray {" ".join(config["openrlhf"])}
+```"""
+    if not predicted:
+        return text
+    rows = "\n".join(
+        f"| `{s['name']}` | {p['surviving_fraction']:.3f} | {p['surviving_fraction_range'][0]:.3f}–"
+        f"{p['surviving_fraction_range'][1]:.3f} | {p['generation_batch_size'] or '–'} | "
+        f"{p['generation_batch_size_at_low'] or '–'} |"
+        for s in stages if (p := s.get("group_filter")))
+    return text + f"""
+
+### What a group filter keeps
+
+verl's DAPO `filter_groups` and OpenRLHF's dynamic filtering drop every group whose {group['group_size']} rewards
+are all equal. Expected from the labels (each problem survives with 1 − p^G − (1 − p)^G), with the range its
+pass-rate interval allows, and the prompts to generate so that {group['train_batch_size']} groups survive with
+probability {group['confidence']:.0%} (an exact binomial bound; at the range's low end too). Labels make
+these figures optimistic: a problem staged at 1/8 may be nearly unsolvable.
+
+| stage | surviving fraction | range | generation batch | at low end |
+|---|---:|---|---:|---:|
+{rows}"""
+
+
 def render_card(manifest: Mapping[str, Any], rates: np.ndarray, trials: np.ndarray, licences: Mapping[str, str],
                 name: str, usage_id: str, notes: str) -> str:
     """The card's Markdown body (without front matter)."""
@@ -209,6 +265,7 @@ def render_card(manifest: Mapping[str, Any], rates: np.ndarray, trials: np.ndarr
         "label key": manifest.get("label_key", "?"),
         "verifier version": manifest.get("verifier_version", "?"),
         "answer extraction": manifest.get("extraction_policy", "?"),
+        "token cap": (manifest.get("truncation") or {}).get("message", "truncations not counted"),
         "strata edges": ", ".join(f"{e:.3g}" for e in strata["edges"]),
         "curriculum built": manifest.get("created_at", "?"),
         "problem ids sha256": manifest.get("source_snapshot", {}).get("problem_ids_sha256", "?"),
@@ -246,6 +303,10 @@ every_stage = load_dataset("{usage_id}")  # config `all`: one split per stage
 ## Pass-rate histogram (problems in the stages)
 
 {_histogram(rates, manifest.get('excluded', {}))}
+
+## Training
+
+{_training(manifest)}
 
 ## Provenance
 

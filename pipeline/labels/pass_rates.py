@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Any
 from dataclasses import dataclass, field
 from pathlib import Path
 from datetime import datetime, timezone
@@ -10,12 +11,21 @@ from datetime import datetime, timezone
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+from numpy.typing import ArrayLike
 
 from pipeline.engines.base import SamplingConfig
 from pipeline.difficulty.estimators import BetaPrior, credible_interval
 from pipeline.verify.extraction import ExtractionPolicy
 from pipeline.core.model import ModelSpec, resolve_model
 from pipeline.core.records import PassRate
+
+TRUNCATION_COLUMNS = ("truncated", "truncated_failures")
+"""Per problem: rollouts cut at the token cap, and how many of them failed (None: not counted)."""
+TOKEN_CAP_SHARE = 0.1
+"""The share of rollouts cut at the token cap above which labels are reported as bound by it."""
+CUT = "length"
+"""The finish reason of a rollout stopped by `max_tokens`."""
 
 
 @dataclass(frozen=True)
@@ -59,13 +69,19 @@ def pass_rates(
     """Aggregate per-rollout rewards into one `PassRate` row per problem.
 
     `pass_rate` is the raw s / n (what peers report and what strata are defined on); the credible
-    interval is the Beta posterior's, so a 2/4 and a 32/64 are told apart.
+    interval is the Beta posterior's, so a 2/4 and a 32/64 are told apart. Truncations are counted
+    when `rewards` carries the rollouts' `finish_reason`, else left None.
     """
     if rewards.empty:
         return PassRate.empty_frame()
-    grouped = rewards.groupby("problem_id", sort=True)["passed"].agg(["sum", "count"])
-    return _frame(grouped.index.astype(str).to_numpy(), grouped["sum"].to_numpy(np.int64),
-                  grouped["count"].to_numpy(np.int64), target, prior, level)
+    counted = "finish_reason" in rewards.columns
+    cut = rewards["finish_reason"].eq(CUT) if counted else pd.Series(False, index=rewards.index)
+    grouped = rewards.assign(cut=cut, cut_failed=cut & ~rewards["passed"].astype(bool)).groupby(
+        "problem_id", sort=True).agg(s=("passed", "sum"), n=("passed", "count"), cut=("cut", "sum"),
+                                     cut_failed=("cut_failed", "sum"))
+    truncations = (grouped["cut"].to_numpy(np.int64), grouped["cut_failed"].to_numpy(np.int64)) if counted else None
+    return _frame(grouped.index.astype(str).to_numpy(), grouped["s"].to_numpy(np.int64),
+                  grouped["n"].to_numpy(np.int64), target, prior, level, truncations)
 
 
 def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -86,34 +102,104 @@ def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) 
     return successes, trials
 
 
+def count_truncations(rollout_batches: Iterable[pa.RecordBatch], reward_batches: Iterable[pa.RecordBatch],
+                      problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(truncated, truncated_failures) per problem of `problem_ids`, in its order: rollouts whose
+    `finish_reason` says the token cap stopped them (rollout batches with `problem_id`,
+    `sample_index`, `finish_reason`), and how many of those the rewards (`problem_id`,
+    `sample_index`, `passed`) failed. Memory: one integer per cut rollout."""
+    index = pd.Index(problem_ids)
+    truncated = np.zeros(len(index), np.int64)
+    cut_keys = []
+    for batch in rollout_batches:
+        cut = pc.equal(batch.column("finish_reason"), CUT).to_numpy(zero_copy_only=False)
+        positions = _positions(index, batch.column("problem_id"))[cut]
+        truncated += np.bincount(positions, minlength=len(index))
+        cut_keys.append(_sample_keys(positions, batch.column("sample_index"), cut))
+    keys = np.unique(np.concatenate(cut_keys)) if cut_keys else np.array([], np.int64)
+    failures = np.zeros(len(index), np.int64)
+    for batch in reward_batches:
+        failed = ~batch.column("passed").to_numpy(zero_copy_only=False).astype(bool)
+        positions = _positions(index, batch.column("problem_id"))[failed]
+        hit = np.isin(_sample_keys(positions, batch.column("sample_index"), failed), keys)
+        failures += np.bincount(positions[hit], minlength=len(index))
+    return truncated, failures
+
+
+def _positions(index: pd.Index, ids: pa.Array) -> np.ndarray:
+    positions = index.get_indexer(ids.to_numpy(zero_copy_only=False))
+    if (positions < 0).any():
+        raise ValueError("rollouts or rewards of problems not in the pool: rematerialize `rollouts` and `rewards` "
+                         "for the current problems")
+    return positions
+
+
+def _sample_keys(positions: np.ndarray, sample_index: pa.Array, keep: np.ndarray) -> np.ndarray:
+    """One integer per (problem position, sample index)."""
+    return (positions.astype(np.int64) << 32) | sample_index.to_numpy(zero_copy_only=False)[keep].astype(np.int64)
+
+
+def truncation_bound(successes: ArrayLike, trials: ArrayLike, truncated_failures: ArrayLike) -> np.ndarray:
+    """Problems whose failures are mostly rollouts cut at the token cap: their pass rate says more
+    about `max_tokens` than about difficulty. Uncounted truncations (NaN / None) never bind."""
+    failures = np.asarray(trials, np.float64) - np.asarray(successes, np.float64)
+    cut = pd.Series(truncated_failures, dtype="object").astype("Float64").fillna(0.0).to_numpy(np.float64)
+    return (failures > 0) & (2 * cut > failures)
+
+
+def token_cap_report(rollouts: int, truncated: int, bound: int, max_tokens: int | None) -> dict[str, Any]:
+    """Whether at most `TOKEN_CAP_SHARE` of the rollouts were cut at the token cap, and a line that
+    says so (and which setting to raise when not); `bound`: problems failing mostly by the cap."""
+    share = truncated / rollouts if rollouts else 0.0
+    passed = share <= TOKEN_CAP_SHARE
+    line = f"{truncated} of {rollouts} rollouts ({share:.0%}) stopped at the token cap (max_tokens={max_tokens})"
+    if not passed:
+        line += (f" and count as failures, more than {TOKEN_CAP_SHARE:.0%}; most failures of {bound} problem(s) "
+                 "are such cuts. Raise target_model's max_tokens and relabel: these pass rates measure the cap, not difficulty")
+    return {"passed": passed, "rollouts": rollouts, "truncated": truncated, "share": round(share, 4),
+            "truncation_bound": bound, "max_tokens": max_tokens, "message": line}
+
+
+def labels_token_cap(labels: pd.DataFrame, max_tokens: int) -> dict[str, Any]:
+    """`token_cap_report` of pass-rate labels with truncation counts."""
+    bound = truncation_bound(labels["successes"], labels["trials"], labels["truncated_failures"])
+    return token_cap_report(int(labels["trials"].sum()), int(labels["truncated"].fillna(0).sum()),
+                            int(bound.sum()), max_tokens)
+
+
 def pass_rates_from_counts(
     problem_ids: Sequence[str],
     successes: np.ndarray,
     trials: np.ndarray,
     target: LabelTarget,
     *,
+    truncations: tuple[np.ndarray, np.ndarray] | None = None,
     prior: BetaPrior = BetaPrior(),
     level: float = 0.9,
 ) -> pd.DataFrame:
-    """`pass_rates` from per-problem counts (`count_passes`): one row per problem with trials,
-    sorted by problem id."""
+    """`pass_rates` from per-problem counts (`count_passes`, and `count_truncations` if counted):
+    one row per problem with trials, sorted by problem id."""
     ids = np.asarray(problem_ids, dtype=object)
     scored = np.flatnonzero(trials > 0)
     order = scored[np.argsort(ids[scored], kind="stable")]
     if not len(order):
         return PassRate.empty_frame()
-    return _frame(ids[order], successes[order], trials[order], target, prior, level)
+    picked = (truncations[0][order], truncations[1][order]) if truncations else None
+    return _frame(ids[order], successes[order], trials[order], target, prior, level, picked)
 
 
 def _frame(ids: np.ndarray, s: np.ndarray, n: np.ndarray, target: LabelTarget, prior: BetaPrior,
-           level: float) -> pd.DataFrame:
+           level: float, truncations: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
     lo, hi = credible_interval(s, n, prior, level)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    cut, cut_failed = truncations if truncations else (None, None)
     frame = pd.DataFrame(
         {
             "problem_id": ids.astype(str),
             "successes": s,
             "trials": n,
+            "truncated": pd.array(cut if cut is not None else [None] * len(ids), dtype="Int64"),
+            "truncated_failures": pd.array(cut_failed if cut_failed is not None else [None] * len(ids), dtype="Int64"),
             "pass_rate": s / n,
             "ci_low": lo,
             "ci_high": hi,

@@ -3,7 +3,8 @@
 - `schedule`: when a phase ends (`StageSchedule`) and the per-step bookkeeping (`PhaseController`);
 - `samplers`: which problems each batch trains on (sequential, AdaRFT target difficulty, DUMP UCB);
 - `spec`: a run's settings (`TrainingSpec`), its sampling resolved against the labels;
-- `pool`, `rewards`: the curriculum on disk and the verifier rewards that labelled it;
+- `pool`, `rewards`: the curriculum on disk and the verifier rewards that labelled it
+  (`pipeline.rewards.trainers`, booked with the phase controller);
 - `checkpoints`: each phase's policy as a Hugging Face folder with a content-hash revision;
 - `grpo`: the TRL GRPO loop that ties them together.
 
@@ -13,7 +14,6 @@ Only `grpo` needs torch / TRL, and imports them when a run starts, so importing 
 from pipeline.training.checkpoints import save_checkpoint
 from pipeline.training.grpo import StageResult, TrainingRun, reward_plot_png, train_curriculum
 from pipeline.training.pool import CurriculumPool, load_curriculum
-from pipeline.training.rewards import completion_text, verifier_rewards
 from pipeline.training.samplers import (
     CurriculumSampler,
     SamplerSpec,
@@ -37,10 +37,8 @@ __all__ = [
     "TrainingRun",
     "TrainingSpec",
     "UCBStrataSampler",
-    "completion_text",
     "load_curriculum",
     "reward_plot_png",
     "save_checkpoint",
     "train_curriculum",
-    "verifier_rewards",
 ]

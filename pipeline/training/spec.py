@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pipeline.core.storage import safe_name
+from pipeline.curriculum.informative import GroupFilter
 from pipeline.training.samplers import SamplerSpec
 from pipeline.training.schedule import StageSchedule
 
@@ -84,6 +85,11 @@ class TrainingSpec:
             raise ValueError("prompts_per_step must be at least 1")
         if self.max_completion_length is not None and self.max_completion_length < 1:
             raise ValueError("max_completion_length must be at least 1 (or None: the labels' max_tokens)")
+
+    def group_filter(self, group_size: int = 0, train_batch_size: int = 0) -> GroupFilter:
+        """The group filter a curriculum's manifest predicts for: these sizes, 0 meaning this run's
+        `num_generations` and `prompts_per_step`."""
+        return GroupFilter(group_size or self.num_generations, train_batch_size or self.prompts_per_step)
 
     @property
     def folder_name(self) -> str:

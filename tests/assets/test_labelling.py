@@ -50,6 +50,20 @@ def test_uniform_policy_gives_every_problem_samples_per_problem(label, tiny_llam
     assert meta["rollouts"]["generated"].value == 12
 
 
+def test_pass_rates_count_the_rollouts_cut_at_the_token_cap_and_warn(label):
+    result, frames = label({"samples_per_problem": 3})
+    cut = frames["rollouts"].assign(cut=frames["rollouts"]["finish_reason"] == "length").groupby("problem_id")["cut"]
+    rates = frames["pass_rates"].set_index("problem_id")
+    assert rates["truncated"].tolist() == cut.sum().tolist()
+    assert rates["truncated_failures"].tolist() == cut.sum().tolist()  # every rollout fails (random weights)
+    [check] = [c for c in result.get_asset_check_evaluations() if c.check_name == "rollouts_rarely_hit_token_cap"]
+    # Four tokens of a random model: every rollout (seeded, so every run) is cut.
+    assert rates["truncated"].tolist() == [3] * 4
+    assert not check.passed and check.severity.value == "WARN"
+    assert check.metadata["max_tokens"].value == 4 and check.metadata["truncated"].value == 12
+    assert "Raise target_model's max_tokens" in check.description
+
+
 def test_adaptive_policy_runs_unsettled_problems_to_max_samples(label):
     # Every rollout fails and the pool is too small to fit a prior, so no problem settles early.
     result, frames = label({"policy": "adaptive", "min_samples": 2, "max_samples": 4, "batch_per_problem": 2})

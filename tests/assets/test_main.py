@@ -30,6 +30,21 @@ def test_summary_lists_every_stage_and_the_excluded_counts(home):
     assert text[-1].split() == ["c", "0.500", "(5", "problems)"]
 
 
+def test_summary_says_when_the_token_cap_cut_the_rollouts(home):
+    prompts = [[{"role": "user", "content": f"{i}?"}] for i in range(2)]
+    problems = Problem.to_frame([Problem(Problem.make_id(p, str(i)), "s", p, str(i), "math", "c")
+                                 for i, p in enumerate(prompts)])
+    labels = pd.DataFrame({"problem_id": problems["problem_id"], "successes": [1, 2], "trials": 4,
+                           "truncated": [3, 0], "truncated_failures": [3, 0], "pass_rate": [0.25, 0.5],
+                           "ci_low": 0.0, "ci_high": 1.0})
+    manifest = build_curriculum(problems, labels, CurriculumSpec("cap"), home,
+                                {"model": {"id": "org/m", "revision": "r1"}, "label_key": "k",
+                                 "sampling": {"max_tokens": 32}})
+    assert "  token cap: 3 of 8 rollouts (38%) stopped at the token cap (max_tokens=32) and count as failures, " \
+        "more than 10%; most failures of 1 problem(s) are such cuts. Raise target_model's max_tokens and relabel: these pass " \
+        "rates measure the cap, not difficulty" in summary(manifest).splitlines()
+
+
 def test_main_runs_label_job_into_the_layout(home, tiny_llama, tmp_path, monkeypatch, capfd):
     monkeypatch.delenv("DAGSTER_HOME", raising=False)
     monkeypatch.setenv("GRADUS_ENGINE", "transformers")

@@ -15,6 +15,7 @@ import pytest
 
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.engines.base import SamplingConfig
+from pipeline.engines.factory import start_engine
 from pipeline.engines.options import TransformersOptions
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray, shared_store_root
@@ -55,7 +56,7 @@ def uniform(n: int) -> AllocationConfig:
 def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, verifier_pool, tmp_path,
                                                    restore_torch_threads):
     local_store = RolloutStore(tmp_path / "local", smollm2, SAMPLING, engine=ENGINE.kind)
-    local = sample_rollouts(pool, local_store, lambda: ENGINE.create(smollm2), uniform(2), Strata())
+    local = sample_rollouts(pool, local_store, lambda: start_engine(ENGINE, smollm2), uniform(2), Strata())
     local_rollouts = local_store.load_allocated(local.allocation)
     local_rewards = score_rollouts(pool, local_rollouts, verifier_pool)
 

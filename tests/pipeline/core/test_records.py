@@ -30,7 +30,7 @@ EXAMPLES = {
               Rollout("p1", 1, "", 16, "length", "m/id", "r1", "s-abc", "transformers")],
     Reward: [Reward("p1", 0, "5", 1.0, True, "ok", "math", "v1"),
              Reward("p1", 1, None, 0.0, False, "no_answer", "math", "v1")],
-    PassRate: [PassRate("p1", 3, 8, 0.375, 0.1, 0.7, "m/id", "r1", "s-abc", "v1", "key", "2024-01-01")],
+    PassRate: [PassRate("p1", 3, 8, 2, 1, 0.375, 0.1, 0.7, "m/id", "r1", "s-abc", "v1", "key", "2024-01-01")],
     DuplicateProblem: [DuplicateProblem("p2", "test/src", "arith", "exact_duplicate", 0, "p1", 1.0, "2 + 3?", "5"),
                        DuplicateProblem("p3", "test/src", "arith", "conflicting_answers", 1, None, 1.0, "x?", "7")],
 }

@@ -29,7 +29,7 @@ def test_stages_follow_pass_rate_and_exclusions(tmp_path):
     got = {s["name"]: sorted(pq.read_table(folder / s["file"]).column("problem_id").to_pylist())
            for s in manifest["stages"]}
     assert got == {"stage_1": ["p1", "p5"], "stage_2": ["p2"], "stage_3": ["p3"]}  # edges (1, 0.5, 0.25, 0)
-    assert manifest["excluded"] == {"solved": 1, "unsolved": 1}
+    assert manifest["excluded"] == {"solved": 1, "unsolved": 1, "truncation_bound": 0}
     assert manifest["counts"] == {"problems": 6, "labelled": 6, "in_stages": 4}
     assert manifest["model"] == {"id": "m"}
     assert manifest_problems(folder) == []
@@ -110,3 +110,61 @@ def test_provenance_describes_the_labels_it_stages_not_todays_target():
     newer_verifier = LabelTarget(model, SamplingConfig(temperature=0.8), "v2")
     with pytest.raises(ValueError, match="verifier"):
         provenance(newer_verifier, "auto", "measured", measured=labels)
+
+
+def truncated_pool():
+    """p0 2/8 with 5 of its 6 failures cut at the cap; p1 2/8 with 1 cut; p2 4/8 not counted."""
+    problems, labels = pool([(2, 8), (2, 8), (4, 8)])
+    labels["truncated"] = pd.array([5, 1, None], dtype="Int64")
+    labels["truncated_failures"] = pd.array([5, 1, None], dtype="Int64")
+    return problems, labels
+
+
+@pytest.mark.parametrize("policy,stage_3", [("flag", ["p0", "p1"]), ("exclude", ["p1"])])
+def test_problems_failing_mostly_by_the_token_cap_are_flagged_or_left_out(tmp_path, policy, stage_3):
+    problems, labels = truncated_pool()
+    made = {"extraction_policy": "auto", "sampling": {"max_tokens": 64}}
+    manifest = build_curriculum(problems, labels, CurriculumSpec("t", truncation_bound=policy), tmp_path, made)
+    folder = tmp_path / "curricula" / "t"
+    rows = {r["problem_id"]: r for s in manifest["stages"] if s["file"]
+            for r in pq.read_table(folder / s["file"]).to_pylist()}
+    assert sorted(p for p, r in rows.items() if r["stage"] == 3) == stage_3
+    assert {p: r["truncation_bound"] for p, r in rows.items()} == (
+        {"p0": True, "p1": False, "p2": False} if policy == "flag" else {"p1": False, "p2": False})
+    assert rows["p1"]["truncated"] == 1 and rows["p2"]["truncated"] is None
+    assert manifest["excluded"]["truncation_bound"] == (1 if policy == "exclude" else 0)
+    assert [s["truncation_bound"] for s in manifest["stages"]] == [0, 0, 1 if policy == "flag" else 0]
+    truncation = manifest["truncation"]
+    assert (truncation["rollouts"], truncation["truncated"], truncation["uncounted_problems"]) == (16, 6, 1)
+    assert truncation["truncation_bound_in_stages"] == 1 and not truncation["passed"]
+    assert "max_tokens=64" in truncation["message"]
+
+
+def test_labels_without_truncation_counts_flag_nothing(tmp_path):
+    problems, labels = pool([(2, 8)])
+    manifest = build_curriculum(problems, labels, CurriculumSpec("n"), tmp_path)
+    assert manifest["truncation"] == {"counted": False, "policy": "flag", "truncation_bound_in_stages": 0}
+    row = pq.read_table(tmp_path / "curricula" / "n" / "stage_3.parquet").to_pylist()[0]
+    assert row["truncation_bound"] is False and "truncated" not in row
+
+
+def test_the_manifest_predicts_the_group_filter_per_stage_and_gives_the_trainer_lines(tmp_path):
+    from pipeline.curriculum.informative import GroupFilter
+
+    problems, labels = pool([(4, 8), (2, 8), (6, 8)])
+    labels["ci_low"], labels["ci_high"] = 0.5, 0.5
+    manifest = build_curriculum(problems, labels, CurriculumSpec("g"), tmp_path, {"extraction_policy": "auto"},
+                                GroupFilter(2, 1))
+    stage_1, stage_2, stage_3 = manifest["stages"]
+    # stage_1 holds p2 at 6/8: 2 * 0.75 * 0.25 = 0.375 survive; 1 - 0.625^N >= 0.95 first at N = 7.
+    assert stage_1["group_filter"]["surviving_fraction"] == 0.375
+    assert stage_1["group_filter"]["generation_batch_size"] == 7
+    assert stage_1["group_filter"]["surviving_fraction_range"] == [0.5, 0.5]  # every interval is [0.5, 0.5]
+    assert stage_2["group_filter"]["surviving_fraction"] == 0.5 and stage_3["group_filter"]["surviving_fraction"] == 0.375
+    folder = tmp_path / "curricula" / "g"
+    assert manifest["trainers"]["verl"][:2] == [
+        f"'data.train_files=[{folder / 'stage_1.parquet'},{folder / 'stage_2.parquet'},{folder / 'stage_3.parquet'}]'",
+        "data.shuffle=False"]
+    # One verl run trains every stage: the generation batch is the hardest stage's.
+    assert manifest["trainers"]["verl"][-1] == "data.gen_batch_size=7"
+    assert build_curriculum(problems, labels, CurriculumSpec("h"), tmp_path)["stages"][0]["group_filter"] is None

@@ -9,7 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline.curriculum.informative import (
+    GroupFilter,
     expected_informative,
+    generation_batch_size,
     informative_probability,
     measured_informative,
     pool_versus_curriculum,
@@ -62,3 +64,49 @@ def test_groups_need_two_completions():
         informative_probability([0.5], 1)
     with pytest.raises(ValueError, match="in \\[0, 1\\]"):
         informative_probability([1.5], 2)
+
+
+# --- what a trainer's group filter keeps (verl DAPO filter_groups, OpenRLHF dynamic filtering) ---
+
+
+@pytest.mark.parametrize("fraction,batch,expected", [
+    # P(at least 1 of N survives) = 1 - 0.5^N: N=4 gives 0.9375, N=5 0.96875.
+    (0.5, 1, 5),
+    # P(at least 2 of N) = 1 - (N + 1) / 2^N: N=7 gives 0.9375, N=8 1 - 9/256 = 0.96484.
+    (0.5, 2, 8),
+    # 1 - 0.5625^N - N 0.4375 0.5625^(N-1): N=8 gives 0.9276, N=9 0.9549.
+    (0.4375, 2, 9),
+    (1.0, 3, 3),
+    (0.0, 3, None),
+])
+def test_generation_batch_size_is_the_least_that_fills_the_batch_95_percent_of_the_time(fraction, batch, expected):
+    assert generation_batch_size(fraction, batch) == expected
+
+
+def test_a_stages_prediction_by_hand():
+    # G = 2: a problem survives with 2p(1-p): 0.5 at p=1/2, 0.375 at p=1/4; mean 0.4375.
+    # Intervals [0.3, 0.7] and [0.1, 0.4]: least 2*0.3*0.7=0.42 and 2*0.1*0.9=0.18 (mean 0.30), most
+    # 0.5 (1/2 inside) and 2*0.4*0.6=0.48 (mean 0.49).
+    got = GroupFilter(2, 2).prediction([0.5, 0.25], [0.3, 0.1], [0.7, 0.4])
+    assert got == {"group_size": 2, "train_batch_size": 2, "confidence": 0.95, "surviving_fraction": 0.4375,
+                   "surviving_fraction_range": [0.3, 0.49], "generation_batch_size": 9,
+                   "generation_batch_size_at_low": 14}
+    # G = 4: 1 - 2/16 = 0.875 and 1 - (1 + 81)/256 = 0.6796875; mean 0.77734375; N = 2 gives
+    # 1 - 0.22265625^2 = 0.9504.
+    assert GroupFilter(4, 1).prediction([0.5, 0.25], [0.5, 0.25], [0.5, 0.25])["generation_batch_size"] == 2
+    assert GroupFilter(4, 1).prediction([0.5, 0.25], [0.5, 0.25], [0.5, 0.25])["surviving_fraction"] == 0.7773
+
+
+def test_the_bound_is_exact_against_simulated_generation_batches():
+    rng = np.random.default_rng(1)
+    n = generation_batch_size(0.3, 16)
+    survivors = (rng.random((20_000, n)) < 0.3).sum(axis=1)
+    assert (survivors >= 16).mean() >= 0.94
+    assert ((rng.random((20_000, n - 1)) < 0.3).sum(axis=1) >= 16).mean() < 0.955
+
+
+@pytest.mark.parametrize("kwargs", [dict(group_size=1, train_batch_size=4), dict(group_size=4, train_batch_size=0),
+                                    dict(group_size=4, train_batch_size=4, confidence=1.0)])
+def test_a_group_filter_refuses_impossible_settings(kwargs):
+    with pytest.raises(ValueError):
+        GroupFilter(**kwargs)

@@ -41,3 +41,44 @@ def test_streamed_counts_give_the_same_labels_as_the_frame():
     whole = pass_rates(rewards, TARGET)
     columns = [c for c in whole.columns if c != "labelled_at"]
     pd.testing.assert_frame_equal(streamed[columns], whole[columns])
+
+
+def test_truncations_are_counted_per_problem_with_the_failed_ones():
+    from pipeline.labels.pass_rates import count_truncations
+
+    rollouts = pd.DataFrame({"problem_id": list("aaabbc"), "sample_index": [0, 1, 2, 0, 1, 0],
+                             "finish_reason": ["length", "length", "stop", "length", "stop", "stop"]})
+    # a/0 was cut yet passed (its answer came before the cap); a/1 and b/0 were cut and failed.
+    rewards = pd.DataFrame({"problem_id": list("aaabbc"), "sample_index": [0, 1, 2, 0, 1, 0],
+                            "passed": [True, False, False, False, True, False]})
+    ids = ["a", "b", "c", "never"]
+    cut, cut_failed = count_truncations(pa.Table.from_pandas(rollouts).to_batches(max_chunksize=4),
+                                        pa.Table.from_pandas(rewards.iloc[::-1]).to_batches(max_chunksize=2), ids)
+    assert cut.tolist() == [2, 1, 0, 0] and cut_failed.tolist() == [1, 1, 0, 0]
+    streamed = pass_rates_from_counts(ids, *count_passes(pa.Table.from_pandas(rewards).to_batches(), ids), TARGET,
+                                      truncations=(cut, cut_failed)).set_index("problem_id")
+    assert streamed["truncated"].tolist() == [2, 1, 0] and streamed["truncated_failures"].tolist() == [1, 1, 0]
+    whole = pass_rates(rewards.merge(rollouts), TARGET).set_index("problem_id")
+    assert whole["truncated"].tolist() == [2, 1, 0] and whole["truncated_failures"].tolist() == [1, 1, 0]
+    # Rewards without the rollouts' finish reasons: not counted, not zero.
+    assert pass_rates(rewards, TARGET)["truncated"].isna().all()
+
+
+def test_truncation_bound_means_most_failures_were_cut():
+    from pipeline.labels.pass_rates import truncation_bound
+
+    # failures 4 (3 cut), 3 (1 cut), 1 (1 cut), 0, and 4 with uncounted truncations
+    got = truncation_bound([0, 1, 3, 4, 0], [4, 4, 4, 4, 4], pd.array([3, 1, 1, 0, None], dtype="Int64"))
+    assert got.tolist() == [True, False, True, False, False]
+
+
+def test_the_token_cap_report_names_the_setting_to_raise():
+    from pipeline.labels.pass_rates import token_cap_report
+
+    over = token_cap_report(112, 43, 9, 256)
+    assert not over["passed"] and over["share"] == 0.3839
+    assert over["message"] == (
+        "43 of 112 rollouts (38%) stopped at the token cap (max_tokens=256) and count as failures, more than 10%; "
+        "most failures of 9 problem(s) are such cuts. Raise target_model's max_tokens and relabel: these pass rates measure "
+        "the cap, not difficulty")
+    assert token_cap_report(100, 10, 0, 256)["passed"]  # a tenth exactly is still fine

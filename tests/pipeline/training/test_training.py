@@ -20,11 +20,9 @@ from pipeline.training import (
     TargetDifficultySampler,
     TrainingSpec,
     UCBStrataSampler,
-    completion_text,
     load_curriculum,
     save_checkpoint,
     train_curriculum,
-    verifier_rewards,
 )
 
 
@@ -188,13 +186,10 @@ def test_controller_log_and_annotations():
 
 
 def test_verifier_rewards_use_the_labelling_rule(verifier_pool):
-    rewards = verifier_rewards(
-        ["So the answer is 12.", "I think 13", "no idea"],
-        ["12", "12", "12"],
-        ["math", "math", "math"],
-        ["{}", "{}", "{}"],
-        verifier_pool,
-    )
+    from pipeline.rewards.trainers import RewardRow, completion_text, row_rewards
+
+    rows = [RewardRow("12", "math", "{}", "auto")] * 3
+    rewards = row_rewards(["So the answer is 12.", "I think 13", "no idea"], rows, verifier_pool)
     assert rewards == [1.0, 0.0, 0.0]
     assert completion_text([{"role": "assistant", "content": "7"}]) == "7"
     assert completion_text("7") == "7"
