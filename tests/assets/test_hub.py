@@ -17,7 +17,7 @@ from assets.deployment import resources as gradus_resources
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
-from pipeline.core.model import ModelSpec
+from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
 from pipeline.verify.verification import VERIFIER_VERSION
@@ -41,7 +41,7 @@ def labelled(home, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    (model / "gradus_model.json").write_text(json.dumps({"model_id": "org/tiny", "revision": "r1"}))
+    write_marker(model, "org/tiny", "r1")
     target = LabelTarget(ModelSpec(str(model), "org/tiny", "r1"), SamplingConfig(), VERIFIER_VERSION)
     problems = Problem.to_frame([
         Problem(Problem.make_id([{"role": "user", "content": f"{i}+1?"}], str(i + 1)), "reasoning_gym/chain_sum",
