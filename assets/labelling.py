@@ -41,7 +41,7 @@ from assets.metadata import counts_table, figure, histogram_png, picture_entry, 
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
-from pipeline.labels.pass_rates import count_passes, pass_rates_from_counts
+from pipeline.labels.pass_rates import check_rewards, count_passes, pass_rates_from_counts
 from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
@@ -313,7 +313,7 @@ def rewards(
     before = pool.stats.copy() if pool else None
     handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
                                     target_model.extraction_policy, context.log.info, config.show_failures,
-                                    scorer=scorer)
+                                    scorer=scorer, label_key=target_model.target(storage.root()).key)
     routes: dict[str, int] = {}
     if pool is not None:
         spent = pool.stats - before
@@ -354,6 +354,7 @@ def pass_rates(
     revision, sampling parameters and verifier version. Counted in one streamed pass over the
     rewards (two counters per problem in memory)."""
     target = target_model.target(storage.root())
+    check_rewards(rewards.label_key, target)
     ids = problems["problem_id"].to_numpy()
     successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
     frame = pass_rates_from_counts(ids, successes, trials, target)

@@ -157,3 +157,18 @@ def test_a_curriculum_of_labels_made_at_other_settings_is_refused(home, labelled
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "rematerialize pass_rates" in failure.step_failure_data.error.cause.message
     assert not (StorageLayout(str(home)).curriculum("default") / "manifest.json").exists()
+
+
+def test_a_curriculum_read_under_another_extraction_policy_is_refused(home, labelled, instance):
+    """Labels measured with `auto`, the curriculum re-materialized alone with `answer_tag`: its manifest
+    would hand the trainer a reward policy under which these problems were never solved."""
+    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
+              unique_problems, evaluation_problems, contamination, curriculum]
+    changed = TargetModel(model_path=str(labelled), extraction_policy="answer_tag")
+    result = materialize(assets, instance=instance, raise_on_error=False,
+                         resources=gradus_resources({"GRADUS_HOME": str(home)}, target_model=changed))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message
+    assert "extraction_policy auto → answer_tag" in message and "rematerialize pass_rates" in message
+    assert not (StorageLayout(str(home)).curriculum("default") / "manifest.json").exists()

@@ -110,3 +110,19 @@ def test_provenance_describes_the_labels_it_stages_not_todays_target():
     newer_verifier = LabelTarget(model, SamplingConfig(temperature=0.8), "v2")
     with pytest.raises(ValueError, match="verifier"):
         provenance(newer_verifier, "auto", "measured", measured=labels)
+
+
+def test_labels_made_under_another_extraction_policy_are_refused_naming_it():
+    """Labels read with `auto`; a curriculum built with `answer_tag` would tell the trainer to reward
+    a format under which these problems were never solved."""
+    from pipeline.curriculum.build import provenance
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.labels.pass_rates import LabelTarget, pass_rates
+    from pipeline.core.model import ModelSpec
+
+    model = ModelSpec("/m", "org/m", "r1")
+    rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})
+    labels = pass_rates(rewards, LabelTarget(model, SamplingConfig(), "v1", extraction_policy="auto"))
+    tagged = LabelTarget(model, SamplingConfig(), "v1", extraction_policy="answer_tag")
+    with pytest.raises(ValueError, match="extraction_policy auto → answer_tag.*rematerialize pass_rates"):
+        provenance(tagged, "answer_tag", "measured", measured=labels)
