@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 import importlib.util
@@ -116,6 +117,23 @@ def folder_revision(folder: Path, length: int = 12) -> str:
         h.update(path.name.encode())
         h.update(file_digest(path, 64).encode())
     return h.hexdigest()[:length]
+
+
+def content_revisions(folders: Mapping[str, Path],
+                      known: Mapping[str, Sequence[str | None] | None]) -> dict[str, tuple[str, str | None]]:
+    """Each folder's (file signature, `folder_revision`). The signature is the names, sizes and
+    modification times of its `model_files`; the revision is computed only for a folder `known`
+    lacks or whose signature changed since, so polling many checkpoints reads no unchanged weights
+    twice. A folder `known` holds as None (content never recorded) keeps a revision of None while
+    its signature stands."""
+    out = {}
+    for key, folder in folders.items():
+        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_files(folder)]
+        signature = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        before = known.get(key, ())
+        unchanged = key in known and (before is None or before[0] == signature)
+        out[key] = (signature, (before[1] if before else None) if unchanged else folder_revision(folder))
+    return out
 
 
 def write_marker(folder: Path, model_id: str, revision: str, **extra: Any) -> None:
