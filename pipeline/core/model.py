@@ -136,11 +136,14 @@ def content_revisions(folders: Mapping[str, Path],
     return out
 
 
-def write_marker(folder: Path, model_id: str, revision: str, **extra: Any) -> None:
-    """Record the folder's model id and revision in its marker, with the content they describe
-    (`folder_revision`): weights or tokenizer files changed later are not the revision's."""
-    meta = {"model_id": model_id, "revision": revision, **extra, "content": folder_revision(folder)}
+def write_marker(folder: Path, model_id: str, revision: str | None = None, **extra: Any) -> str:
+    """Record the folder's model id and revision (default: its content hash) in its marker, with
+    the content they describe (`folder_revision`): weights or tokenizer files changed later are not
+    the revision's. Returns the revision."""
+    content = folder_revision(folder)
+    meta = {"model_id": model_id, "revision": revision or content, **extra, "content": content}
     write_text_atomic(json.dumps(meta, indent=2, default=str), folder / MODEL_MARKER)
+    return meta["revision"]
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.model import ModelSpec, folder_revision, write_marker
+from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.storage import replacing
 
 
@@ -22,8 +22,7 @@ def save_checkpoint(
     with replacing(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        revision = folder_revision(staging)
-        write_marker(staging, base.model_id, revision,
-                     base_model={"model_id": base.model_id, "revision": base.revision, "path": base.path},
-                     **provenance)
+        revision = write_marker(staging, base.model_id,
+                                base_model={"model_id": base.model_id, "revision": base.revision, "path": base.path},
+                                **provenance)
     return ModelSpec(str(folder), base.model_id, revision)
