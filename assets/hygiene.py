@@ -2,15 +2,18 @@
 `evaluation_problems` (the benchmarks) and `contamination` (which problems leak them)."""
 
 
+from functools import partial
+
 import pandas as pd
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
 
 from assets.config import op_config, spec_config
 from assets.metadata import PREVIEW_ROWS, counts_table, preview
-from assets.resources import GradusStorage
+from assets.resources import GradusStorage, Verifier
 from pipeline.hygiene.contamination import METHODS, Benchmark, ContaminationSpec, check, flagged, summary
 from pipeline.hygiene.dedup import DedupSpec, deduplicate
 from pipeline.ingest.benchmarks import EvaluationSetsSpec, load_evaluation_sets
+from pipeline.verify.equivalence import golds_agree
 
 
 @op_config("unique_problems")
@@ -28,11 +31,12 @@ class DedupConfig(spec_config(DedupSpec)):
     },
     group_name="labelling",
 )
-def unique_problems(context: AssetExecutionContext, config: DedupConfig, problems: pd.DataFrame):
-    """Exact duplicates after normalisation (NFKC, case, whitespace, LaTeX spacing), near-duplicates
-    by MinHash-LSH with the same gold answer, and identical problems whose answers disagree (all
+def unique_problems(context: AssetExecutionContext, config: DedupConfig, problems: pd.DataFrame, verifier: Verifier):
+    """Exact duplicates after normalisation (NFKC with super- and subscripts kept, the case of words,
+    whitespace, LaTeX spacing) under the same system prompt, near-duplicates by MinHash-LSH with the
+    same gold answer, and identical problems whose answers disagree even to the verifier (all
     copies quarantined as `conflicting_answers`)."""
-    result = deduplicate(problems, config.to_spec(), context.log.info)
+    result = deduplicate(problems, config.to_spec(), context.log.info, partial(golds_agree, verifier.pool()))
     kept = problems[result.keep].reset_index(drop=True)
     dropped = result.dropped.to_pandas()
     counts = result.counts()

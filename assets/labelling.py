@@ -41,7 +41,13 @@ from assets.metadata import counts_table, figure, histogram_png, picture_entry, 
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
-from pipeline.labels.pass_rates import count_passes, count_truncations, labels_token_cap, pass_rates_from_counts
+from pipeline.labels.pass_rates import (
+    check_rewards,
+    count_passes,
+    count_truncations,
+    labels_token_cap,
+    pass_rates_from_counts,
+)
 from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
@@ -289,7 +295,7 @@ def rewards(
     before = pool.stats.copy() if pool else None
     handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
                                     target_model.extraction_policy, context.log.info, config.show_failures,
-                                    scorer=scorer)
+                                    scorer=scorer, label_key=target_model.target(storage.layout().root).key)
     routes: dict[str, int] = {}
     if pool is not None:
         spent = pool.stats - before
@@ -334,6 +340,7 @@ def pass_rates(
     revision, sampling parameters and verifier version. Counted in one streamed pass over the
     rewards (two counters per problem in memory)."""
     target = target_model.target(storage.layout().root)
+    check_rewards(rewards.label_key, target)
     ids = problems["problem_id"].to_numpy()
     successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
     truncations = count_truncations(rollouts.batches(["problem_id", "sample_index", "finish_reason"]),

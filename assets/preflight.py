@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from assets.config import OP_CONFIGS, SpecConfig
 from assets.resources import GradusStorage, HubPublisher, StrataResource, TargetModel, Verifier
+from pipeline.engines.base import SamplingConfig
+from pipeline.rollouts.allocation import AllocationConfig, check_independent_trials
 
 RESOURCE_TYPES: dict[str, type] = {
     "storage": GradusStorage, "target_model": TargetModel, "strata": StrataResource, "verifier": Verifier,
@@ -48,3 +50,13 @@ def check_run_config(run_config: Mapping[str, Any], resource_types: Mapping[str,
     errors = config_errors(run_config, resource_types)
     if errors:
         raise ValueError("the run config is invalid; nothing was run:\n" + "\n".join(f"- {e}" for e in errors))
+
+
+def check_trials(run_config: Mapping[str, Any], sampling: SamplingConfig) -> None:
+    """`check_independent_trials` for the run's `rollouts` config and the target's sampling, which
+    are set in two places (an op's config, a resource) and meet only when rollouts are sampled."""
+    given = (((run_config.get("ops") or {}).get("rollouts") or {}).get("config")) or {}
+    config = OP_CONFIGS.get("rollouts")
+    if config is None or any(_is_env(v) for v in given.values()):
+        return  # known only when the step runs, which checks it then (`sample_rollouts`)
+    check_independent_trials(config(**given).to_spec(AllocationConfig), sampling)

@@ -5,7 +5,7 @@ from dagster import AssetCheckResult, AssetCheckSpec, AssetExecutionContext, Ass
 
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, preview, schema
-from assets.preflight import check_run_config
+from assets.preflight import check_run_config, check_trials
 from assets.resources import GradusStorage, TargetModel, Verifier
 from pipeline.core.model import load_tokenizer, special_token_strings
 from pipeline.core.records import Problem, QuarantinedRow
@@ -42,6 +42,7 @@ def problems(
     # The first step of every labelling run: checking the whole run's config here stops a bad value
     # meant for a later step (a curriculum name, strata edges) before any engine starts.
     check_run_config(context.run_config)
+    check_trials(context.run_config, target_model.sampling())
     tokenizer = load_tokenizer(target_model.spec(storage.layout().root))
     normalised = config.to_spec().load(verifier.pool(), special_token_strings(tokenizer))
     good = Problem.to_frame(normalised.problems)

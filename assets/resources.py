@@ -93,7 +93,7 @@ class TargetModel(spec_config(TargetSpec, SamplingConfig, base=ConfigurableResou
         return self.to_spec(SamplingConfig)
 
     def target(self, home: Path) -> LabelTarget:
-        return LabelTarget(self.spec(home), self.sampling(), VERIFIER_VERSION)
+        return LabelTarget(self.spec(home), self.sampling(), VERIFIER_VERSION, self.extraction_policy)
 
 
 class StrataResource(spec_config(Strata, base=ConfigurableResource)):

@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 import importlib.util
 from pathlib import Path
 
@@ -31,6 +33,8 @@ SETTLE_SECONDS = 60.0
 """A folder with a file written more recently than this is still being saved: wait for it."""
 CHECKPOINT_DEPTH = 2
 """How deep under a checkpoint directory model folders are looked for."""
+NOT_MODEL_FILES = ("LICENSE", "NOTICE", "USE_POLICY")
+"""Name prefixes (upper-cased) of the files in a model folder that no loader reads."""
 
 
 @dataclass(frozen=True)
@@ -94,18 +98,52 @@ def file_digest(path: Path, length: int = 12) -> str:
     return h.hexdigest()[:length]
 
 
-def folder_revision(folder: Path, length: int = 12) -> str:
-    """A revision for a plain HF folder: hash of config and weight files (names and bytes)."""
-    h = hashlib.sha256()
-    names = sorted(
-        p.name
-        for p in folder.iterdir()
-        if p.suffix in {".safetensors", ".bin", ".json", ".gguf"} and p.name != MODEL_MARKER
+def model_files(folder: Path) -> list[Path]:
+    """The files of a model folder that can change what it generates: weights, config, the chat
+    template and every tokenizer file (`tokenizer.model`, `merges.txt`, `vocab.txt`, …), in name
+    order. Left out: the marker, hidden files (half-written temporaries) and documentation."""
+    return sorted(
+        (p for p in folder.iterdir()
+         if p.is_file() and p.name != MODEL_MARKER and not p.name.startswith(".")
+         and p.suffix.lower() != ".md" and not p.name.upper().startswith(NOT_MODEL_FILES)),
+        key=lambda p: p.name,
     )
-    for name in names:
-        h.update(name.encode())
-        h.update(file_digest(folder / name, 64).encode())
+
+
+def folder_revision(folder: Path, length: int = 12) -> str:
+    """A revision for a plain HF folder: hash of its `model_files` (names and bytes)."""
+    h = hashlib.sha256()
+    for path in model_files(folder):
+        h.update(path.name.encode())
+        h.update(file_digest(path, 64).encode())
     return h.hexdigest()[:length]
+
+
+def content_revisions(folders: Mapping[str, Path],
+                      known: Mapping[str, Sequence[str | None] | None]) -> dict[str, tuple[str, str | None]]:
+    """Each folder's (file signature, `folder_revision`). The signature is the names, sizes and
+    modification times of its `model_files`; the revision is computed only for a folder `known`
+    lacks or whose signature changed since, so polling many checkpoints reads no unchanged weights
+    twice. A folder `known` holds as None (content never recorded) keeps a revision of None while
+    its signature stands."""
+    out = {}
+    for key, folder in folders.items():
+        stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in model_files(folder)]
+        signature = hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
+        before = known.get(key, ())
+        unchanged = key in known and (before is None or before[0] == signature)
+        out[key] = (signature, (before[1] if before else None) if unchanged else folder_revision(folder))
+    return out
+
+
+def write_marker(folder: Path, model_id: str, revision: str | None = None, **extra: Any) -> str:
+    """Record the folder's model id and revision (default: its content hash) in its marker, with
+    the content they describe (`folder_revision`): weights or tokenizer files changed later are not
+    the revision's. Returns the revision."""
+    content = folder_revision(folder)
+    meta = {"model_id": model_id, "revision": revision or content, **extra, "content": content}
+    write_text_atomic(json.dumps(meta, indent=2, default=str), folder / MODEL_MARKER)
+    return meta["revision"]
 
 
 def convert_gguf(gguf: Path, out: Path) -> None:
@@ -165,9 +203,7 @@ def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
         started = time.perf_counter()
         revision = "gguf-q4_1-" + file_digest(gguf, 10)
         convert_gguf(gguf, folder)
-        meta = {"model_id": EMBEDDED_MODEL_ID, "revision": revision, "gguf": gguf.name,
-                "gguf_size": gguf.stat().st_size}
-        write_text_atomic(json.dumps(meta, indent=2), folder / MODEL_MARKER)
+        write_marker(folder, EMBEDDED_MODEL_ID, revision, gguf=gguf.name, gguf_size=gguf.stat().st_size)
         log.info("converted the embedded model in %.0f s", time.perf_counter() - started)
     return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
 
@@ -184,6 +220,9 @@ def _converted(folder: Path, gguf: Path) -> ModelSpec | None:
     if not (isinstance(meta.get("model_id"), str) and isinstance(meta.get("revision"), str)):
         log.warning("the model marker in %s lacks model_id or revision: converting again", folder)
         return None
+    if meta.get("content") != folder_revision(folder):
+        log.warning("the files in %s are not the conversion its marker records: converting again", folder)
+        return None
     return ModelSpec(str(folder), meta["model_id"], meta["revision"])
 
 
@@ -196,7 +235,8 @@ def resolve_model(
     """The model to label with: the embedded default, or a local HF folder (e.g. a checkpoint).
 
     A folder's revision is its content hash unless given, so a retrained checkpoint written to the
-    same path still gets new labels.
+    same path still gets new labels. Its marker names the model, and its recorded revision holds
+    while the folder's content is the one the marker was written for (`write_marker`).
     """
     if not path:
         return embedded_model(home)
@@ -204,11 +244,19 @@ def resolve_model(
     if not (folder / "config.json").is_file():
         raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")
     recorded = read_marker(folder) or {}
-    return ModelSpec(
-        str(folder),
-        model_id or recorded.get("model_id") or folder.name,
-        revision or recorded.get("revision") or folder_revision(folder),
-    )
+    return ModelSpec(str(folder), model_id or recorded.get("model_id") or folder.name,
+                     revision or _recorded_revision(folder, recorded))
+
+
+def _recorded_revision(folder: Path, recorded: dict) -> str:
+    """The marker's revision if it was recorded for the folder's current content, else the content hash."""
+    content = folder_revision(folder)
+    if "revision" in recorded and recorded.get("content") != content:
+        log.warning("the marker in %s records revision %s for other files than the folder holds now (weights, "
+                    "chat template or tokenizer replaced, or a marker without a content hash): labelling as "
+                    "revision %s, the folder's content hash", folder, recorded["revision"], content)
+        return content
+    return recorded.get("revision") or content
 
 
 def ready_checkpoints(root: Path, now: float, settle_s: float = SETTLE_SECONDS) -> dict[str, Path]:

@@ -1,7 +1,7 @@
 """Benchmark contamination: which pool problems leak an evaluation set, per benchmark and per method.
 
 Methods (each its own column, `<benchmark>/<method>`, never collapsed into one flag):
-- `exact`: the same text after `normalise.canonical` (case, spacing, LaTeX spacing); catches short
+- `exact`: the same text after `text_forms.folded_form` (case, spacing, LaTeX spacing); catches short
   problems that have no 8-gram at all.
 - `open_r1`: open-r1's `decontaminate.py`: word 8-grams after lower-casing and collapsing
   whitespace; a problem is flagged when any of its 8-grams is one of the benchmark's.
@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 
 from pipeline.hygiene.dedup import CHUNK, DedupSpec, as_table, over_chunks, shingle_signatures
 from pipeline.hygiene.minhash import MinHasher, Ngrams, Tokens, ngrams, similarity
-from pipeline.hygiene.text_forms import canonical_form, datatrove_form, number_shape, open_r1_form, problem_texts
+from pipeline.hygiene.text_forms import datatrove_form, folded_form, number_shape, open_r1_form, problem_texts
 from pipeline.core.progress import Progress
 
 METHODS = ("exact", "open_r1", "datatrove")
@@ -157,7 +157,7 @@ class Benchmark:
         for method in _methods(spec):
             grams, shapes = method.grams(tokens)
             indexes[method.name] = build_index(grams, shapes, spec.template_min_problems)
-        words = tokens.words(canonical_form)
+        words = tokens.words(folded_form)
         canon = words.texts()
         sigs = keys = rows = None
         if spec.minhash_score:
@@ -205,7 +205,7 @@ def check(problems: Any, benchmarks: list[Benchmark], spec: ContaminationSpec = 
     def work(lo: int) -> dict[tuple[int, str], tuple]:
         """One chunk's findings; it writes only its own rows of `exact`, `scores` and `best`."""
         tokens = Tokens.of(texts.slice(lo, CHUNK))
-        words = tokens.words(canonical_form)
+        words = tokens.words(folded_form)
         canon = words.texts()
         for b, bench in enumerate(benchmarks):
             exact[b][lo: lo + len(canon)] = pc.fill_null(pc.index_in(canon, value_set=bench.canonical), -1).to_numpy(

@@ -1,5 +1,7 @@
 """Duplicate problems: exact copies after normalisation, near-duplicates by MinHash-LSH, and
-copies whose gold answers disagree.
+copies whose gold answers disagree. A copy is a copy of what the model sees: the same user text
+under another system prompt is another problem, and so is one a superscript or a variable's case
+tells apart (`pipeline.hygiene.text_forms.canonical_form`).
 
 Near-duplicates must also agree on their gold answer: generators and templated datasets produce
 problems whose texts differ in one number or one noun (`4 ducks` / `4 ants`) and whose answers
@@ -8,7 +10,9 @@ where `pipeline.hygiene.contamination` checks them.)
 
 One problem per cluster is kept, always the first in pool order (source order), so reruns keep
 the same ones. Identical problems with different gold answers are a data error: every copy is set
-aside as `conflicting_answers` and none is kept, because picking one would guess.
+aside as `conflicting_answers` and none is kept, because picking one would guess. Answers that
+differ as text but not as math (`10` and `10.0`, `1/2` and `0.5`) are asked of the verifier first,
+where one is given (`same_answer`): copies carrying them are duplicates, not a conflict.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from pipeline.hygiene.minhash import MinHasher, Tokens, Words, mix, ngrams, similarity
-from pipeline.hygiene.text_forms import canonical, canonical_form, problem_texts
+from pipeline.hygiene.text_forms import canonical, canonical_form, folded_form, problem_texts, prompt_contexts
 from pipeline.core.progress import Progress
 from pipeline.core.records import Record
 
@@ -38,6 +42,10 @@ THREADS = 2
 of a small machine; each chunk in flight holds its own working memory."""
 
 T = TypeVar("T")
+Gold = tuple[str, str, str]
+"""(verifier, gold answer, metadata) of one problem."""
+SameAnswer = Callable[[list[tuple[Gold, Gold]]], list[bool]]
+"""For pairs of golds, whether each pair says the same (`pipeline.verify.equivalence.golds_agree`)."""
 
 
 def over_chunks(starts: range, work: Callable[[int], T]) -> Iterator[tuple[int, T]]:
@@ -117,7 +125,7 @@ def as_table(frame: Any) -> pa.Table:
 
 
 def shingle_signatures(words: Words, spec: DedupSpec) -> tuple[np.ndarray, np.ndarray]:
-    """MinHash signatures of texts' canonical words, and which texts have any word at all."""
+    """MinHash signatures of texts' (folded) words, and which texts have any word at all."""
     hasher = MinHasher(spec.num_perm, spec.bands)
     sigs = hasher.signatures(ngrams(words, spec.shingle_words, short_texts=True))
     return sigs, np.bincount(words.doc, minlength=words.n_docs) > 0
@@ -126,7 +134,7 @@ def shingle_signatures(words: Words, spec: DedupSpec) -> tuple[np.ndarray, np.nd
 def canonical_keys(texts: pa.Array | pa.ChunkedArray, spec: DedupSpec | None,
                    progress: Callable[[str], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A 128-bit key of each text's canonical form (`Words.sequence_keys`) and, with a spec, the
-    MinHash signatures of its canonical words (and which texts have any), a chunk of texts at a
+    MinHash signatures of its folded words (and which texts have any), a chunk of texts at a
     time: one tokenisation serves both, and no canonical text is kept."""
     n = len(texts)
     keys = np.zeros((n, 2), np.uint64)
@@ -134,8 +142,9 @@ def canonical_keys(texts: pa.Array | pa.ChunkedArray, spec: DedupSpec | None,
     has_words = np.zeros(n, bool)
 
     def work(lo: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-        words = Tokens.of(texts.slice(lo, CHUNK)).words(canonical_form)
-        return words.sequence_keys(), shingle_signatures(words, spec) if spec else None
+        tokens = Tokens.of(texts.slice(lo, CHUNK))
+        return (tokens.words(canonical_form).sequence_keys(),
+                shingle_signatures(tokens.words(folded_form), spec) if spec else None)
 
     tracker = Progress("canonical forms and MinHash", n, progress, unit="texts") if progress and n > CHUNK else None
     for lo, (part, signed) in over_chunks(range(0, n, CHUNK), work):
@@ -160,8 +169,9 @@ def groups_in_order(keys: np.ndarray) -> np.ndarray:
 def near_duplicate_roots(sigs: np.ndarray, usable: np.ndarray, answer_id: np.ndarray, spec: DedupSpec) -> np.ndarray:
     """For each row, the first row (in order) of its near-duplicate component. Within every LSH
     bucket each member is compared with the bucket's first member, and linked when their estimated
-    similarity reaches the threshold: no pairwise blow-up in large buckets. The answer is part of
-    every bucket key, so only problems with the same canonical answer are ever linked."""
+    similarity reaches the threshold: no pairwise blow-up in large buckets. `answer_id` (the
+    canonical answer and the prompt's context) is part of every bucket key, so only problems with
+    the same answer under the same system prompt are ever linked."""
     n = sigs.shape[0]
     keys = MinHasher(spec.num_perm, spec.bands).band_keys(sigs) ^ mix(answer_id.astype(np.uint64) + np.uint64(1))[:, None]
     sources, targets = [], []
@@ -186,16 +196,42 @@ def near_duplicate_roots(sigs: np.ndarray, usable: np.ndarray, answer_id: np.nda
     return roots[label]
 
 
-def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
-                progress: Callable[[str], None] | None = None) -> Deduplicated:
-    """Cluster the pool's duplicates and keep the first problem of each cluster."""
+def agreeing_answers(table: pa.Table, group: np.ndarray, answer_id: np.ndarray, same_answer: SameAnswer) -> np.ndarray:
+    """`answer_id` with each answer of an exact-copy group that `same_answer` finds equal to the
+    group's first answer given that first answer's id (other answers keep theirs)."""
+    first_row = {}
+    pairs: dict[tuple[int, int], int] = {}  # (group, answer id) → a row carrying it
+    for row in range(len(group)):
+        first = first_row.setdefault(int(group[row]), row)
+        if answer_id[row] != answer_id[first]:
+            pairs.setdefault((int(group[row]), int(answer_id[row])), row)
+    if not pairs:
+        return answer_id
+    columns = [table.column(c).to_pylist() for c in ("verifier", "answer", "metadata")]
+    gold = lambda row: tuple(column[row] for column in columns)  # noqa: E731
+    rows = list(pairs.values())
+    agree = same_answer([(gold(first_row[int(group[row])]), gold(row)) for row in rows])
+    merged = answer_id.copy()
+    for (g, answer), row, same in zip(pairs, rows, agree):
+        if same:
+            merged[(group == g) & (answer_id == answer)] = answer_id[first_row[g]]
+    return merged
+
+
+def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(), progress: Callable[[str], None] | None = None,
+                same_answer: SameAnswer | None = None) -> Deduplicated:
+    """Cluster the pool's duplicates and keep the first problem of each cluster. Without
+    `same_answer`, answers agree only when their canonical texts do."""
     table = as_table(problems)
     n = table.num_rows
     texts = problem_texts(table)
     keys, all_sigs, all_usable = canonical_keys(texts, spec if spec.near_duplicates else None, progress)
-    group = groups_in_order(keys)
+    context = prompt_contexts(table)
+    group = groups_in_order(np.column_stack([keys, context.astype(np.uint64)]))
     answers = canonical(table.column("answer").combine_chunks())
     answer_id = pc.dictionary_encode(answers).indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    if same_answer is not None:
+        answer_id = agreeing_answers(table, group, answer_id, same_answer)
 
     # Groups (canonical texts) are numbered in order of first appearance, so a group's first row
     # is its lowest.
@@ -211,7 +247,7 @@ def deduplicate(problems: Any, spec: DedupSpec = DedupSpec(),
     sim = np.ones(n)
     if spec.near_duplicates and reps.size:
         sigs, usable = all_sigs[reps], all_usable[reps]
-        root = near_duplicate_roots(sigs, usable, answer_id[reps], spec)
+        root = near_duplicate_roots(sigs, usable, groups_in_order(np.column_stack([answer_id, context])[reps]), spec)
         rep_sim = similarity(sigs, sigs[root])
         rep_kept = np.full(n, -1, np.int64)
         rep_kept[reps] = reps[root]

@@ -61,6 +61,11 @@ class ReasoningGymSource:
     def base_seed(self) -> int:
         return self.seed if self.seed is not None else zlib.crc32(self.name.encode()) % 1_000_000
 
+    @property
+    def source(self) -> str:
+        """The source name its rows carry."""
+        return f"reasoning_gym/{self.name}"
+
 
 @dataclass(frozen=True)
 class DatasetSource:
@@ -102,6 +107,15 @@ class DatasetSource:
         "so it stays visible text and opens no chat turn)"})
     max_row_bytes: int = field(default=8 << 20, metadata={
         "help": "JSONL / CSV lines longer than this are quarantined (row_too_long) without being parsed"})
+
+    @property
+    def display_name(self) -> str:
+        return self.name or Path(self.path).name
+
+    @property
+    def source(self) -> str:
+        """The source name its rows carry."""
+        return f"dataset/{self.display_name}"
 
     def __post_init__(self) -> None:
         if self.special_tokens not in SPECIAL_TOKEN_POLICIES:
@@ -197,7 +211,7 @@ def reasoning_gym_rows(src: ReasoningGymSource) -> Iterator[RawRow]:
             meta = dict(entry["metadata"])
             meta["level"] = level
             yield RawRow(
-                source=f"reasoning_gym/{src.name}",
+                source=src.source,
                 index=index,
                 prompt=entry["question"],
                 answer=entry["answer"],
@@ -212,8 +226,7 @@ def dataset_rows(src: DatasetSource) -> Iterator[RawRow]:
     """The rows of a local dataset. Its path is checked now, so a bad path fails a run before any
     work; rows are read as the iterator is consumed."""
     records = local_records(src.path, src.split, src.max_row_bytes)
-    name = src.name or Path(src.path).name
-    source = f"dataset/{name}"
+    name, source = src.display_name, src.source
     configured = {"prompt_field": src.prompt_field, "answer_field": src.answer_field,
                   "category_field": src.category_field, "id_field": src.id_field}
     configured = {k: v for k, v in configured.items() if v}
@@ -471,15 +484,21 @@ def load_problems(
 
     `special_tokens` are the target tokenizer's special-token strings
     (`model.special_token_strings`): text holding one is quarantined, or escaped where a dataset
-    source says so. A source with rows none of which is usable is an error naming the reasons.
+    source says so. A source with no rows, or with rows none of which is usable, is an error naming
+    it (and the reasons).
     """
     seen: dict[str, str] = {}
     total = Normalised()
-    parts: list[tuple[Iterable[RawRow], bool]] = [(reasoning_gym_rows(rg), False) for rg in reasoning_gym]
-    parts += [(dataset_rows(ds), ds.special_tokens == "escape") for ds in datasets]
-    for part_rows, escape in parts:
+    parts: list[tuple[str, Iterable[RawRow], bool]] = [
+        (f"{rg.source}: levels {list(rg.levels)} x {rg.size_per_level}", reasoning_gym_rows(rg), False)
+        for rg in reasoning_gym]
+    parts += [(f"{ds.source}: {ds.path}", dataset_rows(ds), ds.special_tokens == "escape") for ds in datasets]
+    for where, part_rows, escape in parts:
         guard = SpecialTokenGuard(tuple(special_tokens), escape)
         part = normalise(part_rows, max_prompt_chars=max_prompt_chars, pool=pool, seen=seen, special_tokens=guard)
+        if not (part.problems or part.quarantined):
+            raise ValueError(f"{where} yielded no rows: an empty file, or a limit, split or level list that "
+                             "selects nothing. Fix the source or remove it from the problems config")
         if part.quarantined and not part.problems:
             reasons = Counter(q.reason for q in part.quarantined)
             first = part.quarantined[0]

@@ -1,4 +1,4 @@
-"""Pass-rate labels: per problem and per label key (model + revision + sampling + verifier)."""
+"""Pass-rate labels: per problem and per label key (model + revision + sampling + extraction policy + verifier)."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pipeline.engines.base import SamplingConfig
 from pipeline.difficulty.estimators import BetaPrior, credible_interval
 from pipeline.verify.extraction import ExtractionPolicy
 from pipeline.core.model import ModelSpec, resolve_model
-from pipeline.core.records import PassRate
+from pipeline.core.records import PassRate, content_hash
 
 TRUNCATION_COLUMNS = ("truncated", "truncated_failures")
 """Per problem: rollouts cut at the token cap, and how many of them failed (None: not counted)."""
@@ -46,6 +46,10 @@ class TargetSpec:
         return resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home)
 
 
+KEY_PARTS = ("model", "sampling", "extraction_policy", "verifier")
+"""What a label key is made of, in order, joined by `/`."""
+
+
 @dataclass(frozen=True)
 class LabelTarget:
     """What a label is measured against; a label is stale when any part differs from the target."""
@@ -53,10 +57,28 @@ class LabelTarget:
     model: ModelSpec
     sampling: SamplingConfig
     verifier_version: str
+    extraction_policy: ExtractionPolicy = TargetSpec.extraction_policy
+    """How answers were read from the completions: it changes verdicts, never completions, so
+    rollouts are shared across policies while rewards and labels are not."""
+
+    def key_parts(self) -> dict[str, str]:
+        return {"model": self.model.key, "sampling": self.sampling.key, "extraction_policy": self.extraction_policy,
+                "verifier": "v-" + content_hash(self.verifier_version, length=8)}
 
     @property
     def key(self) -> str:
-        return f"{self.model.key}/{self.sampling.key}"
+        """Everything that changes a completion or a verdict: model and revision, sampling,
+        extraction policy and verifier version."""
+        return "/".join(self.key_parts().values())
+
+    def difference(self, key: str) -> str:
+        """What differs between the label key `key` and this target's, part by part."""
+        # From the right: a revision may hold a `/`, the other parts never do.
+        theirs = key.rsplit("/", len(KEY_PARTS) - 1)
+        if len(theirs) != len(KEY_PARTS):
+            return f"{key} is an older label key, without extraction policy and verifier version"
+        return ", ".join(f"{name} {old} → {new}" for (name, new), old in zip(self.key_parts().items(), theirs)
+                         if old != new)
 
 
 def pass_rates(
@@ -254,6 +276,18 @@ def label_mismatch(labels: pd.DataFrame, target: LabelTarget) -> str | None:
         return None
     return (
         f"pass_rates were measured for label key(s) {keys} (verifier {verifiers}), but target_model now says "
-        f"{target.key} (verifier {target.verifier_version}): rematerialize pass_rates (label_job or relabel_job) "
-        "with the current target, or set target_model back to the settings the labels were measured with"
+        f"{target.key} (verifier {target.verifier_version}); it differs in "
+        + "; ".join(target.difference(k) or "nothing but the verifier" for k in keys)
+        + ": rematerialize pass_rates (label_job or relabel_job) with the current target, or set target_model "
+        "back to the settings the labels were measured with"
     )
+
+
+def check_rewards(key: str, target: LabelTarget) -> None:
+    """Refuse rewards scored for label key `key` as the counts of labels for `target`: under another
+    extraction policy or verifier the same rollouts have other verdicts."""
+    if key != target.key:
+        raise ValueError(
+            f"the rewards were scored for {key}, but target_model now says {target.key} ({target.difference(key)}): "
+            "rematerialize rewards (it re-scores the stored rollouts and generates nothing), then pass_rates"
+        )

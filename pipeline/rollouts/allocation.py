@@ -44,6 +44,7 @@ from scipy import special
 
 from pipeline.difficulty.estimators import BetaPrior, class_index, log_marginal, stratum_probabilities, stratum_signal
 from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import SamplingConfig
 
 POLICIES = ("adaptive", "uniform")
 OBJECTIVES = ("accuracy", "signal")
@@ -109,6 +110,20 @@ class AllocationConfig:
             raise ValueError(f"min_gain must be >= 0, got {self.min_gain}")
         if self.total_budget is not None and self.total_budget < 0:
             raise ValueError(f"total_budget must be >= 0, got {self.total_budget}")
+
+
+def check_independent_trials(allocation: AllocationConfig, sampling: SamplingConfig) -> None:
+    """Refuse greedy decoding with more than one rollout per problem: at temperature 0 every
+    sample of a problem is the same completion, so its n samples are one trial counted n times (a
+    4/4 whose credible interval claims four independent passes)."""
+    most = allocation.samples_per_problem if allocation.policy == "uniform" else allocation.max_samples
+    if sampling.temperature == 0 and most > 1:
+        raise ValueError(
+            f"temperature 0 with {most} samples per problem: greedy decoding gives every sample the same "
+            "completion, so they are one trial, not independent ones. Sample at a temperature above 0 "
+            "(the one your RL trainer uses), or label greedily with one sample per problem (policy: uniform, "
+            "samples_per_problem: 1)"
+        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig, plan_round, stop_reason
+from pipeline.rollouts.allocation import AllocationConfig, check_independent_trials, plan_round, stop_reason
 from pipeline.engines.base import Engine
 from pipeline.core.progress import Progress
 from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
@@ -65,6 +65,7 @@ def sample_rollouts(
     seconds = 0.0
     if allocation.policy == "adaptive" and scorer is None:
         raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
+    check_independent_trials(allocation, store.sampling)
 
     # Held for the whole allocation: a second process on the same problems waits, then finds every
     # rollout stored and generates nothing.

@@ -3,12 +3,11 @@ and a content-hash revision), so relabelling the checkpoint gives labels under a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.model import MODEL_MARKER, ModelSpec, folder_revision
-from pipeline.core.storage import replacing, write_text_atomic
+from pipeline.core.model import ModelSpec, write_marker
+from pipeline.core.storage import replacing
 
 
 def save_checkpoint(
@@ -23,12 +22,7 @@ def save_checkpoint(
     with replacing(folder) as staging:
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
-        revision = folder_revision(staging)
-        marker = {
-            "model_id": base.model_id,
-            "revision": revision,
-            "base_model": {"model_id": base.model_id, "revision": base.revision, "path": base.path},
-            **provenance,
-        }
-        write_text_atomic(json.dumps(marker, indent=2, default=str), staging / MODEL_MARKER)
+        revision = write_marker(staging, base.model_id,
+                                base_model={"model_id": base.model_id, "revision": base.revision, "path": base.path},
+                                **provenance)
     return ModelSpec(str(folder), base.model_id, revision)

@@ -111,12 +111,15 @@ def score_dataset(
     show_failures: int = 8,
     batch_rows: int = BATCH_ROWS,
     scorer: BatchScorer | None = None,
+    label_key: str | None = None,
 ) -> tuple[DatasetHandle, RewardSummary]:
     """Score every rollout of `rollouts` into checksummed `Reward` part files in `folder`, one per
     batch, and return their handle. The folder is built beside its place and swapped in whole, so a
     rerun replaces it atomically and a failed one leaves the old rewards. `problems` needs
     `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact). `scorer`
-    replaces the local `pool` per batch, e.g. with Ray tasks; then `pool` may be None."""
+    replaces the local `pool` per batch, e.g. with Ray tasks; then `pool` may be None. `label_key`
+    is the key the rewards are for (`LabelTarget.key`, which adds `policy` and the verifier to the
+    rollouts' key); the handle records it, default the rollouts' own."""
     if pool is None and scorer is None:
         raise ValueError("score_dataset needs a verifier pool or a scorer")
     index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
@@ -157,7 +160,7 @@ def score_dataset(
             if shown < show_failures:
                 summary.failed.append(frame[~frame["passed"]].head(show_failures - shown))
     summary.seconds = time.perf_counter() - started
-    return DatasetHandle("parts", str(folder), summary.rows, rollouts.label_key), summary
+    return DatasetHandle("parts", str(folder), summary.rows, label_key or rollouts.label_key), summary
 
 
 def _route_counts(pool: VerifierPool | None) -> str:

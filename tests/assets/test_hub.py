@@ -17,7 +17,7 @@ from assets.deployment import resources as gradus_resources
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
-from pipeline.core.model import ModelSpec
+from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
 from pipeline.verify.verification import VERIFIER_VERSION
@@ -41,7 +41,7 @@ def labelled(home, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    (model / "gradus_model.json").write_text(json.dumps({"model_id": "org/tiny", "revision": "r1"}))
+    write_marker(model, "org/tiny", "r1")
     target = LabelTarget(ModelSpec(str(model), "org/tiny", "r1"), SamplingConfig(), VERIFIER_VERSION)
     problems = Problem.to_frame([
         Problem(Problem.make_id([{"role": "user", "content": f"{i}+1?"}], str(i + 1)), "reasoning_gym/chain_sum",
@@ -156,4 +156,19 @@ def test_a_curriculum_of_labels_made_at_other_settings_is_refused(home, labelled
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
     assert "rematerialize pass_rates" in failure.step_failure_data.error.cause.message
+    assert not (StorageLayout(str(home)).curriculum("default") / "manifest.json").exists()
+
+
+def test_a_curriculum_read_under_another_extraction_policy_is_refused(home, labelled, instance):
+    """Labels measured with `auto`, the curriculum re-materialized alone with `answer_tag`: its manifest
+    would hand the trainer a reward policy under which these problems were never solved."""
+    assets = [SourceAsset("problems"), SourceAsset("pass_rates"), SourceAsset("predicted_difficulty"),
+              unique_problems, evaluation_problems, contamination, curriculum]
+    changed = TargetModel(model_path=str(labelled), extraction_policy="answer_tag")
+    result = materialize(assets, instance=instance, raise_on_error=False,
+                         resources=gradus_resources({"GRADUS_HOME": str(home)}, target_model=changed))
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    message = failure.step_failure_data.error.cause.message
+    assert "extraction_policy auto → answer_tag" in message and "rematerialize pass_rates" in message
     assert not (StorageLayout(str(home)).curriculum("default") / "manifest.json").exists()

@@ -18,7 +18,7 @@ from assets.deployment import resources as gradus_resources
 from pipeline.curriculum.build import curriculum_problem_ids, read_manifest
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
-from pipeline.core.model import ModelSpec
+from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
 from pipeline.verify.verification import VERIFIER_VERSION
@@ -81,7 +81,7 @@ def labelled(home, tmp_path):
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")
-    (model / "gradus_model.json").write_text(json.dumps({"model_id": "org/tiny", "revision": "r1"}))
+    write_marker(model, "org/tiny", "r1")
     target = LabelTarget(ModelSpec(str(model), "org/tiny", "r1"), SamplingConfig(), VERIFIER_VERSION)
     texts = [(f"A shop sells {i} kinds of {fruit}. How many kinds are left after {i - 1} sell out?", "1")
              for i, fruit in zip(range(2, 8), ["apples", "pears", "plums", "figs", "limes", "dates"])]

@@ -1,6 +1,7 @@
 """The schedule and the checkpoint sensor against a real instance, and relabelling on the real
 SmolLM2 model: after a new problem or a new checkpoint, only stale or new problems are generated."""
 
+import json
 import os
 import shutil
 import signal
@@ -24,6 +25,7 @@ from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
 from pipeline.rollouts.handles import read_handle
 from pipeline.labels.history import LabelHistory, stale_or_new
 from pipeline.difficulty.strata import Strata
+from pipeline.core.model import folder_revision
 from pipeline.core.storage import StorageLayout
 
 N = 2
@@ -173,6 +175,35 @@ def test_sensor_launches_each_finished_checkpoint_once(home, tmp_path, instance)
     assert sorted(r.run_key for r in again.run_requests) == ["step-200", "step-300"]
     assert instance.get_dynamic_partitions("model_checkpoints") == [
         "grpo-run/stage_1", "step-100", "step-200", "step-300"]
+
+
+def test_a_checkpoint_folder_rewritten_with_new_weights_is_relabelled_once(home, tmp_path, instance):
+    root = tmp_path / "checkpoints"
+    resources = deployment(home, root)
+    folder = fake_checkpoint(root, "grpo-run/stage_1")
+    first = evaluate(model_checkpoint_sensor, instance, resources, None)
+    assert [r.run_key for r in first.run_requests] == ["grpo-run/stage_1"]
+
+    age(folder, 0)  # touched, the same bytes: nothing new
+    age(folder, 3600)
+    assert evaluate(model_checkpoint_sensor, instance, resources, first.cursor).skip_message
+
+    (folder / "model.safetensors").write_text('{"retrained": true}')  # same run and stage, new weights
+    age(folder, 3600)
+    rewritten = evaluate(model_checkpoint_sensor, instance, resources, first.cursor)
+    [again] = rewritten.run_requests
+    assert again.run_key == f"grpo-run/stage_1@{folder_revision(folder)}"
+    assert again.tags[CHECKPOINT_TAG] == "grpo-run/stage_1"
+    assert again.run_config["resources"]["target_model"]["config"]["model_path"] == str(folder)
+    assert evaluate(model_checkpoint_sensor, instance, resources, rewritten.cursor).skip_message  # once only
+    assert instance.get_dynamic_partitions("model_checkpoints") == ["grpo-run/stage_1"]
+
+    older = evaluate(model_checkpoint_sensor, instance, resources, json.dumps(["grpo-run/stage_1"]))
+    assert older.skip_message  # an older gradus's cursor names folders only: taken as labelled as they are
+    (folder / "model.safetensors").write_text('{"retrained": 2}')
+    age(folder, 3600)
+    [third] = evaluate(model_checkpoint_sensor, instance, resources, older.cursor).run_requests
+    assert third.run_key == f"grpo-run/stage_1@{folder_revision(folder)}"
 
 
 def perturbed_copy(model_path, folder):

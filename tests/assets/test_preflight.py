@@ -10,7 +10,7 @@ from assets.jobs import all_assets, probe_assets
 from assets.main import main
 from assets.preflight import OP_CONFIGS, check_run_config, config_errors
 from assets.deployment import resources
-from assets.resources import TransformersEngineResource
+from assets.resources import TargetModel, TransformersEngineResource
 from pipeline.core.storage import StorageLayout
 
 BAD = {
@@ -67,3 +67,18 @@ def test_the_command_line_refuses_a_bad_config_before_dagster_starts(home, tmp_p
     assert main(["--config", str(path)]) == 2
     assert "strictly descending" in capsys.readouterr().err
     assert not (StorageLayout(str(home)).root / "dagster").exists()
+
+
+def test_greedy_sampling_with_several_samples_is_refused_at_the_first_step(home, tiny_llama, tmp_path):
+    config = {"ops": {"problems": {"config": {"generators": [{"name": "chain_sum", "levels": [0], "size_per_level": 2}]}},
+                      "rollouts": {"config": {"samples_per_problem": 4}}}}
+    deployment = resources({"GRADUS_HOME": str(home)}, engine=TransformersEngineResource(batch_size=4),
+                           target_model=TargetModel(model_path=tiny_llama.path, temperature=0.0))
+    with DagsterInstance.ephemeral(tempdir=str(tmp_path / "dagster")) as instance:
+        result = materialize(all_assets + probe_assets, selection=all_assets, resources=deployment,
+                             run_config=config, instance=instance, raise_on_error=False)
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "problems"
+    assert "temperature 0 with 4 samples per problem" in str(failure.step_failure_data.error)
+    assert not (StorageLayout(str(home)).root / "rollouts").exists()

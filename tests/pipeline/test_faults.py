@@ -32,7 +32,8 @@ from pipeline.probes.persistence import load_probe, save_probe
 from pipeline.probes.probe import ProbeConfig, fit_probe
 from pipeline.rollouts.store import RolloutStore, missing_requests
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.ingest.sources import DatasetSource, RawRow, SpecialTokenGuard, load_problems, normalise
+from pipeline.ingest.sources import (DatasetSource, RawRow, ReasoningGymSource, SpecialTokenGuard, load_problems,
+                                     normalise)
 from pipeline.core.storage import IntegrityError, StorageLayout, sha256_sidecar
 from pipeline.difficulty.strata import Strata
 from pipeline.training import load_curriculum
@@ -121,6 +122,16 @@ def test_a_source_with_no_usable_row_fails_loudly(tmp_path):
     path.write_text("".join(json.dumps({"problem": "", "answer": str(i)}) + "\n" for i in range(3)))
     with pytest.raises(ValueError, match="none of its 3 rows is usable.*3 empty_prompt"):
         load_problems(datasets=[DatasetSource(str(path))])
+
+
+@pytest.mark.parametrize("name, content", [("rows.jsonl", ""), ("rows.jsonl", "\n\n"), ("rows.csv", "problem,answer\n")])
+def test_a_source_with_no_rows_at_all_fails_naming_it(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(ValueError, match=f"dataset/{name}: {path} yielded no rows"):
+        load_problems(datasets=[DatasetSource(str(path))])
+    with pytest.raises(ValueError, match="reasoning_gym/chain_sum: .*yielded no rows"):
+        load_problems([ReasoningGymSource("chain_sum", levels=())])
 
 
 def test_a_numeric_prompt_is_not_text_but_a_numeric_answer_is():

@@ -17,6 +17,7 @@ from pipeline.core.model import (
     folder_revision,
     load_tokenizer,
     resolve_model,
+    write_marker,
 )
 
 
@@ -35,7 +36,7 @@ def test_a_plain_folder_resolves_to_its_name_and_content_hash(folder):
 
 
 def test_a_marker_names_the_model_and_its_revision(folder):
-    (folder / MODEL_MARKER).write_text(json.dumps({"model_id": "org/base", "revision": "abc123"}))
+    write_marker(folder, "org/base", "abc123")
     assert resolve_model(str(folder)) == ModelSpec(str(folder.resolve()), "org/base", "abc123")
     assert resolve_model(str(folder)).key == "org-base@abc123"
 
@@ -75,7 +76,7 @@ def test_the_embedded_model_is_converted_once_and_marked(smollm2):
     marker = json.loads((folder / MODEL_MARKER).read_text())
     gguf = embedded_gguf_path()
     assert marker == {"model_id": EMBEDDED_MODEL_ID, "revision": smollm2.revision, "gguf": gguf.name,
-                      "gguf_size": gguf.stat().st_size}
+                      "gguf_size": gguf.stat().st_size, "content": folder_revision(folder)}
     assert smollm2.model_id == EMBEDDED_MODEL_ID and smollm2.revision.startswith("gguf-q4_1-")
     assert (folder / "config.json").is_file() and list(folder.glob("*.safetensors"))
 
@@ -85,3 +86,53 @@ def test_the_embedded_model_is_converted_once_and_marked(smollm2):
     assert embedded_model(home) == smollm2 == resolve_model(None, home=home)
     assert time.perf_counter() - started < 10  # reused, not converted again (~30 s)
     assert {p.name: p.stat().st_mtime_ns for p in folder.iterdir()} == written
+
+
+def flip_last_byte(path: Path) -> None:
+    """Change a file in place, as a trainer overwriting a checkpoint's weights does."""
+    with open(path, "r+b") as fh:
+        fh.seek(-1, 2)
+        last = fh.read(1)
+        fh.seek(-1, 2)
+        fh.write(bytes([last[0] ^ 1]))
+
+
+def test_a_marker_never_vouches_for_weights_it_was_not_written_for(folder):
+    """A marker names the model; its revision holds only for the content it was recorded with."""
+    (folder / MODEL_MARKER).write_text(json.dumps({"model_id": "org/base", "revision": "abc123",
+                                                   "content": folder_revision(folder)}))
+    assert resolve_model(str(folder)).revision == "abc123"
+    [weights] = folder.glob("*.safetensors")
+    flip_last_byte(weights)
+    assert resolve_model(str(folder)) == ModelSpec(str(folder.resolve()), "org/base", folder_revision(folder))
+    (folder / MODEL_MARKER).write_text(json.dumps({"model_id": "org/base", "revision": "abc123"}))
+    assert resolve_model(str(folder)).revision == folder_revision(folder)  # a marker recording no content
+
+
+@pytest.mark.parametrize("name", ["chat_template.jinja", "tokenizer.model", "merges.txt", "vocab.txt",
+                                  "special_tokens_map.json"])
+def test_the_revision_follows_the_chat_template_and_every_tokenizer_file(folder, name):
+    revision = folder_revision(folder)
+    path = folder / name
+    path.write_text((path.read_text() if path.exists() else "") + "{# Answer in binary. #}")
+    changed = folder_revision(folder)
+    assert changed != revision
+    (folder / ".hidden.tmp").write_text("a half-written file")
+    (folder / "LICENSE").write_text("terms")
+    assert folder_revision(folder) == changed  # hidden files and licences are not the model
+
+
+def test_rewritten_weights_of_the_embedded_model_are_converted_again(smollm2, tmp_path, monkeypatch):
+    from pipeline.core import model as model_module
+
+    home = tmp_path / "home"
+    folder = shutil.copytree(smollm2.path, home / "models" / Path(smollm2.path).name)
+
+    def converting(gguf, out):
+        raise RuntimeError(f"converting {gguf.name} into {out}")
+
+    monkeypatch.setattr(model_module, "convert_gguf", converting)
+    assert embedded_model(home).revision == smollm2.revision  # intact: reused
+    flip_last_byte(folder / "model.safetensors")
+    with pytest.raises(RuntimeError, match="converting"):
+        embedded_model(home)

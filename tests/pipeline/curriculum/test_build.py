@@ -168,3 +168,19 @@ def test_the_manifest_predicts_the_group_filter_per_stage_and_gives_the_trainer_
     # One verl run trains every stage: the generation batch is the hardest stage's.
     assert manifest["trainers"]["verl"][-1] == "data.gen_batch_size=7"
     assert build_curriculum(problems, labels, CurriculumSpec("h"), tmp_path)["stages"][0]["group_filter"] is None
+
+
+def test_labels_made_under_another_extraction_policy_are_refused_naming_it():
+    """Labels read with `auto`; a curriculum built with `answer_tag` would tell the trainer to reward
+    a format under which these problems were never solved."""
+    from pipeline.curriculum.build import provenance
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.labels.pass_rates import LabelTarget, pass_rates
+    from pipeline.core.model import ModelSpec
+
+    model = ModelSpec("/m", "org/m", "r1")
+    rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})
+    labels = pass_rates(rewards, LabelTarget(model, SamplingConfig(), "v1", extraction_policy="auto"))
+    tagged = LabelTarget(model, SamplingConfig(), "v1", extraction_policy="answer_tag")
+    with pytest.raises(ValueError, match="extraction_policy auto → answer_tag.*rematerialize pass_rates"):
+        provenance(tagged, "answer_tag", "measured", measured=labels)

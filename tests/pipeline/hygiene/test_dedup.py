@@ -1,12 +1,15 @@
 """Duplicates with planted cases: format variants, a near-duplicate across sources, conflicting
 answers, and templated problems that must stay apart."""
 
+from functools import partial
+
 import pandas as pd
 import pyarrow as pa
 
 from pipeline.hygiene.dedup import CONFLICT, EXACT, NEAR, DedupSpec, deduplicate
 from pipeline.hygiene.text_forms import canonical
 from pipeline.ingest.sources import ReasoningGymSource, reasoning_gym_rows
+from pipeline.verify.equivalence import golds_agree
 
 STORY = ("A farmer keeps chickens and goats on a small hillside farm near the river. Every morning he "
          "counts the animals in the barn before letting them out to graze in the upper meadow, and every "
@@ -68,3 +71,43 @@ def test_empty_pool():
     empty = pd.DataFrame([row("x", "1")]).iloc[:0]
     result = deduplicate(empty)
     assert result.keep.size == 0 and result.dropped.num_rows == 0
+
+
+def with_system(text: str, answer: str, system: str, source: str = "dataset/a") -> dict:
+    out = row(text, answer, source)
+    out["problem_id"] += ":" + system
+    out["prompt"] = [{"role": "system", "content": system}, *out["prompt"]]
+    return out
+
+
+def test_what_the_model_sees_differently_is_never_one_problem():
+    """A system prompt, a superscript and a variable's case change the problem: no pair below is a
+    copy, so none is dropped, as conflicting or otherwise."""
+    pool = pd.DataFrame([
+        row("What is 5 in base 10?", "5"), with_system("What is 5 in base 10?", "101", "Answer in binary."),
+        row("Compute 2³ + 1.", "9"), row("Compute 23 + 1.", "24"),
+        row("What is A?", "1"), row("What is a?", "2"),
+        row(r"What is \Delta x?", "3"), row(r"What is \delta x?", "4"),
+        row(STORY, "38"), with_system(STORY, "38", "Answer in French."),  # same answer: still not a near-duplicate
+    ])
+    result = deduplicate(pool)
+    assert result.keep.all(), result.dropped.to_pandas()[["reason", "text", "answer"]]
+
+
+def test_superscripts_meet_their_caret_form():
+    forms = canonical(pa.array(["Compute 2³ + 1.", "compute 2^{3}+1.", "Compute 2^3 + 1.", "Compute 23 + 1.",
+                                "x₁ + x¹⁰", "x_1 + x^{10}"])).to_pylist()
+    assert forms[0] == forms[1] == forms[2] != forms[3]
+    assert forms[4] == forms[5]
+
+
+def test_golds_that_are_mathematically_equal_are_not_a_conflict(verifier_pool):
+    pool = pd.DataFrame([row("Compute 20 / 2.", "10"), row("compute 20/2.", "10.0", "dataset/b"),
+                         row("What is one half?", "1/2"), row("What is one half ?", "0.5", "dataset/b"),
+                         row("Compute 2 + 2.", "4"), row("compute 2+2.", "5", "dataset/b")])
+    result = deduplicate(pool, same_answer=partial(golds_agree, verifier_pool))
+    assert result.keep.tolist() == [True, False, True, False, False, False]
+    dropped = result.dropped.to_pandas().set_index("problem_id")
+    assert dropped["reason"].to_dict() == {pool["problem_id"][1]: EXACT, pool["problem_id"][3]: EXACT,
+                                           pool["problem_id"][4]: CONFLICT, pool["problem_id"][5]: CONFLICT}
+    assert dropped["kept_id"][pool["problem_id"][1]] == pool["problem_id"][0]

@@ -1,11 +1,13 @@
 import numpy as np
 import pandas as pd
+import pytest
 from scipy import stats
 
 from pipeline.engines.base import SamplingConfig
 import pyarrow as pa
 
-from pipeline.labels.pass_rates import LabelTarget, count_passes, pass_rates, pass_rates_from_counts
+from pipeline.labels.pass_rates import (LabelTarget, check_rewards, count_passes, pass_rates,
+                                       pass_rates_from_counts)
 from pipeline.core.model import ModelSpec
 
 TARGET = LabelTarget(ModelSpec("/m", "org/m", "r1"), SamplingConfig(), "v1")
@@ -82,3 +84,20 @@ def test_the_token_cap_report_names_the_setting_to_raise():
         "most failures of 9 problem(s) are such cuts. Raise target_model's max_tokens and relabel: these pass rates measure "
         "the cap, not difficulty")
     assert token_cap_report(100, 10, 0, 256)["passed"]  # a tenth exactly is still fine
+
+
+def test_label_key_covers_extraction_policy_and_verifier_version():
+    tagged = LabelTarget(TARGET.model, TARGET.sampling, "v1", extraction_policy="answer_tag")
+    newer = LabelTarget(TARGET.model, TARGET.sampling, "v2")
+    assert len({TARGET.key, tagged.key, newer.key}) == 3
+    assert tagged.key.startswith(f"{TARGET.model.key}/{TARGET.sampling.key}/answer_tag/")
+
+
+def test_rewards_scored_for_another_key_are_refused_naming_the_difference():
+    tagged = LabelTarget(TARGET.model, TARGET.sampling, "v1", extraction_policy="answer_tag")
+    check_rewards(TARGET.key, TARGET)
+    with pytest.raises(ValueError, match="extraction_policy auto → answer_tag.*rematerialize rewards"):
+        check_rewards(TARGET.key, tagged)
+    old = f"{TARGET.model.key}/{TARGET.sampling.key}"  # the key before extraction and verifier were in it
+    with pytest.raises(ValueError, match="older label key.*rematerialize rewards"):
+        check_rewards(old, TARGET)

@@ -99,3 +99,17 @@ def test_a_store_past_the_part_threshold_is_compacted_after_sampling(tmp_path, m
                         AllocationConfig(policy="uniform", samples_per_problem=2), Strata())
     assert len(store.parts()) < 4
     assert len(store.load(problems(4)["problem_id"])) == 8
+
+
+@pytest.mark.parametrize("config", [AllocationConfig(policy="uniform", samples_per_problem=4),
+                                    AllocationConfig(policy="adaptive", min_samples=1, max_samples=8)])
+def test_greedy_sampling_of_several_samples_per_problem_is_refused(tmp_path, config):
+    """At temperature 0 every sample of a problem is the same completion: 4/4 would be one trial counted 4 times."""
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig(temperature=0.0))
+    started = []
+    with pytest.raises(ValueError, match="temperature 0.*same completion"):
+        sample_rollouts(problems(2), store, lambda: started.append(1) or ScriptedEngine(set()), config, Strata(), scorer)
+    assert started == []
+    greedy = sample_rollouts(problems(2), store, lambda: ScriptedEngine(set()),
+                             AllocationConfig(policy="uniform", samples_per_problem=1), Strata())
+    assert greedy.rows == 2  # one greedy trial per problem is what temperature 0 measures

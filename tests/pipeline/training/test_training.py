@@ -2,6 +2,8 @@
 model built here (the real model's run is in tests/assets/test_training.py)."""
 
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -9,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.curriculum.build import CurriculumSpec, build_curriculum
-from pipeline.core.model import ModelSpec, resolve_model
+from pipeline.core.model import ModelSpec, folder_revision, resolve_model
 from pipeline.core.storage import StorageLayout
 from pipeline.training import (
     GenerationSettings,
@@ -361,3 +363,17 @@ def test_threshold_schedule_through_trl_stops_at_the_cap_without_reward(home, tm
     # no group ever disagreed, so no step moved the weights and both stages save the same revision
     assert run.stages[0].checkpoint.revision == run.stages[1].checkpoint.revision
     assert state_dicts_equal(base.path, run.stages[1].checkpoint.path)
+
+
+def test_a_checkpoint_whose_weights_are_replaced_in_place_gets_a_new_revision(tmp_path):
+    """The marker save_checkpoint writes names the model; it cannot vouch for weights written after it."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = tiny_model(tmp_path / "base")
+    other = tiny_model(tmp_path / "other", seed=1)
+    saved = save_checkpoint(AutoModelForCausalLM.from_pretrained(base.path), AutoTokenizer.from_pretrained(base.path),
+                            tmp_path / "run" / "stage_1", base, {"phase": 1})
+    shutil.copy(Path(other.path) / "model.safetensors", Path(saved.path) / "model.safetensors")
+    replaced = resolve_model(saved.path)
+    assert replaced.model_id == base.model_id and replaced.revision != saved.revision
+    assert replaced.revision == folder_revision(Path(saved.path))
