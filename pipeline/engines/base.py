@@ -24,8 +24,9 @@ class SamplingConfig:
     temperature: float = field(default=0.8, metadata={
         "help": "sampling temperature; pass rates depend on it: label at the temperature your RL trainer samples at"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
-    max_tokens: int = field(default=96, metadata={
-        "help": "generation cap per rollout; a truncated answer usually fails verification"})
+    max_tokens: int = field(default=160, metadata={
+        "help": "generation cap per rollout; a truncated answer usually fails verification (the default keeps "
+        "SmolLM2-135M's cuts on the embedded problems under a tenth: 96 cut 15%, 160 cuts 9%)"})
     seed: int = field(default=0, metadata={
         "help": "base sampling seed; each (problem, sample index) derives its own, independent of batching"})
 

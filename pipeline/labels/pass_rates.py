@@ -39,7 +39,9 @@ class TargetSpec:
     revision: str = field(default="", metadata={
         "help": "revision recorded in labels; empty: a content hash of the weights"})
     extraction_policy: ExtractionPolicy = field(default="auto", metadata={
-        "help": "how the final answer is read from a completion: auto, answer_tag, boxed, last_number, full"})
+        "help": "how the final answer is read from a completion: auto (answer tags, a \\boxed{}, for math an "
+        "answer phrase such as 'The answer is' / '####' / 'Final Answer:', then the last number outside LaTeX), "
+        "answer_tag, boxed, last_number, full; math answers keep their LaTeX markup for math-verify"})
 
     def model(self, home: Path) -> ModelSpec:
         """The model folder and identity, converting the embedded model under `home` on first use."""
