@@ -59,7 +59,7 @@ def curriculum(
     layout = storage.layout()
     spec = config.to_spec(strata=strata.strata())
     built = stage_pool(problems, pass_rates, predicted_difficulty, contamination, spec,
-                       target_model.target(layout.root), target_model.extraction_policy, layout,
+                       target_model.target(layout.root), layout,
                        TrainingSpec().group_filter(spec.filter_group_size, spec.filter_train_batch_size))
     manifest, folder, contaminated = built.manifest, built.folder, built.contaminated
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}

@@ -185,7 +185,7 @@ def main() -> None:
     layout = StorageLayout(str(home))
     base = resolve_model(args.model_path, home=home) if args.model_path else embedded_model(home)
     sampling = SamplingConfig(max_tokens=preset.max_tokens)
-    target = LabelTarget(base, sampling, VERIFIER_VERSION)
+    target = LabelTarget(base, sampling, VERIFIER_VERSION, EXTRACTION)
     G = preset.group_size
     say(f"model {base.key}, preset {args.preset}: {preset}")
     label_engine = Engines(preset.label_engine)
@@ -226,7 +226,7 @@ def main() -> None:
         timings["eval_base_s"] = time.perf_counter() - t
 
         # --- curricula ---------------------------------------------------------------------------
-        made = provenance(target, EXTRACTION, "measured", measured=labels)
+        made = provenance(target, "measured", measured=labels)
         manifests = {name: build_curriculum(problems, labels, CurriculumSpec(name=name, strata=strata), home, made)
                      for name, strata in CONDITIONS.items()}
         members = {name: pd.concat([pd.read_parquet(layout.curriculum(name) / s["file"], columns=["problem_id"])

@@ -84,7 +84,7 @@ class CurriculumSpec:
         safe_name(self.name)  # a folder name: checked when the run is configured, not when it is written
 
 
-def provenance(target: LabelTarget, extraction_policy: str, labels: str,
+def provenance(target: LabelTarget, labels: str,
                predicted: Any | None = None, measured: Any | None = None,
                on_mismatch: str = "error") -> dict[str, Any]:
     """What a curriculum's manifest records about how its labels were made: the target's settings,
@@ -96,7 +96,7 @@ def provenance(target: LabelTarget, extraction_policy: str, labels: str,
         "sampling_key": target.sampling.key,
         "label_key": target.key,
         "verifier_version": target.verifier_version,
-        "extraction_policy": extraction_policy,
+        "extraction_policy": target.extraction_policy,
         "labels": labels,
     }
     if predicted is not None and len(predicted):

@@ -51,7 +51,6 @@ def stage_pool(
     contamination: pd.DataFrame,
     spec: CurriculumSpec,
     target: LabelTarget,
-    extraction_policy: str,
     layout: StorageLayout,
     group_filter: GroupFilter,
 ) -> StagedCurriculum:
@@ -70,7 +69,7 @@ def stage_pool(
     measured = None if spec.labels == "predicted" else pass_rates
     labels = merge_labels(measured, predicted,
                           trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None)
-    made = provenance(target, extraction_policy, spec.labels, predicted, measured=measured,
+    made = provenance(target, spec.labels, predicted, measured=measured,
                       on_mismatch=spec.on_label_mismatch)
     contaminated = frozenset(contamination["problem_id"][flagged(contamination)])
     made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)

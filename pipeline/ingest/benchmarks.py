@@ -116,6 +116,10 @@ def load_evaluation_sets(sets: Sequence[EvaluationSet], home: Path) -> tuple[pd.
     problems, quarantined = [], []
     for spec in sets:
         part = normalise(evaluation_rows(spec, home), max_prompt_chars=1 << 30)
+        if not part.problems:
+            # An empty benchmark would pass every pool as uncontaminated and evaluate on nothing.
+            raise ValueError(f"evaluation set {spec.name!r} has no usable problem ({len(part.quarantined)} rows "
+                             "quarantined): check its path or generators and its prompt_field / answer_field")
         problems.append(Problem.to_frame(part.problems).assign(benchmark=spec.name))
         quarantined.append(QuarantinedRow.to_frame(part.quarantined).assign(benchmark=spec.name))
     empty_p = Problem.empty_frame().assign(benchmark=pd.Series(dtype=str))

@@ -99,17 +99,17 @@ def test_provenance_describes_the_labels_it_stages_not_todays_target():
     measured_at = LabelTarget(model, SamplingConfig(temperature=0.8), "v1")
     rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})
     labels = pass_rates(rewards, measured_at)
-    assert provenance(measured_at, "auto", "measured", measured=labels)["sampling"]["temperature"] == 0.8
+    assert provenance(measured_at, "measured", measured=labels)["sampling"]["temperature"] == 0.8
 
     today = LabelTarget(model, SamplingConfig(temperature=0.2, max_tokens=512), "v1")
     with pytest.raises(ValueError, match=f"{measured_at.key}.*{today.key}.*rematerialize pass_rates"):
-        provenance(today, "auto", "measured", measured=labels)
-    warned = provenance(today, "auto", "measured", measured=labels, on_mismatch="warn")
+        provenance(today, "measured", measured=labels)
+    warned = provenance(today, "measured", measured=labels, on_mismatch="warn")
     assert warned["label_key"] == measured_at.key and warned["sampling"] is None
     assert "rematerialize pass_rates" in warned["warnings"][0]
     newer_verifier = LabelTarget(model, SamplingConfig(temperature=0.8), "v2")
     with pytest.raises(ValueError, match="verifier"):
-        provenance(newer_verifier, "auto", "measured", measured=labels)
+        provenance(newer_verifier, "measured", measured=labels)
 
 
 def truncated_pool():
@@ -183,4 +183,4 @@ def test_labels_made_under_another_extraction_policy_are_refused_naming_it():
     labels = pass_rates(rewards, LabelTarget(model, SamplingConfig(), "v1", extraction_policy="auto"))
     tagged = LabelTarget(model, SamplingConfig(), "v1", extraction_policy="answer_tag")
     with pytest.raises(ValueError, match="extraction_policy auto → answer_tag.*rematerialize pass_rates"):
-        provenance(tagged, "answer_tag", "measured", measured=labels)
+        provenance(tagged, "measured", measured=labels)

@@ -108,6 +108,17 @@ def test_local_evaluation_set_and_bad_specs(tmp_path):
         load_evaluation_sets([spec, spec], tmp_path)
 
 
+def test_an_evaluation_set_with_no_usable_problem_is_refused_naming_it(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    blank = tmp_path / "bench.jsonl"
+    blank.write_text('{"problem": "   ", "answer": "4"}\n')
+    with pytest.raises(ValueError, match="evaluation set 'nothing' has no usable problem"):
+        load_evaluation_sets([EvaluationSet("nothing", path=str(empty))], tmp_path)
+    with pytest.raises(ValueError, match=r"'blank' has no usable problem \(1 rows quarantined\)"):
+        load_evaluation_sets([EvaluationSet("blank", path=str(blank))], tmp_path)
+
+
 def test_card_says_which_benchmarks_and_how(report):
     record = decontamination_record(report, excluded=True)
     assert record["flagged"] == int(flagged(report).sum())
