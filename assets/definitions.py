@@ -9,8 +9,8 @@ from collections.abc import Mapping
 
 from dagster import Definitions
 
-from assets.jobs import all_assets, evaluation_assets, jobs, operations_assets, probe_assets, training_assets
 from assets.deployment import resources
+from assets.jobs import all_assets, evaluation_assets, jobs, operations_assets, probe_assets, training_assets
 from assets.schedules import nightly_relabel_schedule
 from assets.sensors import model_checkpoint_sensor
 

@@ -15,9 +15,9 @@ from assets.config import op_config, spec_config
 from assets.curriculum import curriculum
 from assets.metadata import counts_table
 from assets.resources import GradusStorage, HubPublisher
+from pipeline.core.storage import inside_home
 from pipeline.curriculum.build import CurriculumSpec, read_manifest
 from pipeline.export.hub import CARD, ExportSpec, build_hub_folder, split_card
-from pipeline.core.storage import inside_home
 
 
 @op_config("hub_curriculum")

@@ -13,8 +13,8 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from dagster._core.types.dagster_type import DagsterTypeKind
 
 from assets.resources import GradusStorage
-from pipeline.rollouts.handles import DatasetHandle, read_handle
 from pipeline.core.storage import verify_sha256, write_parquet_checksummed, write_text_atomic
+from pipeline.rollouts.handles import DatasetHandle, read_handle
 
 
 class ParquetIOManager(ConfigurableIOManager):

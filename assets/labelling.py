@@ -39,8 +39,6 @@ from pydantic import Field
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
-from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.rollouts.handles import DatasetHandle
 from pipeline.labels.pass_rates import (
     check_rewards,
     count_passes,
@@ -48,11 +46,12 @@ from pipeline.labels.pass_rates import (
     labels_token_cap,
     pass_rates_from_counts,
 )
-from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
 from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, split_problems
-
+from pipeline.rollouts.store import RolloutStore
+from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
 
 ENGINE_POOL = "gradus_engine"
 """Dagster concurrency pool of the steps that run an engine: `dagster instance concurrency set

@@ -16,9 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.curriculum.build import MANIFEST, CurriculumSpec
 from pipeline.core.storage import StorageLayout
-
+from pipeline.curriculum.build import MANIFEST, CurriculumSpec
 
 INSTANCE_SETTINGS = """\
 telemetry:

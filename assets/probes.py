@@ -25,9 +25,15 @@ from dagster import (
 from assets.config import op_config, spec_config
 from assets.metadata import figure, histogram_png, picture_entry, preview
 from assets.resources import GradusStorage, StrataResource, TargetModel
-from pipeline.probes.hidden_states import HiddenStateSpec, HiddenStateStore, compute_hidden_states, indexed_store, torch_threads
-from pipeline.labels.pass_rates import check_counts
 from pipeline.core.progress import Progress
+from pipeline.labels.pass_rates import check_counts
+from pipeline.probes.hidden_states import (
+    HiddenStateSpec,
+    HiddenStateStore,
+    compute_hidden_states,
+    indexed_store,
+    torch_threads,
+)
 from pipeline.probes.persistence import load_probe, save_probe
 from pipeline.probes.probe import (
     PredictionSpec,

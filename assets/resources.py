@@ -19,19 +19,18 @@ from dagster import ConfigurableResource, DagsterInvariantViolationError, InitRe
 from pydantic import PrivateAttr
 
 from assets.config import spec_config
+from pipeline.backends.ray import BackendSpec
+from pipeline.core.model import ModelSpec
+from pipeline.core.storage import StorageLayout
+from pipeline.difficulty.strata import Strata
 from pipeline.engines import Engine, start_engine
 from pipeline.engines.base import SamplingConfig
 from pipeline.engines.options import TransformersOptions, VLLMOptions
 from pipeline.export.hub import HubClient, HubFolder, Publication, PublishSpec, publish
 from pipeline.labels.pass_rates import LabelTarget, TargetSpec
-from pipeline.core.model import ModelSpec
-from pipeline.backends.ray import BackendSpec
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import BatchScorer
-from pipeline.core.storage import StorageLayout
-from pipeline.difficulty.strata import Strata
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
-
 
 LIBRARY_LOGGER = "pipeline"
 

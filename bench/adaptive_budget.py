@@ -50,9 +50,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
 from pipeline.difficulty.estimators import BetaPrior
 from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
 """Uniform baselines; 21 is a third of 64, the rollouts the adaptive policy is meant to fit in."""
@@ -364,14 +364,14 @@ def real(strata_list: Sequence[Strata], per_level: int, cap: int, reference_n: i
     the disjoint indices cap..cap+reference_n-1, or with `reference_n` 0 from uniform-`cap` itself.
     The figures of the first strata carry no suffix; later strata's keys end in their edges.
     """
-    from pipeline.engines import create_engine
-    from pipeline.engines.base import SamplingConfig
     from pipeline.core.model import embedded_model
     from pipeline.core.progress import Progress
-    from pipeline.rollouts.store import RolloutStore, missing_requests
-    from pipeline.rollouts.sampling import sample_rollouts
-    from pipeline.verify.scoring import score_rollouts
     from pipeline.core.storage import gradus_home
+    from pipeline.engines import create_engine
+    from pipeline.engines.base import SamplingConfig
+    from pipeline.rollouts.sampling import sample_rollouts
+    from pipeline.rollouts.store import RolloutStore, missing_requests
+    from pipeline.verify.scoring import score_rollouts
     from pipeline.verify.verification import VerifierPool
 
     home = gradus_home()

@@ -47,22 +47,29 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum, provenance
-from pipeline.engines import Engine, SamplingConfig, create_engine
-from pipeline.training.evaluation import ALL, EvaluationSpec, Policy, evaluate_policies, evaluation_problems, run_policies
-from pipeline.ingest.benchmarks import EvaluationSet, heldout
-from pipeline.curriculum.informative import expected_informative, measured_informative
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.core.model import ModelSpec, embedded_model, resolve_model
 from pipeline.core.records import Problem
-from pipeline.rollouts.store import RolloutStore
-from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import score_rollouts
-from pipeline.ingest.sources import ReasoningGymSource, load_problems
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum, provenance
+from pipeline.curriculum.informative import expected_informative, measured_informative
 from pipeline.difficulty.strata import Strata
+from pipeline.engines import Engine, SamplingConfig, create_engine
+from pipeline.ingest.benchmarks import EvaluationSet, heldout
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.store import RolloutStore
 from pipeline.training import SamplerSpec, StageSchedule, TrainingSpec, train_curriculum
+from pipeline.training.evaluation import (
+    ALL,
+    EvaluationSpec,
+    Policy,
+    evaluate_policies,
+    evaluation_problems,
+    run_policies,
+)
+from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool
 
 GENERATORS = (("basic_arithmetic", (0, 1, 2)), ("chain_sum", (0, 1, 2)), ("products", (0, 1, 2)))

@@ -30,10 +30,10 @@ import os
 import time
 from dataclasses import replace
 
-from pipeline.engines import GenerationRequest, SamplingConfig, create_engine
-from pipeline.engines.base import Engine
 from pipeline.core.model import embedded_model, load_tokenizer
 from pipeline.core.progress import Progress
+from pipeline.engines import GenerationRequest, SamplingConfig, create_engine
+from pipeline.engines.base import Engine
 from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
 
 WARM_UP = 8

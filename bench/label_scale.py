@@ -208,8 +208,8 @@ def _target(tmp: Path):
 def synthesise_home(n: int, tmp: Path) -> dict:
     """The problems and 16 completions each, written under `tmp/home` (its own process, so the
     bench's synthesis never counts in the measured peak)."""
-    from pipeline.rollouts.store import RolloutStore
     from pipeline.core.storage import StorageLayout, write_parquet_checksummed
+    from pipeline.rollouts.store import RolloutStore
 
     home = tmp / "home"
     target = _target(tmp)
@@ -231,8 +231,8 @@ def measure(n: int, tmp: Path) -> dict:
     """One size on the home `synthesise_home` wrote, in this process (run it in a fresh one)."""
     from dagster import DagsterEventType, DagsterInstance, materialize
 
-    from assets.jobs import all_assets, probe_assets
     from assets.deployment import resources
+    from assets.jobs import all_assets, probe_assets
     from pipeline.verify.verification import available_cores
 
     home = tmp / "home"

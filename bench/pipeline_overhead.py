@@ -39,9 +39,9 @@ from collections.abc import Callable
 
 import pandas as pd
 
-from pipeline.engines.base import GenerationRequest, SamplingConfig
 from pipeline.core.model import ModelSpec, embedded_model, load_tokenizer
 from pipeline.core.records import Problem
+from pipeline.engines.base import GenerationRequest, SamplingConfig
 from pipeline.ingest.sources import ReasoningGymSource, load_problems
 
 GENERATORS = ("basic_arithmetic", "chain_sum", "products", "leg_counting")
@@ -127,8 +127,8 @@ def asset(model: ModelSpec, problems: pd.DataFrame, n: int, sampling: SamplingCo
     import dagster
 
     from assets import labelling
-    from assets.resources import TargetModel, VLLMEngineResource
     from assets.deployment import resources as gradus_resources
+    from assets.resources import TargetModel, VLLMEngineResource
 
     class TimedVLLMEngine(VLLMEngineResource):
         """The engine resource, timing its shutdown (a one-time cost like its start-up)."""

@@ -52,10 +52,12 @@ import pandas as pd
 from scipy.special import expit
 from scipy.stats import spearmanr
 
-from pipeline.engines import SamplingConfig, create_engine
-from pipeline.verify.extraction import extract_answer
-from pipeline.probes.hidden_states import HiddenStateExtractor, default_layers
 from pipeline.core.model import ModelSpec, embedded_model
+from pipeline.core.records import Problem, canonical_json, content_hash
+from pipeline.core.storage import gradus_home, within, write_text_atomic
+from pipeline.engines import SamplingConfig, create_engine
+from pipeline.ingest.sources import ReasoningGymSource, load_problems
+from pipeline.probes.hidden_states import HiddenStateExtractor, default_layers
 from pipeline.probes.persistence import save_probe
 from pipeline.probes.probe import (
     ProbeConfig,
@@ -67,10 +69,8 @@ from pipeline.probes.probe import (
     probe_passes,
     probe_target,
 )
-from pipeline.core.records import Problem, canonical_json, content_hash
 from pipeline.rollouts.store import RolloutStore, missing_requests
-from pipeline.ingest.sources import ReasoningGymSource, load_problems
-from pipeline.core.storage import gradus_home, within, write_text_atomic
+from pipeline.verify.extraction import extract_answer
 from pipeline.verify.verification import VerificationTask, VerifierPool
 
 # Easy levels of these give SmolLM2-135M pass rates well above 0; their hard levels, and

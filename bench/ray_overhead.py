@@ -23,19 +23,19 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.engines.base import SamplingConfig
-from pipeline.engines.factory import engine_options, start_engine
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
-from pipeline.core.model import embedded_model
 from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray
 from pipeline.backends.ray_cluster import local_cluster
+from pipeline.core.model import embedded_model
 from pipeline.core.records import Problem
-from pipeline.rollouts.store import RolloutStore
-from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import score_rollouts
-from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
 from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import SamplingConfig
+from pipeline.engines.factory import engine_options, start_engine
+from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.store import RolloutStore
+from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierSpec
 
 ROLLOUT_COLUMNS = ["problem_id", "sample_index", "text", "num_tokens", "finish_reason"]

@@ -31,18 +31,18 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
-from pipeline.engines import Engine, SamplingConfig, create_engine
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.core.model import ModelSpec, embedded_model
 from pipeline.core.records import Problem
-from pipeline.rollouts.store import RolloutStore
-from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import score_rollouts
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.difficulty.strata import Strata
+from pipeline.engines import Engine, SamplingConfig, create_engine
 from pipeline.ingest.sources import ReasoningGymSource, load_problems
 from pipeline.labels.history import stale_or_new
-from pipeline.difficulty.strata import Strata
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.store import RolloutStore
+from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool
 
 GENERATORS = ("basic_arithmetic", "chain_sum", "leg_counting")

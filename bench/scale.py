@@ -28,8 +28,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.core.records import MESSAGE
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 
 SIZES = (10_000, 100_000, 1_000_000)
 GOAL_WALL_S = 30.0

@@ -26,10 +26,10 @@ import pandas as pd
 import pyarrow as pa
 
 import pipeline
-from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
-from pipeline.engines.factory import EngineOptions, start_engine
 from pipeline.core.model import ModelSpec
 from pipeline.core.records import Reward
+from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+from pipeline.engines.factory import EngineOptions, start_engine
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VerifierSpec

@@ -8,15 +8,15 @@ Hugging Face folder under `$GRADUS_HOME/models/`; later loads read that folder (
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import logging
 import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-import importlib.util
 from pathlib import Path
+from typing import Any
 
 from pipeline.core.storage import StorageLayout, replacing, safe_name, slug, write_text_atomic
 

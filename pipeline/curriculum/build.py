@@ -20,7 +20,17 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core.locks import locked
+from pipeline.core.storage import (
+    StorageLayout,
+    file_sha256,
+    replacing,
+    safe_name,
+    write_parquet_atomic,
+    write_text_atomic,
+)
 from pipeline.curriculum.informative import GroupFilter
+from pipeline.difficulty.strata import SOLVED, UNSOLVED, Strata
 from pipeline.labels.pass_rates import (
     TRUNCATION_COLUMNS,
     check_counts,
@@ -29,16 +39,6 @@ from pipeline.labels.pass_rates import (
     truncation_bound,
 )
 from pipeline.rewards.trainers import trainer_config
-from pipeline.core.locks import locked
-from pipeline.core.storage import (
-    StorageLayout,
-    file_sha256,
-    safe_name,
-    replacing,
-    write_parquet_atomic,
-    write_text_atomic,
-)
-from pipeline.difficulty.strata import SOLVED, UNSOLVED, Strata
 
 if TYPE_CHECKING:
     from pipeline.labels.pass_rates import LabelTarget

@@ -6,9 +6,9 @@ import logging
 import time
 from collections.abc import Sequence
 
+from pipeline.core.model import ModelSpec, load_tokenizer
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import TransformersOptions
-from pipeline.core.model import ModelSpec, load_tokenizer
 
 log = logging.getLogger(__name__)
 

@@ -9,9 +9,9 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 
+from pipeline.core.model import ModelSpec
 from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
 from pipeline.engines.options import VLLMOptions
-from pipeline.core.model import ModelSpec
 
 log = logging.getLogger(__name__)
 

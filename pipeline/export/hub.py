@@ -20,9 +20,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import yaml
 
+from pipeline.core.storage import replacing, write_text_atomic
 from pipeline.curriculum.build import manifest_problems, read_manifest
 from pipeline.rewards.trainers import trainer_config
-from pipeline.core.storage import replacing, write_text_atomic
 
 CARD = "README.md"
 NOTES_START = "<!-- gradus:notes:start -->"

@@ -29,10 +29,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.core.progress import Progress
 from pipeline.hygiene.dedup import CHUNK, DedupSpec, as_table, over_chunks, shingle_signatures
 from pipeline.hygiene.minhash import MinHasher, Ngrams, Tokens, ngrams, similarity
 from pipeline.hygiene.text_forms import datatrove_form, folded_form, number_shape, open_r1_form, problem_texts
-from pipeline.core.progress import Progress
 
 METHODS = ("exact", "open_r1", "datatrove")
 """The flag columns per benchmark; `minhash` (a score) and `match` come beside them."""

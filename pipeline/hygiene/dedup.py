@@ -29,10 +29,10 @@ import pyarrow.compute as pc
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from pipeline.hygiene.minhash import MinHasher, Tokens, Words, mix, ngrams, similarity
-from pipeline.hygiene.text_forms import canonical, canonical_form, folded_form, problem_texts, prompt_contexts
 from pipeline.core.progress import Progress
 from pipeline.core.records import Record
+from pipeline.hygiene.minhash import MinHasher, Tokens, Words, mix, ngrams, similarity
+from pipeline.hygiene.text_forms import canonical, canonical_form, folded_form, problem_texts, prompt_contexts
 
 EXACT, NEAR, CONFLICT = "exact_duplicate", "near_duplicate", "conflicting_answers"
 CHUNK = 50_000

@@ -17,6 +17,7 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.core.records import Problem, QuarantinedRow
+from pipeline.core.storage import StorageLayout, replacing, safe_name
 from pipeline.ingest.sources import (
     DEFAULT_GENERATORS,
     DatasetSource,
@@ -26,7 +27,6 @@ from pipeline.ingest.sources import (
     normalise,
     reasoning_gym_rows,
 )
-from pipeline.core.storage import StorageLayout, replacing, safe_name
 
 HELDOUT_SEED_OFFSET = 1_000_000
 """Added to a generator's training seed: default training seeds are below 1,002,000 (name hash

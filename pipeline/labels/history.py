@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.labels.pass_rates import LabelTarget
 from pipeline.core.records import canonical_json
 from pipeline.core.storage import StorageLayout, within, write_parquet_atomic
 from pipeline.difficulty.strata import Strata
+from pipeline.labels.pass_rates import LabelTarget
 
 PROVENANCE = ("model_id", "revision", "sampling_key", "verifier_version", "label_key")
 """The `PassRate` columns a label must share with the target to be current, in reporting order."""

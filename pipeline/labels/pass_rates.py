@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any
 from dataclasses import dataclass, field
-from pathlib import Path
 from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,11 +14,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from pipeline.engines.base import SamplingConfig
-from pipeline.difficulty.estimators import BetaPrior, credible_interval
-from pipeline.verify.extraction import ExtractionPolicy
 from pipeline.core.model import ModelSpec, resolve_model
 from pipeline.core.records import PassRate, content_hash
+from pipeline.difficulty.estimators import BetaPrior, credible_interval
+from pipeline.engines.base import SamplingConfig
+from pipeline.verify.extraction import ExtractionPolicy
 
 TRUNCATION_COLUMNS = ("truncated", "truncated_failures")
 """Per problem: rollouts cut at the token cap, and how many of them failed (None: not counted)."""

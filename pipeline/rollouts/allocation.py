@@ -35,8 +35,8 @@ uniform-64's 0.878) spend within 7 % of what any rule labelling by observed pass
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray

@@ -13,11 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig, check_independent_trials, plan_round, stop_reason
-from pipeline.engines.base import Engine
 from pipeline.core.progress import Progress
-from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
 from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import Engine
+from pipeline.rollouts.allocation import AllocationConfig, check_independent_trials, plan_round, stop_reason
+from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]
 """Rewards for a frame of rollouts (needs `problem_id` and `passed` in its output)."""

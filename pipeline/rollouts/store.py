@@ -26,12 +26,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.storage import BATCH_ROWS
-from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
+from pipeline.core.locks import locked
 from pipeline.core.model import ModelSpec
 from pipeline.core.records import Rollout, content_hash
-from pipeline.core.locks import locked
 from pipeline.core.storage import (
+    BATCH_ROWS,
     StorageLayout,
     sha256_sidecar,
     verify_sha256,
@@ -39,6 +38,7 @@ from pipeline.core.storage import (
     write_parquet_checksummed,
     write_text_atomic,
 )
+from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 
 COMPACT_ROWS = 250_000
 """Rows per part after compaction: few enough files to open cheaply, each still streamable."""

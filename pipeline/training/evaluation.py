@@ -20,20 +20,20 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.curriculum.build import MANIFEST, curriculum_problem_ids
-from pipeline.engines.base import Engine, SamplingConfig
-from pipeline.ingest.benchmarks import EvaluationSet, default_evaluation_set, load_evaluation_sets
 from pipeline.core.model import ModelSpec
 from pipeline.core.plots import axes, png
 from pipeline.core.progress import Progress
-from pipeline.training.run_record import RUN_RECORD, RunRecord
-from pipeline.rollouts.store import RolloutStore
-from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import score_rollouts
-from pipeline.ingest.sources import DEFAULT_GENERATORS
 from pipeline.core.storage import StorageLayout, within
+from pipeline.curriculum.build import MANIFEST, curriculum_problem_ids
 from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import Engine, SamplingConfig
+from pipeline.ingest.benchmarks import EvaluationSet, default_evaluation_set, load_evaluation_sets
+from pipeline.ingest.sources import DEFAULT_GENERATORS
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.store import RolloutStore
+from pipeline.training.run_record import RUN_RECORD, RunRecord
+from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VerifierPool
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.curriculum.build import MANIFEST, manifest_problems, read_manifest
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import MANIFEST, manifest_problems, read_manifest
 
 
 @dataclass(frozen=True)

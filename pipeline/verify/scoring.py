@@ -17,12 +17,11 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipeline.core.storage import BATCH_ROWS
-from pipeline.rollouts.handles import DatasetHandle
-from pipeline.verify.extraction import extract_answer
 from pipeline.core.progress import Progress
 from pipeline.core.records import Reward
-from pipeline.core.storage import replacing, write_parquet_checksummed
+from pipeline.core.storage import BATCH_ROWS, replacing, write_parquet_checksummed
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.verify.extraction import extract_answer
 from pipeline.verify.verification import VERIFIER_VERSION, VerificationTask, VerifierPool
 
 GOLD_COLUMNS = ["problem_id", "answer", "verifier", "metadata"]

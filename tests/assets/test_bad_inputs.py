@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetSelection, DagsterInstance, materialize
 
-from assets.jobs import all_assets, probe_assets
 from assets.deployment import resources as gradus_resources
+from assets.jobs import all_assets, probe_assets
 from pipeline.core.storage import StorageLayout
 from tests.pipeline.ingest.test_bad_inputs import CORPUS, corpus_source_name, expected_reasons
 

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from dagster import DagsterInstance, materialize
 
+from assets.deployment import resources
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import picture_key
-from assets.deployment import resources
 from assets.resources import TargetModel, TransformersEngineResource
 from tests.assets.test_dagster_dev import LAUNCHER, REPO, free_port, get, loaded_location, stop, wait_for
 

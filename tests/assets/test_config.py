@@ -13,21 +13,21 @@ from dagster._config import ConfigTypeKind
 from assets import curriculum, history, labelling, probes, problems
 from assets.config import HELP, mirror, spec_config, spec_fields
 from assets.definitions import defs
+from assets.deployment import ENGINE_RESOURCES, resources
 from assets.hub import HubCurriculumConfig
 from assets.reference import REFERENCE, config_schemas, markdown, reference_section
-from assets.deployment import ENGINE_RESOURCES, resources
 from assets.resources import GradusStorage, HubPublisher, StrataResource, TargetModel, Verifier
-from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.core.storage import StorageLayout
 from pipeline.curriculum.build import CurriculumSpec, read_manifest
+from pipeline.difficulty.strata import Strata
 from pipeline.engines import ENGINES
 from pipeline.engines.base import SamplingConfig
-from pipeline.probes.hidden_states import HiddenStateSpec
 from pipeline.export.hub import ExportSpec, PublishSpec
-from pipeline.labels.pass_rates import TargetSpec
-from pipeline.probes.probe import PredictionSpec, ProbeConfig
 from pipeline.ingest.sources import DatasetSource, ProblemsSpec, ReasoningGymSource
-from pipeline.core.storage import StorageLayout
-from pipeline.difficulty.strata import Strata
+from pipeline.labels.pass_rates import TargetSpec
+from pipeline.probes.hidden_states import HiddenStateSpec
+from pipeline.probes.probe import PredictionSpec, ProbeConfig
+from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.verify.verification import VerifierSpec
 
 MIRRORS = [

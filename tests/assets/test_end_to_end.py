@@ -7,11 +7,11 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.jobs import all_assets, probe_assets
 from assets.deployment import resources
+from assets.jobs import all_assets, probe_assets
 from assets.resources import StrataResource, TargetModel, TransformersEngineResource, VLLMEngineResource
-from pipeline.rollouts.handles import read_handle
 from pipeline.core.storage import StorageLayout
+from pipeline.rollouts.handles import read_handle
 
 pytestmark = pytest.mark.e2e
 

@@ -11,15 +11,15 @@ from dagster import DagsterInstance, SourceAsset, materialize
 
 from assets.curriculum import curriculum
 from assets.definitions import defs
+from assets.deployment import resources as gradus_resources
 from assets.evaluation import EvaluationConfig, policy_evaluation
 from assets.preflight import OP_CONFIGS
-from assets.deployment import resources as gradus_resources
 from assets.training import staged_rl_policy
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
-from pipeline.training.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
-from pipeline.curriculum.informative import informative_probability
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.curriculum.informative import informative_probability
 from pipeline.training import TrainingSpec
+from pipeline.training.evaluation import ALL, EVALUATION_COLUMNS, EvaluationSpec
 from tests.pipeline.training.test_evaluation import digit_set
 from tests.pipeline.training.test_training import LABELLED_AT, problems_and_labels, tiny_model
 

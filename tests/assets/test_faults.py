@@ -18,11 +18,11 @@ from dagster import (
 from dagster._core.types.dagster_type import resolve_dagster_type
 
 from assets.hub import hub_curriculum
-from assets.resources import GradusStorage, HubPublisher
 from assets.io_manager import ParquetIOManager
 from assets.main import summary
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from assets.resources import GradusStorage, HubPublisher
 from pipeline.core.storage import IntegrityError
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from tests.assets.test_bad_inputs import ingest, resources
 from tests.pipeline.curriculum.test_build import pool
 from tests.pipeline.test_faults import INJECTED, flip, truncate

@@ -11,15 +11,15 @@ import pytest
 from dagster import EnvVar, SourceAsset, instance_for_test, materialize, serialize_value
 
 from assets.curriculum import curriculum
-from assets.hub import hub_curriculum
-from assets.resources import HubPublisher, TargetModel
 from assets.deployment import resources as gradus_resources
+from assets.hub import hub_curriculum
 from assets.hygiene import contamination, evaluation_problems, unique_problems
-from pipeline.engines.base import SamplingConfig
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from assets.resources import HubPublisher, TargetModel
 from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
+from pipeline.engines.base import SamplingConfig
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.verify.verification import VERIFIER_VERSION
 from tests.pipeline.export.test_hub import FakeHub
 

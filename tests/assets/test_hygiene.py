@@ -9,18 +9,18 @@ import pyarrow.parquet as pq
 import pytest
 from dagster import AssetCheckSeverity, AssetSelection, DagsterInstance, SourceAsset, materialize
 
-from assets.definitions import all_assets, probe_assets
 from assets.curriculum import curriculum
+from assets.definitions import all_assets, probe_assets
+from assets.deployment import resources as gradus_resources
 from assets.hub import hub_curriculum
 from assets.hygiene import contamination, evaluation_problems, unique_problems
 from assets.resources import HubPublisher
-from assets.deployment import resources as gradus_resources
-from pipeline.curriculum.build import curriculum_problem_ids, read_manifest
-from pipeline.engines.base import SamplingConfig
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.core.model import ModelSpec, write_marker
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import curriculum_problem_ids, read_manifest
+from pipeline.engines.base import SamplingConfig
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.verify.verification import VERIFIER_VERSION
 
 HYGIENE = AssetSelection.assets("problems", "quarantined_problems", "unique_problems", "duplicate_problems",

@@ -9,8 +9,8 @@ import pyarrow.parquet as pq
 from dagster import AssetIn, DagsterInstance, Out, asset, graph_asset, materialize, op
 
 from assets.deployment import resources
-from pipeline.rollouts.handles import DatasetHandle, read_handle
 from pipeline.core.storage import StorageLayout
+from pipeline.rollouts.handles import DatasetHandle, read_handle
 
 
 @asset

@@ -5,11 +5,11 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
-from assets.jobs import all_assets, probe_assets
 from assets.deployment import resources
+from assets.jobs import all_assets, probe_assets
 from assets.resources import TargetModel, TransformersEngineResource
-from pipeline.rollouts.handles import read_handle
 from pipeline.core.storage import StorageLayout
+from pipeline.rollouts.handles import read_handle
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",
              "rollout_allocation", "rewards", "pass_rates"]

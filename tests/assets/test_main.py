@@ -5,12 +5,12 @@ import pandas as pd
 import yaml
 
 from assets.main import main, summary
-from pipeline.rollouts.handles import read_handle
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.core.model import resolve_model
 from pipeline.core.records import Problem
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.handles import read_handle
 
 
 def test_summary_lists_every_stage_and_the_excluded_counts(home):

@@ -16,17 +16,17 @@ import pytest
 import yaml
 from dagster import DagsterRunStatus, Definitions, build_schedule_context, build_sensor_context, instance_for_test
 
+from assets.deployment import resources
 from assets.history import difficulty_history
 from assets.jobs import HOST_TAG, PID_TAG, all_assets, probe_assets, relabel_job
-from assets.deployment import resources
 from assets.resources import TargetModel, TransformersEngineResource
 from assets.schedules import relabel_schedule_from_env
 from assets.sensors import CHECKPOINT_TAG, model_checkpoint_sensor
-from pipeline.rollouts.handles import read_handle
-from pipeline.labels.history import LabelHistory, stale_or_new
-from pipeline.difficulty.strata import Strata
 from pipeline.core.model import folder_revision
 from pipeline.core.storage import StorageLayout
+from pipeline.difficulty.strata import Strata
+from pipeline.labels.history import LabelHistory, stale_or_new
+from pipeline.rollouts.handles import read_handle
 
 N = 2
 MAX_TOKENS = 8

@@ -6,10 +6,10 @@ import pytest
 from dagster import AssetsDefinition, DagsterInstance, GraphDefinition, materialize
 
 from assets.definitions import defs
+from assets.deployment import resources
 from assets.jobs import all_assets, probe_assets
 from assets.main import main
 from assets.preflight import OP_CONFIGS, check_run_config, config_errors
-from assets.deployment import resources
 from assets.resources import TargetModel, TransformersEngineResource
 from pipeline.core.storage import StorageLayout
 

@@ -18,16 +18,16 @@ from dagster import DagsterInstance, materialize
 from scipy.special import expit
 from scipy.stats import spearmanr
 
+from assets.deployment import resources
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import picture_key
 from assets.probes import PROBE_CHECK
-from assets.deployment import resources
 from assets.resources import StrataResource, TargetModel
+from pipeline.core.storage import StorageLayout, write_parquet_atomic
+from pipeline.difficulty.strata import Strata
 from pipeline.labels.pass_rates import pass_rates as aggregate_pass_rates
 from pipeline.probes.hidden_states import indexed_store
 from pipeline.probes.persistence import load_probe
-from pipeline.core.storage import StorageLayout, write_parquet_atomic
-from pipeline.difficulty.strata import Strata
 
 ASSETS = all_assets + probe_assets
 GENERATORS = [{"name": n, "levels": [0, 1, 2], "size_per_level": 4} for n in ("basic_arithmetic", "chain_sum")]

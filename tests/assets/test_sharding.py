@@ -19,12 +19,12 @@ import pyarrow.parquet as pq
 import yaml
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, materialize
 
-from assets.jobs import all_assets, probe_assets
 from assets.deployment import resources
+from assets.jobs import all_assets, probe_assets
 from assets.resources import StrataResource, TargetModel, TransformersEngineResource
+from pipeline.core.storage import StorageLayout
 from pipeline.rollouts.handles import read_handle
 from pipeline.rollouts.sharding import shard_of
-from pipeline.core.storage import StorageLayout
 
 REPO = Path(__file__).resolve().parents[2]
 GENERATORS = [{"name": "basic_arithmetic", "levels": [0], "size_per_level": 6},

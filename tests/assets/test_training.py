@@ -11,12 +11,12 @@ import torch
 from dagster import DagsterInstance, materialize
 
 from assets.definitions import defs
-from assets.metadata import picture_key
 from assets.deployment import resources as gradus_resources
+from assets.metadata import picture_key
 from assets.training import TrainingConfig, staged_rl_policy
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.core.model import resolve_model
 from pipeline.core.records import Problem
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.ingest.sources import ReasoningGymSource, load_problems
 from pipeline.training import TrainingSpec
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, materialize
 
+from assets.deployment import resources
 from assets.jobs import all_assets, probe_assets
 from assets.metadata import figure, picture_key, preview
-from assets.deployment import resources
 from assets.resources import TargetModel, TransformersEngineResource
 
 LABELLING = ["problems", "quarantined_problems", "unique_problems", "duplicate_problems", "rollouts",

@@ -22,20 +22,26 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.rollouts.allocation import AllocationConfig, run_allocation
+from pipeline.core.model import MODEL_MARKER, ModelSpec, load_tokenizer, resolve_model, special_token_strings
+from pipeline.core.storage import IntegrityError, StorageLayout, sha256_sidecar
 from pipeline.curriculum.build import MANIFEST, CurriculumSpec, build_curriculum, manifest_problems, read_manifest
+from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import Completion, Engine, SamplingConfig
 from pipeline.export.hub import build_hub_folder
+from pipeline.ingest.sources import (
+    DatasetSource,
+    RawRow,
+    ReasoningGymSource,
+    SpecialTokenGuard,
+    load_problems,
+    normalise,
+)
 from pipeline.labels.pass_rates import check_counts
-from pipeline.core.model import MODEL_MARKER, ModelSpec, load_tokenizer, resolve_model, special_token_strings
 from pipeline.probes.persistence import load_probe, save_probe
 from pipeline.probes.probe import ProbeConfig, fit_probe
-from pipeline.rollouts.store import RolloutStore, missing_requests
+from pipeline.rollouts.allocation import AllocationConfig, run_allocation
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.ingest.sources import (DatasetSource, RawRow, ReasoningGymSource, SpecialTokenGuard, load_problems,
-                                     normalise)
-from pipeline.core.storage import IntegrityError, StorageLayout, sha256_sidecar
-from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.store import RolloutStore, missing_requests
 from pipeline.training import load_curriculum
 from tests.pipeline.curriculum.test_build import pool
 

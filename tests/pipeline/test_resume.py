@@ -32,8 +32,8 @@ def problems() -> pd.DataFrame:
 
 
 def store_for(home: Path, model_path: str):
-    from pipeline.engines.base import SamplingConfig
     from pipeline.core.model import ModelSpec
+    from pipeline.engines.base import SamplingConfig
     from pipeline.rollouts.store import RolloutStore
 
     return RolloutStore(home, ModelSpec(model_path, "test/tiny-llama", "r1"), SamplingConfig(max_tokens=MAX_TOKENS),
@@ -42,11 +42,11 @@ def store_for(home: Path, model_path: str):
 
 def sample(model_path: str, home: Path, log: Path) -> None:
     """One sampling run (a forked child): logs each batch as it starts, and the report at the end."""
-    from pipeline.rollouts.allocation import AllocationConfig
+    from pipeline.difficulty.strata import Strata
     from pipeline.engines.options import TransformersOptions
     from pipeline.engines.transformers_engine import TransformersEngine
+    from pipeline.rollouts.allocation import AllocationConfig
     from pipeline.rollouts.sampling import sample_rollouts
-    from pipeline.difficulty.strata import Strata
 
     store = store_for(home, model_path)
     engine = TransformersEngine(store.model, TransformersOptions(batch_size=BATCH, threads=1, device="cpu"))

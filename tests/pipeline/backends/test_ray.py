@@ -13,18 +13,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray, shared_store_root
+from pipeline.core.records import Problem
+from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import SamplingConfig
 from pipeline.engines.factory import start_engine
 from pipeline.engines.options import TransformersOptions
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
-from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray, shared_store_root
-from pipeline.core.records import Problem
-from pipeline.rollouts.store import RolloutStore
-from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.verify.scoring import score_rollouts
 from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
-from pipeline.difficulty.strata import Strata
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
+from pipeline.rollouts.allocation import AllocationConfig
+from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.store import RolloutStore
+from pipeline.verify.scoring import score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierSpec
 
 SAMPLING = SamplingConfig(max_tokens=24, seed=3)

@@ -9,7 +9,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.hygiene.dedup import DuplicateProblem
 from pipeline.core.records import (
     PassRate,
     Problem,
@@ -20,6 +19,7 @@ from pipeline.core.records import (
     canonical_json,
     content_hash,
 )
+from pipeline.hygiene.dedup import DuplicateProblem
 
 PROMPT = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2 + 3? ✓"}]
 EXAMPLES = {

@@ -90,10 +90,10 @@ def test_bad_name_is_refused(tmp_path):
 
 
 def test_provenance_describes_the_labels_it_stages_not_todays_target():
+    from pipeline.core.model import ModelSpec
     from pipeline.curriculum.build import provenance
     from pipeline.engines.base import SamplingConfig
     from pipeline.labels.pass_rates import LabelTarget, pass_rates
-    from pipeline.core.model import ModelSpec
 
     model = ModelSpec("/m", "org/m", "r1")
     measured_at = LabelTarget(model, SamplingConfig(temperature=0.8), "v1")
@@ -173,10 +173,10 @@ def test_the_manifest_predicts_the_group_filter_per_stage_and_gives_the_trainer_
 def test_labels_made_under_another_extraction_policy_are_refused_naming_it():
     """Labels read with `auto`; a curriculum built with `answer_tag` would tell the trainer to reward
     a format under which these problems were never solved."""
+    from pipeline.core.model import ModelSpec
     from pipeline.curriculum.build import provenance
     from pipeline.engines.base import SamplingConfig
     from pipeline.labels.pass_rates import LabelTarget, pass_rates
-    from pipeline.core.model import ModelSpec
 
     model = ModelSpec("/m", "org/m", "r1")
     rewards = pd.DataFrame({"problem_id": ["a", "a", "b", "b"], "passed": [True, False, False, False]})

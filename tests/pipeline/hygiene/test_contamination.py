@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 
+from pipeline.export.hub import _decontamination
 from pipeline.hygiene.contamination import METHODS, Benchmark, ContaminationSpec, check, decontamination_record, flagged
 from pipeline.ingest.benchmarks import DEFAULT_BENCHMARK, EvaluationSet, default_evaluation_set, load_evaluation_sets
-from pipeline.export.hub import _decontamination
 from pipeline.ingest.sources import ReasoningGymSource
 
 GSM = [

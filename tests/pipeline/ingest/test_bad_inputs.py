@@ -16,12 +16,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.ingest import sources
 from pipeline.core.model import load_tokenizer, special_token_strings
 from pipeline.core.records import QuarantinedRow
+from pipeline.core.storage import write_parquet_atomic
+from pipeline.ingest import sources
 from pipeline.ingest.readers import MAX_RAW_CHARS
 from pipeline.ingest.sources import DatasetSource, RawRow, ReasoningGymSource, load_problems, normalise
-from pipeline.core.storage import write_parquet_atomic
 
 DATA = Path(__file__).resolve().parents[2] / "data"
 _DECLARED = re.compile(rb"expected_reason\W+(\w+)")

@@ -4,11 +4,11 @@ from datetime import datetime, timezone
 import pandas as pd
 import pytest
 
-from pipeline.engines.base import SamplingConfig
-from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.core.model import ModelSpec
-from pipeline.labels.history import LabelHistory, counts_of, difficulty_drift, stale_or_new, staleness, version_id
 from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import SamplingConfig
+from pipeline.labels.history import LabelHistory, counts_of, difficulty_drift, stale_or_new, staleness, version_id
+from pipeline.labels.pass_rates import LabelTarget, pass_rates
 
 TARGET = LabelTarget(ModelSpec("/m", "org/m", "r1"), SamplingConfig(), "v1")
 

@@ -1,14 +1,12 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from scipy import stats
 
-from pipeline.engines.base import SamplingConfig
-import pyarrow as pa
-
-from pipeline.labels.pass_rates import (LabelTarget, check_rewards, count_passes, pass_rates,
-                                       pass_rates_from_counts)
 from pipeline.core.model import ModelSpec
+from pipeline.engines.base import SamplingConfig
+from pipeline.labels.pass_rates import LabelTarget, check_rewards, count_passes, pass_rates, pass_rates_from_counts
 
 TARGET = LabelTarget(ModelSpec("/m", "org/m", "r1"), SamplingConfig(), "v1")
 

@@ -10,6 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.core.model import ModelSpec
 from pipeline.probes import hidden_states
 from pipeline.probes.hidden_states import (
     HiddenStateExtractor,
@@ -17,7 +18,6 @@ from pipeline.probes.hidden_states import (
     compute_hidden_states,
     default_layers,
 )
-from pipeline.core.model import ModelSpec
 
 PROMPTS = [
     [{"role": "user", "content": "What is 2 + 3?"}],

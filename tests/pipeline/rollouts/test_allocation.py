@@ -6,9 +6,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from pipeline.rollouts.allocation import AllocationConfig, expected_outcome, plan_round, run_allocation, stop_reason
 from pipeline.difficulty.estimators import BetaPrior
 from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.allocation import AllocationConfig, expected_outcome, plan_round, run_allocation, stop_reason
 
 STRATA = Strata((1.0, 2 / 3, 1 / 3, 0.0))
 

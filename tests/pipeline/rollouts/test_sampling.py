@@ -7,13 +7,13 @@ counts are exact; the real engines are exercised in tests/assets/test_end_to_end
 import pandas as pd
 import pytest
 
+from pipeline.core.model import ModelSpec
+from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import Completion, Engine, SamplingConfig
 from pipeline.rollouts import sampling
 from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.engines.base import Completion, Engine, SamplingConfig
-from pipeline.core.model import ModelSpec
-from pipeline.rollouts.store import RolloutStore
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.store import RolloutStore
 
 MODEL = ModelSpec("/nowhere", "org/scripted", "r1")
 

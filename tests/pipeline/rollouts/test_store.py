@@ -1,8 +1,8 @@
 import numpy as np
 import pandas as pd
 
-from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.core.model import ModelSpec
+from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.rollouts.store import RolloutStore, missing_requests
 
 MODEL = ModelSpec("/nowhere", "org/model", "rev1")

@@ -8,9 +8,13 @@ from itertools import combinations
 import pandas as pd
 import pytest
 
+from pipeline.core.storage import StorageLayout
 from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.engines import create_engine
 from pipeline.engines.base import SamplingConfig
+from pipeline.ingest.benchmarks import EvaluationSet
+from pipeline.rollouts.store import RolloutStore
+from pipeline.training import SamplerSpec, StageSchedule, TrainingSpec, train_curriculum
 from pipeline.training.evaluation import (
     ALL,
     EVALUATION_COLUMNS,
@@ -24,11 +28,7 @@ from pipeline.training.evaluation import (
     run_policies,
     training_problem_ids,
 )
-from pipeline.ingest.benchmarks import EvaluationSet
-from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import score_rollouts
-from pipeline.core.storage import StorageLayout
-from pipeline.training import SamplerSpec, StageSchedule, TrainingSpec, train_curriculum
 from tests.pipeline.training.test_training import LABELLED_AT, problems_and_labels, tiny_model
 
 

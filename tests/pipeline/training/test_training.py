@@ -10,9 +10,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.core.model import ModelSpec, folder_revision, resolve_model
 from pipeline.core.storage import StorageLayout
+from pipeline.curriculum.build import CurriculumSpec, build_curriculum
 from pipeline.training import (
     GenerationSettings,
     PhaseController,

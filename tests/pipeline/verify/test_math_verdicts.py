@@ -9,7 +9,7 @@ import pytest
 import reasoning_gym
 
 from pipeline.verify import verification
-from pipeline.verify.extraction import ascii_digits, as_math, extract_answer, exact_decimal
+from pipeline.verify.extraction import as_math, ascii_digits, exact_decimal, extract_answer
 from pipeline.verify.verification import VerificationTask, VerifierPool
 from tests.pipeline.verify.math_cases import CASES
 

@@ -1,17 +1,16 @@
 """`score_rollouts` on real rollout and problem frames with the real verifier pool."""
 
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-import pyarrow as pa
-
-from pipeline.rollouts.handles import DatasetHandle
-from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
 from pipeline.core.model import ModelSpec
 from pipeline.core.records import Problem, Reward, Rollout
+from pipeline.core.storage import write_parquet_checksummed
+from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
+from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
-from pipeline.core.storage import write_parquet_checksummed
 from pipeline.verify.verification import VERIFIER_VERSION
 
 
