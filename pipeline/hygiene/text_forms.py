@@ -145,7 +145,9 @@ def prompt_contexts(problems: pd.DataFrame | pa.Table) -> np.ndarray:
     out = []
     for lists in (c for c in _prompts(problems).chunks if len(c)):
         if _only_user_messages(lists):
-            out.append(np.full(len(lists), ids.setdefault("", len(ids)), np.int64))
+            # The context the general path below gives a lone user message, so copies of one
+            # problem get one id whichever chunk of the column they fall in.
+            out.append(np.full(len(lists), ids.setdefault("user\x1f", len(ids)), np.int64))
             continue
         messages = lists.flatten()
         roles = messages.field("role")

@@ -111,3 +111,17 @@ def test_golds_that_are_mathematically_equal_are_not_a_conflict(verifier_pool):
     assert dropped["reason"].to_dict() == {pool["problem_id"][1]: EXACT, pool["problem_id"][3]: EXACT,
                                            pool["problem_id"][4]: CONFLICT, pool["problem_id"][5]: CONFLICT}
     assert dropped["kept_id"][pool["problem_id"][1]] == pool["problem_id"][0]
+
+
+def test_copies_in_different_chunks_of_the_pool_are_one_problem():
+    """The prompt column of a large pool comes in chunks; a copy in a chunk that also holds a
+    system-prompted problem is the same problem as its twin in a chunk that holds none."""
+    first = pa.Table.from_pandas(pd.DataFrame([row("Compute 17 * 3.", "51")]), preserve_index=False)
+    second = pa.Table.from_pandas(pd.DataFrame([
+        with_system("Name a colour.", "red", "Answer in French."), row("compute  17*3.", "51", "dataset/b"),
+    ]), preserve_index=False)
+    pool = pa.concat_tables([first, second.cast(first.schema)])
+    assert pool.column("prompt").num_chunks == 2
+    result = deduplicate(pool)
+    assert result.keep.tolist() == [True, True, False]
+    assert result.dropped.to_pandas()["reason"].tolist() == [EXACT]
