@@ -30,6 +30,18 @@ def mix(x: np.ndarray) -> np.ndarray:
     return x ^ (x >> np.uint64(31))
 
 
+_UNICODE_SPACE = r"[\p{Z}\x{85}\x{1c}-\x{1f}]"
+"""Whitespace beyond ASCII's (no-break and typographic spaces, line and paragraph separators)."""
+
+
+def split_words(texts: pa.Array) -> pa.ListArray:
+    """Each text's whitespace-separated words (empty strings where whitespace repeats or ends a
+    text). Not `utf8_split_whitespace`: in pyarrow 26 it sometimes keeps a word's trailing space
+    (`"3 . "` gives `"."` or `". "` from one call to the next), so copies of one problem hashed
+    apart at random. Other whitespace is made an ASCII space first, whose split is exact."""
+    return pc.ascii_split_whitespace(pc.replace_substring_regex(texts, pattern=_UNICODE_SPACE, replacement=" "))
+
+
 def string_hashes(strings: pa.Array) -> np.ndarray:
     """A stable 64-bit hash of each string's UTF-8 bytes."""
     strings = strings.cast(pa.large_string()) if strings.type != pa.large_string() else strings
@@ -63,7 +75,7 @@ class Tokens:
     @classmethod
     def of(cls, texts: pa.Array) -> Tokens:
         texts = texts.combine_chunks() if isinstance(texts, pa.ChunkedArray) else texts
-        lists = pc.utf8_split_whitespace(texts)
+        lists = split_words(texts)
         flat = lists.flatten()
         doc = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False).astype(np.int64)
         keep = pc.greater(pc.utf8_length(flat), 0)
@@ -74,7 +86,7 @@ class Tokens:
     def words(self, form: Callable[[pa.Array], pa.Array] | None = None) -> Words:
         """The words of every text once `form` has rewritten each token; a rewritten token may be
         several words (`x+1` -> `x + 1`) or none."""
-        lists = pc.utf8_split_whitespace(form(self.vocab) if form else self.vocab)
+        lists = split_words(form(self.vocab) if form else self.vocab)
         flat = lists.flatten()
         nonempty = pc.greater(pc.utf8_length(flat), 0)
         parent = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
