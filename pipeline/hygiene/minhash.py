@@ -39,7 +39,9 @@ def split_words(texts: pa.Array) -> pa.ListArray:
     text). Not `utf8_split_whitespace`: in pyarrow 26 it sometimes keeps a word's trailing space
     (`"3 . "` gives `"."` or `". "` from one call to the next), so copies of one problem hashed
     apart at random. Other whitespace is made an ASCII space first, whose split is exact."""
-    return pc.ascii_split_whitespace(pc.replace_substring_regex(texts, pattern=_UNICODE_SPACE, replacement=" "))
+    if not pc.all(pc.string_is_ascii(texts)).as_py():
+        texts = pc.replace_substring_regex(texts, pattern=_UNICODE_SPACE, replacement=" ")
+    return pc.ascii_split_whitespace(texts)
 
 
 def string_hashes(strings: pa.Array) -> np.ndarray:
