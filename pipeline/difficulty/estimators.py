@@ -80,6 +80,27 @@ class BetaPrior:
         masses = special.softmax(np.append(np.clip(fit.x[2:], -12.0, 12.0), 0.0))
         return cls(float(a), float(b), solved_mass=float(masses[1]), unsolved_mass=float(masses[0]))
 
+    def updated(self, successes: float, trials: float) -> BetaPrior:
+        """The posterior after `successes` of `trials` (fractional pseudo-counts allowed): a power
+        prior, when the counts are another label's scaled down by how far it is to be trusted.
+
+        The point masses survive only where the counts allow them: any success rules out p == 0,
+        any failure p == 1.
+        """
+        if not 0 <= successes <= trials:
+            raise ValueError(f"need 0 <= successes <= trials, got {successes}, {trials}")
+        log_zero = _log(self.unsolved_mass) if successes == 0 else -math.inf
+        log_one = _log(self.solved_mass) if successes == trials else -math.inf
+        log_beta = math.log1p(-self.solved_mass - self.unsolved_mass) + float(
+            special.betaln(self.alpha + successes, self.beta + trials - successes)
+            - special.betaln(self.alpha, self.beta))
+        # The Beta part keeps a sliver of weight: a prior with none could never be contradicted.
+        parts = np.maximum(np.exp(np.array([log_zero, log_beta, log_one]) - special.logsumexp(
+            [log_zero, log_beta, log_one])), [0.0, 1e-9, 0.0])
+        w_zero, _, w_one = parts / parts.sum()
+        return BetaPrior(self.alpha + successes, self.beta + trials - successes,
+                         solved_mass=float(w_one), unsolved_mass=float(w_zero))
+
 
 def _neg_log_lik(
     theta: NDArray[np.float64],
@@ -135,12 +156,13 @@ def posterior_weights(
 
 
 def log_marginal(successes: ArrayLike, trials: ArrayLike, prior: BetaPrior) -> NDArray[np.float64]:
-    """log P(one given sequence of n outcomes with s successes) under the prior.
+    """log P(one given sequence of n outcomes with s successes) under the prior; fractional counts
+    (a discounted label's pseudo-counts) are allowed.
 
     Ratios of these give the posterior predictive: P(j of h more pass | s of n) =
     C(h, j) * exp(log_marginal(s + j, n + h) - log_marginal(s, n)).
     """
-    return special.logsumexp(np.stack(_log_components(successes, trials, prior)), axis=0)
+    return special.logsumexp(np.stack(_log_components(successes, trials, prior, dtype=np.float64)), axis=0)
 
 
 def posterior_mean(
@@ -260,10 +282,10 @@ def class_index(strata: Strata, classes: ArrayLike) -> NDArray[np.int64]:
 
 
 def _log_components(
-    successes: ArrayLike, trials: ArrayLike, prior: BetaPrior
+    successes: ArrayLike, trials: ArrayLike, prior: BetaPrior, dtype: type = np.int64
 ) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
     """Joint log-probability of the outcomes and each prior component: (p == 0, Beta part, p == 1)."""
-    s, n = _counts(successes, trials)
+    s, n = _counts(successes, trials, dtype)
     log_beta = math.log1p(-prior.solved_mass - prior.unsolved_mass) + (
         special.betaln(prior.alpha + s, prior.beta + n - s) - special.betaln(prior.alpha, prior.beta)
     )
@@ -272,11 +294,11 @@ def _log_components(
     return log_zero, log_beta, log_one
 
 
-def _counts(successes: ArrayLike, trials: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+def _counts(successes: ArrayLike, trials: ArrayLike, dtype: type = np.int64) -> tuple[NDArray, NDArray]:
     s, n = np.broadcast_arrays(np.asarray(successes), np.asarray(trials))
     if np.any(n < 0) or np.any((s < 0) | (s > n)):
         raise ValueError("need 0 <= successes <= trials")
-    return s.astype(np.int64), n.astype(np.int64)
+    return s.astype(dtype), n.astype(dtype)
 
 
 def _log(x: float) -> float:

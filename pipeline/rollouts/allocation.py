@@ -35,14 +35,21 @@ uniform-64's 0.878) spend within 7 % of what any rule labelling by observed pass
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import special
 
-from pipeline.difficulty.estimators import BetaPrior, class_index, log_marginal, stratum_probabilities, stratum_signal
+from pipeline.difficulty.estimators import (
+    BetaPrior,
+    class_index,
+    log_marginal,
+    posterior_mean,
+    stratum_probabilities,
+    stratum_signal,
+)
 from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import SamplingConfig
 
@@ -79,6 +86,10 @@ class AllocationConfig:
     min_gain: float = field(default=0.001, metadata={
         "help": "adaptive: the price of one rollout in score: a problem gets more while continuing (and stopping "
         "when it pays) is expected to raise its score by more than this per rollout"})
+    prior_check: float = field(default=0.05, metadata={
+        "help": "adaptive with per-problem priors: a problem whose first round is this improbable under its own "
+        "prior (two-sided, prior-predictive) continues under the pool prior: a wrong prior costs rollouts, never a "
+        "wrong stop"})
     total_budget: int | None = field(default=None, metadata={
         "help": "cap on the total rollouts over all problems (counting those already done); empty: no cap"})
     prior: BetaPrior | None = None
@@ -106,10 +117,118 @@ class AllocationConfig:
                 )
         if not 0 < self.confidence <= 1:
             raise ValueError(f"confidence must be in (0, 1], got {self.confidence}")
+        if not 0 <= self.prior_check < 1:
+            raise ValueError(f"prior_check must be in [0, 1), got {self.prior_check}")
         if self.min_gain < 0:
             raise ValueError(f"min_gain must be >= 0, got {self.min_gain}")
         if self.total_budget is not None and self.total_budget < 0:
             raise ValueError(f"total_budget must be >= 0, got {self.total_budget}")
+
+
+PRIOR_STRENGTHS = (0.0, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0, 24.0, 32.0, 48.0, 64.0)
+"""Pseudo-trials a per-problem prior is rounded to (the nearest on a log scale; 0: no evidence).
+Above 64 a prior would stop problems on its own say: no measured drift between label versions
+justifies more than a few dozen rollouts' worth."""
+PRIOR_RATE_STEPS = 16
+"""Pseudo pass rates are rounded to multiples of 1/16, keeping exact 0 and 1 (the point masses):
+with `PRIOR_STRENGTHS`, at most 14 x 17 distinct priors, so the stopping rule's tables are built a
+bounded number of times whatever the pool's size."""
+
+
+@dataclass(frozen=True)
+class ProblemPriors:
+    """Per-problem priors: `base` (the pool's prior) updated with each problem's evidence from
+    elsewhere (earlier labels, other models, a probe) as pseudo-counts, already discounted by how far
+    that evidence is to be trusted (`pipeline.labels.priors`). Rounded on construction (see
+    `PRIOR_STRENGTHS`); a problem with no pseudo-trials is allocated under the pool prior.
+
+    Only when a problem stops depends on its prior: its label is still the class of its own counts.
+    """
+
+    base: BetaPrior
+    successes: NDArray[np.float64]
+    trials: NDArray[np.float64]
+    source: NDArray[np.str_] | None = None
+    """What each problem's evidence came from (for reports); "" where none."""
+    rejected: NDArray[np.bool_] | None = None
+    """Problems whose first round contradicted their prior (see `AllocationConfig.prior_check`)."""
+    _tables: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        s, n = np.asarray(self.successes, dtype=float), np.asarray(self.trials, dtype=float)
+        if s.shape != n.shape or s.ndim != 1 or np.any(n < 0) or np.any((s < 0) | (s > n)):
+            raise ValueError("pseudo-counts must be 1-d, of one length, with 0 <= successes <= trials")
+        grid = np.asarray(PRIOR_STRENGTHS)
+        nearest = np.abs(np.log1p(n)[:, None] - np.log1p(grid)[None, :]).argmin(axis=1)
+        trials = grid[nearest]
+        rate = np.divide(s, n, out=np.zeros_like(s), where=n > 0)
+        steps = np.round(rate * PRIOR_RATE_STEPS)
+        # Some evidence either way is kept as such: rounding 1/20 down to 0 would invent a point mass.
+        steps = np.where((s > 0) & (steps == 0), 1, np.where((s < n) & (steps == PRIOR_RATE_STEPS),
+                                                             PRIOR_RATE_STEPS - 1, steps))
+        object.__setattr__(self, "trials", trials)
+        object.__setattr__(self, "successes", trials * steps / PRIOR_RATE_STEPS)
+        if self.rejected is None:
+            object.__setattr__(self, "rejected", np.zeros(n.shape, dtype=bool))
+
+    @property
+    def informed(self) -> NDArray[np.bool_]:
+        """Problems allocated under their own prior: evidence, and a first round that agreed with it."""
+        return (self.trials > 0) & ~self.rejected
+
+    def prior(self, i: int) -> BetaPrior:
+        return self.base.updated(float(self.successes[i]), float(self.trials[i]))
+
+    def groups(self) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+        """The distinct (pseudo-successes, pseudo-trials) pairs as columns, and each problem's pair."""
+        pairs, inverse = np.unique(np.stack([self.successes, self.trials]), axis=1, return_inverse=True)
+        return pairs, inverse.ravel()
+
+    def means(self) -> NDArray[np.float64]:
+        """Each problem's prior mean pass rate (the base prior's where it has no evidence)."""
+        pairs, inverse = self.groups()
+        return np.array([float(posterior_mean(0, 0, self.base.updated(*pair))[()]) for pair in pairs.T])[inverse]
+
+    def checked(self, successes: ArrayLike, trials: ArrayLike, level: float) -> ProblemPriors:
+        """These priors with `rejected` set where the counts so far have prior-predictive probability at
+        most `level` / 2 in either tail: the first round says the evidence was wrong about this problem."""
+        s, n = _as_counts(successes, trials)
+        rejected = self.rejected.copy()
+        pairs, inverse = self.groups()
+        for g, pair in enumerate(pairs.T):
+            rows = np.flatnonzero((inverse == g) & (n > 0))
+            if pair[1] == 0 or rows.size == 0:
+                continue
+            prior = self.base.updated(*pair)
+            for k in np.unique(n[rows]):
+                pmf = np.exp(_log_binom(int(k)) + log_marginal(np.arange(k + 1), np.full(k + 1, k), prior))
+                low, high = np.cumsum(pmf), np.cumsum(pmf[::-1])[::-1]
+                at = rows[n[rows] == k]
+                rejected[at] |= np.minimum(low[s[at]], high[s[at]]) <= level / 2
+        return replace(self, rejected=rejected, _tables=self._tables)
+
+    def tables(self, pair: NDArray[np.float64], strata: Strata, top: int, config: AllocationConfig) -> _Tables:
+        """The stopping rule's tables under one pair's prior, built once per pair (the base prior is
+        fixed, unlike the pool's refit)."""
+        key = (float(pair[0]), float(pair[1]), strata, top, config)
+        if key not in self._tables:
+            self._tables[key] = _Tables.build(self.base.updated(*key[:2]), strata, top, config)
+        return self._tables[key]
+
+
+PriorsFromFirstRound = Callable[[NDArray[np.int64], NDArray[np.int64]], ProblemPriors]
+"""Builds per-problem priors from every problem's first-round (successes, trials): sources fit how
+far to trust their evidence on it (`pipeline.labels.priors`)."""
+
+
+def first_round_priors(
+    make: PriorsFromFirstRound, successes: NDArray[np.int64], trials: NDArray[np.int64], config: AllocationConfig
+) -> ProblemPriors:
+    """`make`'s priors, each checked against its problem's first round (`AllocationConfig.prior_check`)."""
+    priors = make(successes, trials)
+    if priors.trials.shape != trials.shape:
+        raise ValueError(f"priors for {priors.trials.size} problems, but {trials.size} are allocated")
+    return priors.checked(successes, trials, config.prior_check)
 
 
 def check_independent_trials(allocation: AllocationConfig, sampling: SamplingConfig) -> None:
@@ -136,6 +255,8 @@ class AllocationResult:
     """Per problem: `settled`, `max_samples` or `budget` (see `stop_reason`)."""
     round_rollouts: list[int]
     """Rollouts requested in each round (each round is one batch for the engine)."""
+    priors: ProblemPriors | None = None
+    """The per-problem priors allocated under, as checked against the first round."""
 
     @property
     def rounds(self) -> int:
@@ -164,6 +285,7 @@ def plan_round(
     config: AllocationConfig,
     budget_left: int | None = None,
     rng: np.random.Generator | None = None,
+    priors: ProblemPriors | None = None,
 ) -> NDArray[np.int64]:
     """Extra rollouts per problem for the next round; all zeros when allocation is done.
 
@@ -172,6 +294,7 @@ def plan_round(
     problem gets the same count, give or take one); the adaptive policy serves problems below
     `min_samples` first, then those with the largest expected gain per rollout. `rng` breaks ties
     at random (else by index), so a pool sorted by source does not favour its first sources.
+    `priors` (adaptive only) replaces the pool prior for the problems it informs.
     """
     s, n = _as_counts(successes, trials)
     budget = _budget_left(n, config, budget_left)
@@ -180,7 +303,7 @@ def plan_round(
         priority = np.zeros(n.shape)
     else:
         want = np.maximum(config.min_samples - n, 0)
-        assessment = _assess(s, n, strata, config)
+        assessment = _assess(s, n, strata, config, priors)
         topping_up = want > 0
         more = ~topping_up & ~assessment.settled & (n < config.max_samples)
         want[more] = np.minimum(config.batch_per_problem, config.max_samples - n[more])
@@ -198,7 +321,11 @@ def plan_round(
 
 
 def stop_reason(
-    successes: ArrayLike, trials: ArrayLike, strata: Strata, config: AllocationConfig
+    successes: ArrayLike,
+    trials: ArrayLike,
+    strata: Strata,
+    config: AllocationConfig,
+    priors: ProblemPriors | None = None,
 ) -> NDArray[np.str_]:
     """Why each problem gets no more rollouts: `settled`, `max_samples`, `budget`, or "" (still open).
 
@@ -211,7 +338,7 @@ def stop_reason(
         capped, settled = n >= config.samples_per_problem, np.zeros(n.shape, dtype=bool)
     else:
         capped = n >= config.max_samples
-        settled = (n >= config.min_samples) & _assess(s, n, strata, config).settled
+        settled = (n >= config.min_samples) & _assess(s, n, strata, config, priors).settled
     reasons = np.full(n.shape, "", dtype="<U11")
     if _budget_left(n, config, None) == 0:
         reasons[:] = "budget"
@@ -226,24 +353,29 @@ def run_allocation(
     strata: Strata,
     config: AllocationConfig,
     rng: np.random.Generator | None = None,
+    priors: PriorsFromFirstRound | None = None,
 ) -> AllocationResult:
     """Drive `plan_round` to the end; `sample_fn(extra)` returns the successes among `extra[i]` new
-    rollouts of each problem i."""
+    rollouts of each problem i. `priors` is called once, after the first round (adaptive only)."""
     successes = np.zeros(n_problems, dtype=np.int64)
     trials = np.zeros(n_problems, dtype=np.int64)
     round_rollouts: list[int] = []
-    while (extra := plan_round(successes, trials, strata, config, rng=rng)).any():
+    checked: ProblemPriors | None = None
+    while (extra := plan_round(successes, trials, strata, config, rng=rng, priors=checked)).any():
         new = np.asarray(sample_fn(extra), dtype=np.int64)
         if new.shape != extra.shape or np.any((new < 0) | (new > extra)):
             raise ValueError("sample_fn must return, per problem, 0 <= successes <= extra")
         successes += new
         trials += extra
         round_rollouts.append(int(extra.sum()))
+        if priors is not None and checked is None and config.policy == "adaptive":
+            checked = first_round_priors(priors, successes, trials, config)
     return AllocationResult(
         successes=successes,
         trials=trials,
-        stop_reasons=stop_reason(successes, trials, strata, config),
+        stop_reasons=stop_reason(successes, trials, strata, config, checked),
         round_rollouts=round_rollouts,
+        priors=checked,
     )
 
 
@@ -320,30 +452,54 @@ def _budget_left(
 
 
 def _assess(
-    s: NDArray[np.int64], n: NDArray[np.int64], strata: Strata, config: AllocationConfig
+    s: NDArray[np.int64],
+    n: NDArray[np.int64],
+    strata: Strata,
+    config: AllocationConfig,
+    priors: ProblemPriors | None = None,
 ) -> _Assessment:
-    """Confidence and lookahead gain per problem, computed once per distinct (successes, trials)."""
+    """Confidence and lookahead gain per problem, computed once per distinct (prior, successes, trials)."""
     sampled = n > 0
+    gain, settled = np.zeros(n.shape), np.zeros(n.shape, dtype=bool)
     if not sampled.any():
-        return _Assessment(np.zeros(n.shape), np.zeros(n.shape, dtype=bool))
-    if config.prior is not None:
-        prior = config.prior
-    elif sampled.sum() < MIN_POOL_TO_FIT:
-        prior = BetaPrior()
-    else:
-        prior = BetaPrior.fit_pool(s, n)
-    tables = _Tables.build(prior, strata, max(config.max_samples, int(n.max())), config)
-    pairs, inverse = np.unique(np.stack([s[sampled], n[sampled]]), axis=1, return_inverse=True)
+        return _Assessment(gain, settled)
+    top = max(config.max_samples, int(n.max()))
+    own = sampled & priors.informed if priors is not None else np.zeros(n.shape, dtype=bool)
+    if (sampled & ~own).any():
+        if config.prior is not None:
+            prior = config.prior
+        elif sampled.sum() < MIN_POOL_TO_FIT:
+            prior = BetaPrior()
+        else:
+            prior = BetaPrior.fit_pool(s, n)
+        _settle(_Tables.build(prior, strata, top, config), s, n, sampled & ~own, config, gain, settled)
+    if own.any():
+        pairs, inverse = priors.groups()
+        for g in np.unique(inverse[own]):
+            _settle(priors.tables(pairs[:, g], strata, top, config), s, n, own & (inverse == g), config, gain,
+                    settled)
+    return _Assessment(gain, settled)
+
+
+def _settle(
+    tables: _Tables,
+    s: NDArray[np.int64],
+    n: NDArray[np.int64],
+    rows: NDArray[np.bool_],
+    config: AllocationConfig,
+    gain: NDArray[np.float64],
+    settled: NDArray[np.bool_],
+) -> None:
+    """Fill `gain` and `settled` at `rows` from one prior's tables."""
+    pairs, inverse = np.unique(np.stack([s[rows], n[rows]]), axis=1, return_inverse=True)
     ps, pn = pairs
     conf = tables.score[ps, pn]
     room = np.maximum(config.max_samples - pn, 0)
-    gain = tables.gain[ps, pn]
+    pair_gain = tables.gain[ps, pn]
     # A problem at max_samples can gain nothing more; it is capped, not settled, unless confident.
-    settled = (conf >= config.confidence) | ((gain <= config.min_gain) & (room > 0))
+    pair_settled = (conf >= config.confidence) | ((pair_gain <= config.min_gain) & (room > 0))
     inverse = inverse.ravel()
-    out_gain, out_settled = np.zeros(n.shape), np.zeros(n.shape, dtype=bool)
-    out_gain[sampled], out_settled[sampled] = gain[inverse], settled[inverse]
-    return _Assessment(out_gain, out_settled)
+    gain[rows], settled[rows] = pair_gain[inverse], pair_settled[inverse]
 
 
 @dataclass(frozen=True)

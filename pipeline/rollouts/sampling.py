@@ -16,7 +16,15 @@ import pandas as pd
 from pipeline.core.progress import Progress
 from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import Engine
-from pipeline.rollouts.allocation import AllocationConfig, check_independent_trials, plan_round, stop_reason
+from pipeline.rollouts.allocation import (
+    AllocationConfig,
+    PriorsFromFirstRound,
+    ProblemPriors,
+    check_independent_trials,
+    first_round_priors,
+    plan_round,
+    stop_reason,
+)
 from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]
@@ -37,6 +45,8 @@ class SamplingReport:
     """Tokens generated in this run."""
     generate_seconds: float
     rounds: int
+    priors: ProblemPriors | None = None
+    """The per-problem priors allocated under (None: the pool prior for all)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -51,11 +61,13 @@ def sample_rollouts(
     strata: Strata,
     scorer: Scorer | None = None,
     log: Callable[[str], None] = lambda message: None,
+    priors: PriorsFromFirstRound | None = None,
 ) -> SamplingReport:
     """Make sure each problem has the rollouts its allocation policy asks for; generate only gaps.
 
     `engine` is called only if something must be generated, so a fully cached run never starts
-    one. The adaptive policy needs `scorer` to see outcomes between rounds.
+    one. The adaptive policy needs `scorer` to see outcomes between rounds; `priors`, called after
+    its first round, gives per-problem priors (`pipeline.rollouts.allocation.ProblemPriors`).
     """
     ids = problems["problem_id"].tolist()
     n = len(ids)
@@ -63,6 +75,7 @@ def sample_rollouts(
     successes = np.zeros(n, dtype=np.int64)
     generated = tokens = rounds = 0
     seconds = 0.0
+    checked: ProblemPriors | None = None
     if allocation.policy == "adaptive" and scorer is None:
         raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
     check_independent_trials(allocation, store.sampling)
@@ -71,7 +84,8 @@ def sample_rollouts(
     # rollout stored and generates nothing.
     with store.generation_lock(ids):
         while True:
-            extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds))
+            extra = plan_round(successes, trials, strata, allocation, rng=np.random.default_rng(rounds),
+                               priors=checked)
             if extra.sum() == 0:
                 break
             rounds += 1
@@ -97,13 +111,17 @@ def sample_rollouts(
                     positions = batch.column("position").to_numpy()
                     successes += np.bincount(positions, weights=scored["passed"].to_numpy(), minlength=n).astype(np.int64)
             trials = wanted
+            if priors is not None and checked is None and allocation.policy == "adaptive":
+                checked = first_round_priors(priors, successes, trials, allocation)
+                log(f"per-problem priors for {int(checked.informed.sum())} of {n} problems "
+                    f"({int(checked.rejected.sum())} contradicted by their first round)")
         if len(store.parts()) > COMPACT_PARTS:
             # Under the generation lock, so this run's own batches are all in; many small parts cost
             # every later reader more than their rows.
             log(f"compacting {len(store.parts())} rollout parts")
             store.compact()
 
-    reasons = stop_reason(successes, trials, strata, allocation) if n else np.array([], dtype=str)
+    reasons = stop_reason(successes, trials, strata, allocation, checked) if n else np.array([], dtype=str)
     alloc = pd.DataFrame(
         {
             "problem_id": ids,
@@ -112,4 +130,8 @@ def sample_rollouts(
             "stop_reason": reasons,
         }
     )
-    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds)
+    if checked is not None:
+        alloc = alloc.assign(prior_source=checked.source if checked.source is not None else "",
+                             prior_mean=checked.means(), prior_strength=checked.trials,
+                             prior_rejected=checked.rejected)
+    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds, checked)
