@@ -39,6 +39,8 @@ from pydantic import Field
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from pipeline.difficulty.strata import Strata
+from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import (
     check_rewards,
     count_passes,
@@ -46,6 +48,7 @@ from pipeline.labels.pass_rates import (
     labels_token_cap,
     pass_rates_from_counts,
 )
+from pipeline.labels.priors import PriorSpec, SourcePriors, history_sources, prior_report
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
@@ -63,8 +66,8 @@ MATCH_ALLOCATION = AssetCheckSpec(
 )
 
 
-class RolloutsConfig(spec_config(AllocationConfig)):
-    """How many rollouts each problem gets."""
+class RolloutsConfig(spec_config(AllocationConfig, PriorSpec)):
+    """How many rollouts each problem gets, and under which priors."""
 
 
 @op_config("rollouts")
@@ -133,13 +136,21 @@ def sample_shard(
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
-    allocation = replace(config.to_spec(), total_budget=budget)
+    allocation = replace(config.to_spec(AllocationConfig), total_budget=budget)
+    priors = None
+    if allocation.policy == "adaptive" and config.use_priors:
+        # The latest labels of other revisions, samplings and models: a relabel starts from them.
+        sources = history_sources(LabelHistory(home), shard["problem_id"].astype(str).tolist(),
+                                  target_model.target(home), config.max_sources)
+        priors = SourcePriors(sources) if sources else None
+        context.log.info(f"prior sources: {[s.name for s in sources] or 'none (pool prior for all)'}")
 
     def scorer(frame: pd.DataFrame) -> pd.DataFrame:
         return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info
+        shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
+        priors=priors,
     )
     stats = {
         "shard": int(context.get_mapping_key() or 0),
@@ -177,6 +188,7 @@ def merge_shards(
     stats: list[pd.DataFrame],
     storage: GradusStorage,
     target_model: TargetModel,
+    strata: StrataResource,
 ):
     """The rollouts of the whole pool, as a handle on the store: each problem's sample indices
     below its allocation, the same whatever the shard count (`pipeline.rollouts.sharding.merged_rollouts`)."""
@@ -223,6 +235,7 @@ def merge_shards(
             "rollouts_spent": int(alloc["trials"].sum()),
             "uniform_equivalent": config.samples_per_problem * len(problems),
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
+            **_prior_metadata(alloc, config, strata.strata()),
         },
     )
     yield AssetCheckResult(
@@ -231,6 +244,14 @@ def merge_shards(
         passed=merged.short == 0,
         metadata={"problems_with_wrong_count": merged.short},
     )
+
+
+def _prior_metadata(alloc: pd.DataFrame, config: RolloutsConfig, strata: Strata) -> dict:
+    """Per prior source what the problems' priors were and what they saved (adaptive runs only)."""
+    if config.policy != "adaptive":
+        return {}
+    table, totals = prior_report(alloc, config.to_spec(AllocationConfig), strata)
+    return {"priors": preview(table, list(table.columns)), **{f"prior_{k}": v for k, v in totals.items()}}
 
 
 @config_mapping

@@ -21,7 +21,7 @@ prior continues under the pool prior, so a wrong prior costs rollouts, not a wro
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -31,7 +31,8 @@ from scipy import optimize
 from pipeline.difficulty.estimators import BetaPrior, log_marginal
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import LabelTarget
-from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, ProblemPriors
+from pipeline.difficulty.strata import Strata
+from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, AllocationConfig, ProblemPriors, expected_outcome
 
 PREDICTION_TRIALS = 1e6
 """Trials a prediction's pass rate stands for before discounting: its fitted strength k alone then
@@ -160,3 +161,29 @@ class SourcePriors:
         return pd.DataFrame({"source": [s.name for s in self.sources],
                              "problems": [int((s.trials > 0).sum()) for s in self.sources],
                              "strength": [None if k is None else round(float(k), 2) for k in fitted]})
+
+
+def prior_report(allocation: pd.DataFrame, config: AllocationConfig, strata: Strata) -> tuple[pd.DataFrame, dict]:
+    """What the priors were and what they saved, from an adaptive allocation table (`rollout_allocation`
+    with its `prior_*` columns): per source (`pool` where a problem had none, `rejected` where its
+    first round contradicted its prior) the problems, mean prior pass rate, mean strength and mean
+    rollouts; and the totals beside what uniform allocation and the pool prior alone (its expected
+    cost per problem, `expected_outcome`, under the prior fitted to these counts) would have spent."""
+    s, n = allocation["successes"].to_numpy(np.int64), allocation["trials"].to_numpy(np.int64)
+    source = allocation.get("prior_source", pd.Series("", index=allocation.index)).fillna("")
+    rejected = allocation.get("prior_rejected", pd.Series(False, index=allocation.index)).fillna(False).astype(bool)
+    group = np.where(rejected, "rejected", np.where(source == "", "pool", source))
+    table = (allocation.assign(source=group, prior_mean=allocation.get("prior_mean", np.nan),
+                               prior_strength=allocation.get("prior_strength", 0.0))
+             .groupby("source").agg(problems=("trials", "size"), prior_mean=("prior_mean", "mean"),
+                                    strength=("prior_strength", "mean"), rollouts=("trials", "mean"))
+             .round(3).reset_index())
+    sampled = n > 0
+    pool = BetaPrior.fit_pool(s, n) if sampled.sum() >= MIN_POOL_TO_FIT else BetaPrior()
+    pool_cost = float(expected_outcome(pool, strata, replace(config, prior=None, total_budget=None))[0]) * len(n)
+    totals = {"rollouts": int(n.sum()), "uniform_rollouts": config.samples_per_problem * len(n),
+              "pool_prior_expected_rollouts": int(round(pool_cost)), "with_own_prior": int((group != "pool").sum()
+                                                                                      - (group == "rejected").sum()),
+              "rejected_priors": int((group == "rejected").sum()),
+              "saved_vs_pool_prior": round(1 - float(n.sum()) / pool_cost, 3) if pool_cost else 0.0}
+    return table, totals

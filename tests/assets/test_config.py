@@ -25,13 +25,14 @@ from pipeline.engines.base import SamplingConfig
 from pipeline.export.hub import ExportSpec, PublishSpec
 from pipeline.ingest.sources import DatasetSource, ProblemsSpec, ReasoningGymSource
 from pipeline.labels.pass_rates import TargetSpec
+from pipeline.labels.priors import PriorSpec
 from pipeline.probes.hidden_states import HiddenStateSpec
 from pipeline.probes.probe import PredictionSpec, ProbeConfig
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.verify.verification import VerifierSpec
 
 MIRRORS = [
-    (labelling.RolloutsConfig, (AllocationConfig,)),
+    (labelling.RolloutsConfig, (AllocationConfig, PriorSpec)),
     (problems.ProblemsConfig, (ProblemsSpec,)),
     (curriculum.CurriculumConfig, (CurriculumSpec,)),
     (probes.HiddenStatesConfig, (HiddenStateSpec,)),
