@@ -52,7 +52,17 @@ from numpy.typing import NDArray
 
 from pipeline.difficulty.estimators import BetaPrior
 from pipeline.difficulty.strata import Strata
-from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, OBJECTIVES, AllocationConfig, expected_outcome, run_allocation
+from pipeline.labels.priors import PriorSource, SourcePriors
+from pipeline.rollouts.allocation import (
+    MIN_POOL_TO_FIT,
+    OBJECTIVES,
+    AllocationConfig,
+    PriorsFromFirstRound,
+    ProblemPriors,
+    _assess,
+    expected_outcome,
+    run_allocation,
+)
 
 UNIFORM_NS = (4, 8, 16, 21, 32, 64)
 """Uniform baselines; 21 is a third of 64, the rollouts the adaptive policy is meant to fit in."""
@@ -134,11 +144,12 @@ def evaluate(
     signal: NDArray[np.float64],
     streams: OutcomeStreams,
     strata: Strata,
+    priors: PriorsFromFirstRound | None = None,
 ) -> dict:
     """One policy run over the pool: accuracy against `truth`, plain and weighted by each
     problem's learning `signal`, rollouts, rounds, wall time."""
     start = time.perf_counter()
-    result = run_allocation(streams.sampler(), truth.size, strata, config)
+    result = run_allocation(streams.sampler(), truth.size, strata, config, priors=priors)
     seconds = time.perf_counter() - start
     correct = strata.observed_class(result.successes, result.trials) == truth
     return {
@@ -527,6 +538,64 @@ def simulation_summary(n_problems: int, seed: int, sweep: bool) -> dict:
     return summary
 
 
+PRIOR_QUALITIES = (4, 16, 64)
+"""Strengths of the simulated earlier labels: each problem's true p measured before with this many
+rollouts (the prior's noise), the sources' discount then fitted on the first round as in a relabel."""
+PRIOR_PRICES = (0.001, 0.002, 0.003, 0.004, 0.006, 0.008, 0.012, 0.016, 0.024)
+"""Rollout prices tried with per-problem priors: the cheapest reaching uniform-16's weighted accuracy counts."""
+PRIOR_REFERENCE_N = 16
+
+
+def prior_quality(n_problems: int, seed: int, strata: Strata = Strata(), mixture: PoolMixture = PoolMixture()) -> dict:
+    """Rollouts with per-problem priors of known quality over uniform-16's, at uniform-16's p(1 - p)-
+    weighted accuracy or better (`prior_ratio_<m>`), beside the pool prior's (`prior_ratio_pool`); and
+    `..._drifted`: the same earlier labels of a model whose pass rates moved (true p plus N(0, 0.15))."""
+    rng = np.random.default_rng(seed)
+    p = mixture.sample(n_problems, rng)
+    truth, signal = strata.class_of(p), signal_weights(p)
+    streams = OutcomeStreams(p, 256, rng)
+    reference = evaluate(AllocationConfig(policy="uniform", samples_per_problem=PRIOR_REFERENCE_N), truth, signal,
+                         streams, strata)
+
+    def ratio(priors: PriorsFromFirstRound | None) -> tuple[float | None, dict]:
+        rows = [evaluate(AllocationConfig(policy="adaptive", min_gain=g), truth, signal, streams, strata, priors)
+                for g in PRIOR_PRICES]
+        best = _cheapest_reaching(rows, reference, "weighted_accuracy")
+        print(" ".join(f"{r['config'].min_gain}: {r['per_problem']:.1f} "
+                       f"{r['weighted_accuracy']:.4f}" for r in rows))
+        return (best["rollouts"] / reference["rollouts"] if best else None), best or {}
+
+    out = {"prior_problems": n_problems, "prior_uniform16_weighted_accuracy": reference["weighted_accuracy"]}
+    out["prior_ratio_pool"], _ = ratio(None)
+    drifted = np.clip(p + rng.normal(0, 0.15, p.size), 0, 1)
+    for m in PRIOR_QUALITIES:
+        for name, rates in ((f"{m}", p), (f"{m}_drifted", drifted)):
+            make = SourcePriors([PriorSource(f"earlier-{name}", rng.binomial(m, rates).astype(float),
+                                             np.full(p.size, float(m)))])
+            out[f"prior_ratio_{name}"], best = ratio(make)
+            out[f"prior_strength_{name}"] = round(float(make.strengths[0]), 2)
+            out[f"prior_weighted_accuracy_{name}"] = best.get("weighted_accuracy")
+            print(f"earlier labels {name}: fitted strength {make.strengths[0]:.1f}, ratio {out[f'prior_ratio_{name}']}")
+    out |= prior_table_cost(100_000, rng)
+    return out
+
+
+def prior_table_cost(n_problems: int, rng: np.random.Generator) -> dict:
+    """Seconds to assess 100k problems under their own priors (every distinct rounded prior's tables
+    built), then again from the built tables (what every later round costs)."""
+    trials = rng.uniform(0, 200, n_problems)
+    priors = ProblemPriors(PoolMixture().prior(), trials * rng.random(n_problems), trials)
+    s, n = rng.binomial(4, 0.4, n_problems), np.full(n_problems, 4)
+    config = AllocationConfig(policy="adaptive")
+    seconds = []
+    for _ in range(2):
+        start = time.perf_counter()
+        _assess(s, n, Strata(), config, priors)
+        seconds.append(round(time.perf_counter() - start, 2))
+    return {"prior_groups_100k": int(priors.groups()[0].shape[1]), "prior_first_assess_s_100k": seconds[0],
+            "prior_cached_assess_s_100k": seconds[1]}
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=10_000)
@@ -542,9 +611,13 @@ def main(argv: Sequence[str] | None = None) -> None:
                         help="real: disjoint rollouts per problem that the reference class is read from "
                         "(0: uniform-max is the reference)")
     parser.add_argument("--real-only", action="store_true", help="the real part only (no simulation)")
+    parser.add_argument("--prior-problems", type=int, default=2000,
+                        help="simulated pool for the per-problem prior figures (0: skip them)")
     args = parser.parse_args(argv)
 
     summary = {} if args.real_only else simulation_summary(args.problems, args.seed, args.sweep)
+    if args.prior_problems and not args.real_only:
+        summary |= prior_quality(args.prior_problems, args.seed)
     if not args.skip_real:
         strata = tuple(dict.fromkeys((Strata(), Strata(THIRDS))))  # THIRDS once, should it become the default
         summary |= real(strata, args.real_per_level, args.real_max, args.real_reference)
