@@ -120,8 +120,17 @@ class OutcomeStreams:
     """Pre-drawn Bernoulli outcomes per problem; a policy consumes each problem's stream in order."""
 
     def __init__(self, pass_rates: NDArray[np.float64], max_trials: int, rng: np.random.Generator):
-        passed = rng.random((pass_rates.size, max_trials)) < pass_rates[:, None]
-        self._cumulative = np.zeros((pass_rates.size, max_trials + 1), dtype=np.int32)
+        self._set(rng.random((pass_rates.size, max_trials)) < pass_rates[:, None])
+
+    @classmethod
+    def from_outcomes(cls, passed: NDArray[np.bool_]) -> OutcomeStreams:
+        """Streams of given outcomes (problems x rollouts, e.g. a bank of real verified rollouts)."""
+        streams = cls.__new__(cls)
+        streams._set(passed)
+        return streams
+
+    def _set(self, passed: NDArray[np.bool_]) -> None:
+        self._cumulative = np.zeros((passed.shape[0], passed.shape[1] + 1), dtype=np.int32)
         np.cumsum(passed, axis=1, out=self._cumulative[:, 1:])
 
     def sampler(self) -> Callable[[NDArray[np.int64]], NDArray[np.int64]]:
