@@ -15,7 +15,10 @@ posterior (`pipeline.difficulty.estimators`):
   problems sitting on a stratum edge, which no affordable number of rollouts settles.
 
 Both questions use a prior fitted to the whole pool by default, with point masses at p = 0 and
-p = 1 (`BetaPrior.fit_pool`), so "solved" and "unsolved" have real posterior probability.
+p = 1 (`BetaPrior.fit_pool`), so "solved" and "unsolved" have real posterior probability. A relabel
+can give each problem its own prior instead (`ProblemPriors`, from earlier labels: see
+`pipeline.labels.priors`); the rule then stops each problem Bayes-optimally under its own, and a
+problem whose first round contradicts it falls back to the pool's.
 
 `objective` says what "right" is worth. Under `accuracy` every class counts the same, so telling
 p = 1 from p = 0.99 costs as many rollouts as telling 0.5 from 0.2, and problems whose rollouts all

@@ -182,3 +182,16 @@ def test_class_index() -> None:
     assert class_index(strata, [0, 1, 3, -1]).tolist() == [0, 1, 3, 4]
     with pytest.raises(ValueError):
         class_index(Strata(exclude_solved=False), [0])
+
+
+def test_updated_prior_is_the_posterior_and_takes_fractional_counts():
+    prior = BetaPrior(0.5, 1.5, solved_mass=0.2, unsolved_mass=0.3)
+    assert prior.updated(0, 0) == prior
+    failed = prior.updated(0, 16)
+    assert (failed.alpha, failed.beta, failed.solved_mass) == (0.5, 17.5, 0.0)
+    # The p == 0 mass's posterior weight, as posterior_weights gives it for 0 of 16.
+    assert failed.unsolved_mass == pytest.approx(float(posterior_weights(0, 16, prior)[0]))
+    half = prior.updated(3.5, 8.0)
+    assert (half.alpha, half.beta, half.solved_mass, half.unsolved_mass) == (4.0, 6.0, 0.0, 0.0)
+    with pytest.raises(ValueError, match="successes <= trials"):
+        prior.updated(3.0, 2.0)
