@@ -32,8 +32,16 @@ them, uniform-n reads 0..n-1 with n matched to the adaptive spend, and all are c
 reference class from the disjoint indices max..max+reference-1 (or, with --real-reference 0, with
 uniform-max's class). Both the default strata and `THIRDS` are reported.
 
+A third part (`prior_quality`, `--prior-problems`) relabels a simulated pool with per-problem priors
+from earlier labels of known quality (the true p measured with 4, 16 or 64 rollouts; and the same
+of pass rates that moved by N(0, 0.15)), each source's strength fitted on the first round as a
+relabel does: `prior_ratio_<m>` is the cheapest rollouts over uniform-16's at uniform-16's
+p(1 - p)-weighted accuracy or better, over a ladder of rollout prices, `prior_ratio_pool` the same
+under the pool prior; `prior_*_100k` the cost of the per-prior tables at 100k problems.
+
 Run: PYTHONPATH=. .venv/bin/python bench/adaptive_budget.py [--problems N] [--seed S] [--sweep]
          [--skip-real | --real-only] [--real-per-level 24] [--real-max 64] [--real-reference 32]
+         [--prior-problems 2000]
 Prints tables, then on its last line one JSON object.
 """
 
@@ -59,8 +67,8 @@ from pipeline.rollouts.allocation import (
     AllocationConfig,
     PriorsFromFirstRound,
     ProblemPriors,
-    _assess,
     expected_outcome,
+    plan_round,
     run_allocation,
 )
 
@@ -590,8 +598,8 @@ def prior_quality(n_problems: int, seed: int, strata: Strata = Strata(), mixture
 
 
 def prior_table_cost(n_problems: int, rng: np.random.Generator) -> dict:
-    """Seconds to assess 100k problems under their own priors (every distinct rounded prior's tables
-    built), then again from the built tables (what every later round costs)."""
+    """Seconds to plan a round for 100k problems under their own priors (every distinct rounded
+    prior's tables built), then again from the built tables (what every later round costs)."""
     trials = rng.uniform(0, 200, n_problems)
     priors = ProblemPriors(PoolMixture().prior(), trials * rng.random(n_problems), trials)
     s, n = rng.binomial(4, 0.4, n_problems), np.full(n_problems, 4)
@@ -599,7 +607,7 @@ def prior_table_cost(n_problems: int, rng: np.random.Generator) -> dict:
     seconds = []
     for _ in range(2):
         start = time.perf_counter()
-        _assess(s, n, Strata(), config, priors)
+        plan_round(s, n, Strata(), config, priors=priors)
         seconds.append(round(time.perf_counter() - start, 2))
     return {"prior_groups_100k": int(priors.groups()[0].shape[1]), "prior_first_assess_s_100k": seconds[0],
             "prior_cached_assess_s_100k": seconds[1]}
