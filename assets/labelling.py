@@ -152,6 +152,9 @@ def sample_shard(
         shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
         priors=priors,
     )
+    if priors is not None and priors.strengths is not None:
+        context.log.info("prior source strengths (trials' worth, fitted on the first round):\n"
+                         + priors.summary().to_string(index=False))
     stats = {
         "shard": int(context.get_mapping_key() or 0),
         "problems": len(shard),
