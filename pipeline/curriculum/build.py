@@ -284,12 +284,13 @@ def _write_stages(
     table, truncation = _truncation(table, spec, ((provenance or {}).get("sampling") or {}).get("max_tokens"))
     stage_col = table.column("stage").to_numpy()
     orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
-    # One stage gathered at a time: the copy of the nested columns alive at once is the largest
-    # stage's, not every staged row's (at 1M problems that copy was most of the step's peak).
-    verl = to_verl(table, provenance)
+    # One gather of every staged row, then zero-copy slices: nested columns are copied once.
+    staged = to_verl(table, provenance).take(pa.array(np.concatenate(orders), pa.int64()))
     stages = []
+    start = 0
     for k, rows in enumerate(orders, start=1):
-        part = verl.take(pa.array(rows, pa.int64()))
+        part = staged.slice(start, rows.size)
+        start += rows.size
         file = f"stage_{k}.parquet" if part.num_rows else None
         if file:
             write_parquet_atomic(part, staging / file)
