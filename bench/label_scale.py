@@ -1,7 +1,7 @@
 """The labelling data path at scale: rollout store -> rewards -> pass_rates -> curriculum, through
-the real Dagster assets, for 10k, 100k and 1M problems x 16 rollouts.
+the real Dagster assets, for 100k, 1M and 3M problems x 16 rollouts (10k as an option).
 
-    nice -n 10 .venv/bin/python bench/label_scale.py [--sizes 10000 100000 1000000]
+    nice -n 10 .venv/bin/python bench/label_scale.py [--sizes 10000 100000 1000000 3000000]
 
 This measures the data path, not the engine: the bench writes the completions straight into the
 rollout store (short SmolLM2-like completions, a few sentences ending in a final answer; per
@@ -18,7 +18,9 @@ which counts pages they share more than once: an upper bound. Also given: the sa
 (shared pages split between sharers). Verifications/s per core = rollouts / seconds of the
 `rewards` step / cores available.
 
-Goal (issue 15): 1M x 16 in <= 4 GB peak RSS, and peak RSS at 1M <= 1.5x that at 100k.
+Goal (issue 24): 1M x 16 in <= 2 GB peak RSS, and peak RSS growing <= 1.5x from 100k to 1M and
+again from 1M to 3M. A step's peak is the tree's peak while it ran: the steps run in one process,
+so what an earlier step left in the allocator counts in a later one's.
 Prints a table, then one JSON object of the figures on its last line.
 """
 
@@ -38,10 +40,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-SIZES = (10_000, 100_000, 1_000_000)
+SIZES = (100_000, 1_000_000, 3_000_000)
 SAMPLES = 16
 PART_ROWS = 4096
-GOAL_RSS_MB = 4096.0
+GOAL_RSS_MB = 2048.0
 GOAL_GROWTH = 1.5
 SOURCE_DATASETS = {"reasoning_gym/chain_sum": "chain_sum", "reasoning_gym/basic_arithmetic": "basic_arithmetic"}
 MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -330,18 +332,26 @@ def main() -> None:
               f"{r['peak_rss_mb']:>9.0f}{r['peak_pss_mb']:>8.0f}{r['verifications_per_s_per_core']:>13.0f}"
               f"{r['fast_path_rate']:>7.2f}{r['memo_hit_rate']:>7.2f}")
     by_size = {r["problems"]: r for r in results}
-    growth = (round(by_size[1_000_000]["peak_rss_mb"] / by_size[100_000]["peak_rss_mb"], 2)
-              if {100_000, 1_000_000} <= by_size.keys() else None)
+    def growth(small: int, large: int) -> float | None:
+        return (round(by_size[large]["peak_rss_mb"] / by_size[small]["peak_rss_mb"], 2)
+                if {small, large} <= by_size.keys() else None)
+
+    growths = {"rss_growth_100k_to_1m": growth(100_000, 1_000_000), "rss_growth_1m_to_3m": growth(1_000_000, 3_000_000)}
+    peak_1m = by_size[1_000_000]["peak_rss_mb"] if 1_000_000 in by_size else None
     largest = results[-1]
     figures = {
         "rows": largest["rows"],
         "peak_rss_mb": largest["peak_rss_mb"],
         "peak_pss_mb": largest["peak_pss_mb"],
-        "rss_growth_100k_to_1m": growth,
+        **growths,
+        "peak_rss_mb_1m": peak_1m,
+        "wall_s": largest["wall_s"],
+        "step_peak_rss_mb": largest["step_peak_rss_mb"],
         "verifications_per_s_per_core": largest["verifications_per_s_per_core"],
         "memo_hit_rate": largest["memo_hit_rate"],
-        "meets_goal": largest["peak_rss_mb"] <= GOAL_RSS_MB and (growth is None or growth <= GOAL_GROWTH),
-        "goal": {"peak_rss_mb": GOAL_RSS_MB, "rss_growth_100k_to_1m": GOAL_GROWTH},
+        "meets_goal": (peak_1m is None or peak_1m <= GOAL_RSS_MB)
+        and all(g is None or g <= GOAL_GROWTH for g in growths.values()),
+        "goal": {"peak_rss_mb_1m": GOAL_RSS_MB, "rss_growth_per_step": GOAL_GROWTH},
         "load_avg_1m": os.getloadavg()[0],
         "sizes": {str(r["problems"]): r for r in results},
     }
