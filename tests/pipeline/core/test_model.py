@@ -130,7 +130,7 @@ def test_rewritten_weights_of_the_embedded_model_are_converted_again(smollm2, tm
     home = tmp_path / "home"
     folder = shutil.copytree(smollm2.path, home / "models" / Path(smollm2.path).name)
 
-    def converting(gguf, out):
+    def converting(gguf, out, *supplied):
         raise RuntimeError(f"converting {gguf.name} into {out}")
 
     monkeypatch.setattr(model_module, "convert_gguf", converting)
@@ -174,6 +174,5 @@ def test_gemma3_is_assembled_converted_and_generates_text(gemma3):
     ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False)
     out = model.generate(**ids, max_new_tokens=12, do_sample=False)
     text = tokenizer.decode(out[0][ids["input_ids"].shape[1]:], skip_special_tokens=True)
-    # The base model (not instruction-tuned) echoes and rambles, but in words and digits of the prompt.
-    assert "7 + 5" in text or "12" in text or "5" in text
-    assert "<unk>" not in text and text.strip()
+    # The base model (not instruction-tuned) echoes the question before it answers; greedy is repeatable.
+    assert text.startswith("What is 7 + 5?")
