@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 MATRIX_FIELDS = ("pass_rate", "ci_low", "ci_high", "trials")
 """What each column group holds for a problem: the pass rate, its credible interval, its rollouts."""
@@ -100,6 +101,11 @@ def model_difficulty(matrix: DifficultyMatrix, problem_ids: Iterable[str], exclu
     rates = matrix.values.reindex(pd.Index(list(problem_ids), name="problem_id"))
     return [{n: float(r) for n, r in zip(names, row) if not np.isnan(r)}
             for row in rates[[(n, "pass_rate") for n in names]].to_numpy(dtype=float)]
+
+
+def model_difficulty_array(maps: Iterable[dict[str, float]]) -> pa.Array:
+    """`model_difficulty` maps as an Arrow map column (model name -> pass rate), for a labels table."""
+    return pa.array([list(m.items()) for m in maps], pa.map_(pa.string(), pa.float64()))
 
 
 @dataclass(frozen=True)
