@@ -22,7 +22,7 @@ all_assets = [problems.problems, hygiene.unique_problems, hygiene.evaluation_pro
 probe_assets = [probes.hidden_states, probes.difficulty_probe, probes.predicted_difficulty]
 training_assets = [training.staged_rl_policy]
 evaluation_assets = [evaluation.policy_evaluation]
-operations_assets = [history.difficulty_history, hub.hub_curriculum]
+operations_assets = [history.difficulty_history, history.difficulty_matrix, hub.hub_curriculum]
 
 # Generation-heavy steps must not start two engines at once on a small machine: one engine per run.
 label_job = define_asset_job(
@@ -58,7 +58,7 @@ evaluate_job = define_asset_job(
 # The probe assets feed `curriculum` only when it stages predictions: a relabel leaves them alone.
 relabel_job = define_asset_job(
     "relabel_job",
-    selection=(AssetSelection.assets(history.difficulty_history, curriculum.curriculum).upstream()
+    selection=(AssetSelection.assets(history.difficulty_history, history.difficulty_matrix, curriculum.curriculum).upstream()
                - AssetSelection.assets(*probe_assets)).required_multi_asset_neighbors(),
     description="Relabel against the current target: ingest problems, generate only what the rollout cache "
     "lacks (stale or new problems), re-verify, rebuild the curriculum and record the label version.",

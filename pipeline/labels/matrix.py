@@ -1,0 +1,135 @@
+"""Difficulty across models: one row per problem, one column group per labelled target.
+
+The label history keeps every label version (`LabelHistory`); each version's rows carry their
+label key (model, revision, sampling, extraction policy, verifier). The matrix puts the latest
+label of every problem under every key side by side, so one model's pass rate can be read against
+another's, and a curriculum can carry them as Skywork-OR1's `extra_info.model_difficulty` map.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+MATRIX_FIELDS = ("pass_rate", "ci_low", "ci_high", "trials")
+"""What each column group holds for a problem: the pass rate, its credible interval, its rollouts."""
+GROUP_PROVENANCE = ("label_key", "model_id", "revision", "sampling_key")
+"""What names a column group, in the order its short name is built from."""
+
+
+def latest_labels(versions: Iterable[pd.DataFrame]) -> pd.DataFrame:
+    """Every problem's latest label (by `labelled_at`, then by version order) under every label key."""
+    frames = [v for v in versions if len(v)]
+    if not frames:
+        return pd.DataFrame(columns=["problem_id", *GROUP_PROVENANCE, *MATRIX_FIELDS, "labelled_at"])
+    labels = pd.concat(frames, ignore_index=True)
+    return (labels.assign(problem_id=labels["problem_id"].astype(str))
+            .sort_values("labelled_at", kind="stable")
+            .drop_duplicates(["label_key", "problem_id"], keep="last")
+            .reset_index(drop=True))
+
+
+def group_names(groups: pd.DataFrame) -> dict[str, str]:
+    """label key → the shortest unambiguous name: the model id alone when it has one key, else with
+    its revision (`id@rev`), else the whole label key."""
+    names = {}
+    by_model = groups.groupby("model_id")["label_key"].nunique()
+    by_revision = groups.groupby(["model_id", "revision"])["label_key"].nunique()
+    for row in groups.itertuples(index=False):
+        if by_model[row.model_id] == 1:
+            names[row.label_key] = row.model_id
+        elif by_revision[(row.model_id, row.revision)] == 1:
+            names[row.label_key] = f"{row.model_id}@{row.revision}"
+        else:
+            names[row.label_key] = row.label_key
+    return names
+
+
+@dataclass(frozen=True)
+class DifficultyMatrix:
+    """Pass rates of every problem under every labelled target."""
+
+    groups: pd.DataFrame
+    """One row per column group: `name`, `label_key`, `model_id`, `revision`, `sampling_key`,
+    `problems` (labelled under it), `mean_pass_rate`; in order of each key's earliest current label."""
+    values: pd.DataFrame
+    """Indexed by `problem_id`; columns (group name, field) for each of `MATRIX_FIELDS`. A problem a
+    group never labelled has NaN there: unknown, never a pass rate of 0."""
+
+    def flat(self) -> pd.DataFrame:
+        """The matrix as a plain table: `problem_id`, then `<group>.<field>` columns."""
+        out = self.values.copy()
+        out.columns = [f"{name}.{part}" for name, part in out.columns]
+        return out.reset_index()
+
+    def rates(self, name: str) -> pd.Series:
+        """One group's pass rates by problem (NaN where it has no label)."""
+        if name not in set(self.groups["name"]):
+            raise KeyError(f"no labelled model named {name!r} in the difficulty matrix; "
+                           f"known: {', '.join(self.groups['name'])}")
+        return self.values[(name, "pass_rate")]
+
+
+def difficulty_matrix(versions: Iterable[pd.DataFrame]) -> DifficultyMatrix:
+    """The matrix of the label versions `versions` (each a `PassRate` frame, oldest first)."""
+    labels = latest_labels(versions)
+    first = labels.sort_values("labelled_at", kind="stable").drop_duplicates("label_key")
+    groups = first[list(GROUP_PROVENANCE)].reset_index(drop=True)
+    names = group_names(groups)
+    stats = labels.groupby("label_key").agg(problems=("problem_id", "size"), mean_pass_rate=("pass_rate", "mean"))
+    groups = groups.assign(name=groups["label_key"].map(names)).join(stats, on="label_key")
+    groups = groups[["name", *GROUP_PROVENANCE, "problems", "mean_pass_rate"]]
+    ids = pd.Index(sorted(labels["problem_id"].unique()), name="problem_id")
+    columns = {}
+    for key, name in names.items():
+        rows = labels[labels["label_key"] == key].set_index("problem_id").reindex(ids)
+        for part in MATRIX_FIELDS:
+            columns[(name, part)] = rows[part].astype("Int64" if part == "trials" else float)
+    values = pd.DataFrame(columns, index=ids)
+    values.columns = pd.MultiIndex.from_tuples(values.columns, names=["model", "field"]) if columns else values.columns
+    return DifficultyMatrix(groups.astype({"problems": int}), values)
+
+
+def model_difficulty(matrix: DifficultyMatrix, problem_ids: Iterable[str], exclude: str = "") -> list[dict[str, float]]:
+    """Per problem, its pass rate under every group but `exclude` (the target itself), keyed by group
+    name, as Skywork-OR1's `extra_info.model_difficulty`; groups that never labelled it are left out."""
+    names = [n for n in matrix.groups["name"] if n != exclude]
+    rates = matrix.values.reindex(pd.Index(list(problem_ids), name="problem_id"))
+    return [{n: float(r) for n, r in zip(names, row) if not np.isnan(r)}
+            for row in rates[[(n, "pass_rate") for n in names]].to_numpy(dtype=float)]
+
+
+def model_difficulty_array(maps: Iterable[dict[str, float]]) -> pa.Array:
+    """`model_difficulty` maps as an Arrow map column (model name -> pass rate), for a labels table."""
+    return pa.array([list(m.items()) for m in maps], pa.map_(pa.string(), pa.float64()))
+
+
+@dataclass(frozen=True)
+class CrossModelSelection:
+    """Staging on other models' labels: e.g. only problems the target fails but a stronger model solves."""
+
+    solved_by: str = field(default="", metadata={
+        "help": "name of another labelled model (a difficulty_matrix group, e.g. its model id); empty: no "
+        "selection on other models. Only problems whose pass rate under it is at least min_other_pass_rate are "
+        "staged; problems it never labelled are left out"})
+    min_other_pass_rate: float = field(default=0.5, metadata={
+        "help": "the pass rate under solved_by a problem needs to be staged"})
+    max_target_pass_rate: float = field(default=1.0, metadata={
+        "help": "the target's pass rate a problem may have at most to be staged (0: only problems the target "
+        "never solved)"})
+
+    def __post_init__(self) -> None:
+        for name in ("min_other_pass_rate", "max_target_pass_rate"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {getattr(self, name)}")
+
+    def keep(self, target_rates: pd.Series, matrix: DifficultyMatrix) -> pd.Series:
+        """Which problems (the index of `target_rates`, the target's pass rates) pass the selection."""
+        if not self.solved_by:
+            return pd.Series(True, index=target_rates.index)
+        other = matrix.rates(self.solved_by).reindex(target_rates.index)
+        return (other >= self.min_other_pass_rate).fillna(False) & (target_rates <= self.max_target_pass_rate)
