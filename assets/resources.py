@@ -217,6 +217,8 @@ class ComputeBackend(spec_config(BackendSpec, base=ConfigurableResource)):
         self._joined = self._joined or not ray.is_initialized()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._ray_engine is not None:
+            self._ray_engine.close()  # its engine actors hold CPUs/GPUs until stopped
         self._ray_engine = None
         if self._joined:
             import ray

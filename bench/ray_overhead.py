@@ -5,7 +5,9 @@ Each side generates its rollouts into its own empty store with the same engine k
 scores them (locally with a verifier pool, on Ray with verification tasks) and aggregates pass
 rates. Throughput is generated tokens per second without engine start-up on both sides: locally
 from the generate call after the engine started, on Ray from the first engine actor ready to the
-last batch back. Ray's start-up (joining, actor start, the engine's load) is reported apart.
+last span back. Ray's start-up (joining, actor start, the engine's load) is reported apart. The Ray
+driver runs in a process of its own, once at `--problems` and once at 4x as many, for its peak RSS
+(the driver holds counts, not completions, so it should barely grow).
 
     .venv/bin/python bench/ray_overhead.py [--problems 24] [--n 4] [--max-tokens 48] [--engine vllm]
 
@@ -16,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
+import resource
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -68,27 +73,32 @@ def local_run(problems, model, sampling, options, allocation, home: Path) -> dic
             "load_avg": (load + os.getloadavg()[0]) / 2}
 
 
-def ray_run(problems, model, sampling, options, allocation, home: Path, cpus: int) -> dict:
-    started = time.perf_counter()
-    with local_cluster(workers=1, head_cpus=0, worker_cpus=cpus, object_store_mb=300) as cluster:
-        up_s = time.perf_counter() - started
-        spec = BackendSpec(kind="ray", ray_address=cluster.address, actors=1, cpus_per_actor=cpus)
-        store = RolloutStore(home, model, sampling, engine=options.kind)
-        engine = RayEngine(spec, options, store)
-        load = os.getloadavg()[0]
-        try:
-            t0 = time.perf_counter()
-            report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
-                                     log=lambda m: print(f"  ray: {m}", flush=True))
-            stats = engine.last
-            rollouts = store.load_allocated(report.allocation)
-            rewards = score_on_ray(spec, problems, rollouts, VerifierSpec())
-            wall_s = time.perf_counter() - t0
-        finally:
-            engine.close()
+def ray_run(problems, model, sampling, options, allocation, home: Path, address: str, cpus: int) -> dict:
+    """The Ray side as a driver process of its own (see `driver`), joined to the running cluster."""
+    spec = BackendSpec(kind="ray", ray_address=address, actors=1, cpus_per_actor=cpus)
+    store = RolloutStore(home, model, sampling, engine=options.kind)
+    engine = RayEngine(spec, options, store)
+    load = os.getloadavg()[0]
+    try:
+        t0 = time.perf_counter()
+        report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
+                                 log=lambda m: print(f"  ray: {m}", flush=True))
+        stats = engine.last
+        rollouts = store.load_allocated(report.allocation)
+        rewards = score_on_ray(spec, problems, rollouts, VerifierSpec())
+        wall_s = time.perf_counter() - t0
+    finally:
+        engine.close()
     return {"rollouts": rollouts, "rewards": rewards, "tokens": stats.tokens, "tok_s": stats.tokens_per_second,
-            "start_s": stats.engine_start_s, "wall_s": wall_s, "cluster_up_s": up_s, "nodes": stats.cluster.nodes,
-            "actors": stats.actors_used, "load_avg": (load + os.getloadavg()[0]) / 2}
+            "start_s": stats.engine_start_s, "wall_s": wall_s, "nodes": stats.cluster.nodes,
+            "actors": stats.actors_used, "load_avg": (load + os.getloadavg()[0]) / 2,
+            "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def driver(*args) -> dict:
+    """`ray_run` in a fresh process, so its peak RSS is the driver's own (not the local engine's)."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), max_tasks_per_child=1) as one:
+        return one.submit(ray_run, *args).result()
 
 
 def main() -> None:
@@ -108,9 +118,17 @@ def main() -> None:
     options = engine_options(args.engine, **({"threads": args.cpus} if args.engine == "transformers" else {}))
     allocation = AllocationConfig(policy="uniform", samples_per_problem=args.n)
     print(f"{len(problems)} problems x n={args.n}, max_tokens={args.max_tokens}, engine={args.engine}", flush=True)
+    large = pool(4 * args.problems)
     with tempfile.TemporaryDirectory(prefix="gradus-ray-bench-") as tmp:
         local = local_run(problems, model, sampling, options, allocation, Path(tmp) / "local")
-        remote = ray_run(problems, model, sampling, options, allocation, Path(tmp) / "ray", args.cpus)
+        started = time.perf_counter()
+        with local_cluster(workers=1, head_cpus=0, worker_cpus=args.cpus, object_store_mb=300) as cluster:
+            up_s = time.perf_counter() - started
+            remote = driver(problems, model, sampling, options, allocation, Path(tmp) / "ray", cluster.address,
+                            args.cpus)
+            print(f"  ray driver at {4 * len(problems)} problems (peak RSS only)", flush=True)
+            bigger = driver(large, model, sampling, options, allocation, Path(tmp) / "ray-large", cluster.address,
+                            args.cpus)
 
     target = LabelTarget(model, sampling, VERIFIER_VERSION)
     same_rollouts = local["rollouts"][ROLLOUT_COLUMNS].equals(remote["rollouts"][ROLLOUT_COLUMNS])
@@ -129,13 +147,18 @@ def main() -> None:
         "ray_over_local": round(remote["tok_s"] / local["tok_s"], 2) if local["tok_s"] else None,
         "local_engine_start_s": round(local["start_s"], 1),
         "ray_engine_start_s": round(remote["start_s"], 1),
-        "ray_cluster_up_s": round(remote["cluster_up_s"], 1),
+        "ray_cluster_up_s": round(up_s, 1),
         "local_wall_s": round(local["wall_s"], 1),
         "ray_wall_s": round(remote["wall_s"], 1),
         "ray_nodes": remote["nodes"],
         "ray_actor_processes": remote["actors"],
         "load_avg_local": round(local["load_avg"], 1),
         "load_avg_ray": round(remote["load_avg"], 1),
+        "rows_large": len(bigger["rollouts"]),
+        "driver_peak_rss_mb_small": round(remote["driver_peak_rss_mb"], 1),
+        "driver_peak_rss_mb_large": round(bigger["driver_peak_rss_mb"], 1),
+        "driver_rss_growth": round(bigger["driver_peak_rss_mb"] / remote["driver_peak_rss_mb"], 2),
+        "ray_tok_s_large": round(bigger["tok_s"], 1),
     }
     print(json.dumps(figures))
 

@@ -1,11 +1,11 @@
-"""The Ray backend: generation as a Ray Data pipeline over an actor pool of engines, verification as
+"""The Ray backend: generation in a pool of engine actors kept for a whole run, verification as
 Ray tasks, both against the same content-addressed rollout store as the local backend.
 
 The calling process (a Dagster step) only joins the cluster as a driver and submits work, so it
-never holds a GPU. Each engine actor writes every batch it finishes into the rollout store itself,
-so the store must be a folder every node sees at the same path. A killed actor is restarted by Ray
-Data and its batch retried; a batch written twice (killed after the write) is deduplicated by the
-store (the first part wins, and a retry reproduces the same text anyway).
+never holds a GPU. Each engine actor writes every batch it finishes into the rollout store itself
+and returns counts only, so the store must be a folder every node sees at the same path. A killed
+actor is restarted by Ray and its span retried; a batch written twice (killed after the write) is
+deduplicated by the store (the first part wins, and a retry reproduces the same text anyway).
 
 Ray is imported here only inside functions, and this module only when the backend is `ray`: the
 default install and the default run never touch it.
@@ -13,22 +13,20 @@ default install and the default run never touch it.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import pyarrow as pa
 
 import pipeline
 from pipeline.core.model import ModelSpec
 from pipeline.core.records import Reward
-from pipeline.engines.base import Completion, Engine, GenerationRequest, SamplingConfig
+from pipeline.engines.base import Completion, Engine, GenerationRequest, GenerationTally, Progress, SamplingConfig
 from pipeline.engines.factory import EngineOptions, start_engine
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import score_rollouts
@@ -119,8 +117,15 @@ def shared_store_root(store: RolloutStore) -> str:
     return str(store.root)
 
 
+SPAN_BATCHES = 4
+"""Engine batches per actor call. The vLLM engine keeps a window of requests running across its
+batches within a call but drains it at a call's end, and each call is one hand-off: spans of a few
+batches pay both rarely, yet a retried span (its actor killed) redoes little."""
+
+
 class _EngineActor:
-    """One engine per actor (Ray Data's actor pool): generates a batch, stores it, returns it."""
+    """One engine per actor, started once and kept for every round of a run: generates spans of
+    requests, stores each finished batch, and returns only counts (the text stays in the store)."""
 
     def __init__(self, options: EngineOptions, model: ModelSpec, home: str, root: str,
                  sampling: SamplingConfig) -> None:
@@ -143,29 +148,11 @@ class _EngineActor:
         self.ready_at = time.time()
         self.start_s = self.ready_at - started
 
-    def __call__(self, batch: pa.Table) -> pa.Table:
-        columns = batch.to_pydict()
-        out: dict[str, list] = {k: [] for k in ("problem_id", "sample_index", "text", "num_tokens", "finish_reason",
-                                                "actor", "ready_at", "start_s")}
-        # One engine call per driver-side chunk, whatever Ray bundled: the transformers engine
-        # seeds a call from its requests, so a chunk must be generated together, as locally.
-        chunks: dict[int, list[GenerationRequest]] = {}
-        for chunk, pid, idx, messages in zip(columns["chunk"], columns["problem_id"], columns["sample_index"],
-                                             columns["messages"]):
-            chunks.setdefault(chunk, []).append(
-                GenerationRequest(pid, idx, tuple((r, c) for r, c in json.loads(messages))))
-        for requests in chunks.values():
-            completions = self.engine.generate(requests, self.sampling, on_batch=self.store.append)
-            for request, completion in zip(requests, completions):
-                out["problem_id"].append(request.problem_id)
-                out["sample_index"].append(request.sample_index)
-                out["text"].append(completion.text)
-                out["num_tokens"].append(completion.num_tokens)
-                out["finish_reason"].append(completion.finish_reason)
-                out["actor"].append(self.actor)
-                out["ready_at"].append(self.ready_at)
-                out["start_s"].append(self.start_s)
-        return pa.table(out)
+    def generate(self, requests: list[GenerationRequest]) -> dict[str, Any]:
+        """A span that starts on a multiple of the engine's batch size, so the engine cuts it into
+        the batches the local backend makes (the transformers engine seeds a batch from its requests)."""
+        made = self.engine.generate_stored(requests, self.sampling, self.store.append)
+        return {"tally": made, "actor": self.actor, "ready_at": self.ready_at, "start_s": self.start_s}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
@@ -181,13 +168,14 @@ class GenerationStats:
     actors: int = 0
     """Actor pool size asked for."""
     actors_used: int = 0
-    """Distinct actor processes that returned batches (more than `actors` after a restart)."""
+    """Distinct actor processes that returned spans (more than `actors` after a restart)."""
     rows: int = 0
     tokens: int = 0
     wall_s: float = 0.0
     engine_start_s: float = 0.0
     generate_s: float = 0.0
-    """From the first engine ready to the last batch back: throughput without start-up."""
+    """From the first engine ready (or this call's start, for engines started in an earlier
+    round) to the last span back: throughput without start-up."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -207,12 +195,13 @@ class GenerationStats:
 
 
 class RayEngine(Engine):
-    """An `Engine` whose `generate` runs on a Ray cluster: one row per request (with its seed), in
-    blocks of the engine's batch size, through `map_batches` over a pool of engine actors. The
-    actors store each batch themselves (`writes_store`), so callers never append it again."""
+    """An `Engine` whose generation runs on a Ray cluster, in a pool of engine actors started on
+    first use and kept until `close` (every adaptive round of a run shares it). The actors write
+    each batch into the store and hand the driver counts only, so the driver's memory does not
+    grow with the rollouts; a killed actor is restarted and its span retried (the store keeps the
+    first copy of a batch written twice)."""
 
     name = "ray"
-    writes_store = True
 
     def __init__(self, spec: BackendSpec, options: EngineOptions, store: RolloutStore) -> None:
         super().__init__(store.model)
@@ -233,6 +222,10 @@ class RayEngine(Engine):
         else:
             self.actors = max(self.cluster.nodes, 1)
         self.last: GenerationStats | None = None
+        self._pool: list[Any] = []
+        self.engines_started: set[str] = set()
+        """Every actor process whose engine served this RayEngine (node/pid): one per actor of the
+        pool for a whole run, plus one per restart."""
 
     def batch_size(self) -> int:
         """The local engine's batch size, so batches (and transformers' per-batch seeds) match it."""
@@ -243,77 +236,89 @@ class RayEngine(Engine):
             return self.options.batch_size or gpu
         return self.options.batch_size
 
-    def _stream(
-        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig
-    ) -> Iterator[tuple[list[int], list[Completion]]]:
-        """Each batch the actors return, less rows a retried batch already gave; `last` follows it."""
-        import ray.data
+    def _actors(self) -> list[Any]:
+        if not self._pool:
+            import ray
+
+            actor = ray.remote(_EngineActor).options(
+                num_cpus=self.spec.cpus_per_actor, num_gpus=self.gpus_per_actor, scheduling_strategy="SPREAD",
+                max_restarts=3, max_task_retries=3)
+            self._pool = [actor.remote(self.options, self.model, str(self.store.home), self.root, self.store.sampling)
+                          for _ in range(self.actors)]
+        return self._pool
+
+    def generate(self, *args: object, **kwargs: object) -> list[Completion]:
+        raise NotImplementedError("RayEngine leaves the completions in the rollout store: call generate_stored "
+                                  "and read them from the store")
+
+    def generate_stored(
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        store: Callable[[Sequence[GenerationRequest], list[Completion]], None],
+        progress: Progress | None = None,
+    ) -> GenerationTally:
+        """Spans of up to `SPAN_BATCHES` batches, two queued per actor so none waits for its next one;
+        `store` is not called (the actors write the store); `last` follows the call."""
+        import ray
 
         if sampling != self.store.sampling:
             raise ValueError("RayEngine writes into its store: generate with the store's sampling config")
-        started = time.perf_counter()
-        size = self.batch_size()
-        # One block per local batch: Ray Data hands each block to one actor call whole.
-        blocks = [_request_block(requests[i : i + size], i // size) for i in range(0, len(requests), size)]
-        stats = GenerationStats(self.cluster, actors=min(self.actors, len(blocks)))
+        started, began = time.perf_counter(), time.time()
+        batches = -(-len(requests) // self.batch_size())
+        # Fewer batches per span when there are few batches, so that every actor gets some.
+        span = self.batch_size() * max(min(SPAN_BATCHES, batches // self.actors), 1)
+        spans = iter(range(0, len(requests), span))
+        stats = GenerationStats(self.cluster, actors=self.actors)
         self.last = stats
+        tally = GenerationTally()
         if not requests:
-            return
-        generated = ray.data.from_arrow(blocks).map_batches(
-            _EngineActor,
-            fn_constructor_kwargs=dict(options=self.options, model=self.model, home=str(self.store.home),
-                                       root=self.root, sampling=sampling),
-            batch_size=size,
-            batch_format="pyarrow",
-            compute=ray.data.ActorPoolStrategy(size=stats.actors),
-            num_cpus=self.spec.cpus_per_actor,
-            num_gpus=self.gpus_per_actor,
-        )
-        where = {(r.problem_id, r.sample_index): i for i, r in enumerate(requests)}
-        seen: set[int] = set()
+            return tally
+        pending: dict[Any, tuple[Any, int]] = {}
+
+        def submit(actor: Any) -> None:
+            start = next(spans, None)
+            if start is not None:
+                pending[actor.generate.remote(list(requests[start : start + span]))] = (actor, start)
+
+        for actor in self._actors() * 2:
+            submit(actor)
         actors: set[str] = set()
         first_ready = None
-        for table in generated.iter_batches(batch_size=None, batch_format="pyarrow"):
-            rows = table.to_pydict()
-            indices, completions = [], []
-            for pid, idx, text, tokens, finish, actor, ready_at, start_s in zip(
-                rows["problem_id"], rows["sample_index"], rows["text"], rows["num_tokens"],
-                rows["finish_reason"], rows["actor"], rows["ready_at"], rows["start_s"],
-            ):
-                i = where[(pid, idx)]
-                if i in seen:
-                    continue
-                seen.add(i)
-                indices.append(i)
-                completions.append(Completion(text, tokens, finish))
-                actors.add(actor)
-                first_ready = ready_at if first_ready is None else min(first_ready, ready_at)
-                stats.engine_start_s = max(stats.engine_start_s, start_s)
-                stats.tokens += tokens
-            stats.rows, stats.actors_used = len(seen), len(actors)
+        while pending:
+            (ref,), _ = ray.wait(list(pending), num_returns=1)
+            actor, start = pending.pop(ref)
+            done = ray.get(ref)
+            made = done["tally"]
+            if made.rollouts != len(requests[start : start + span]):
+                raise RuntimeError(f"engine actor {done['actor']} returned {made.rollouts} of "
+                                   f"{len(requests[start : start + span])} rollouts")
+            tally.merge(made)
+            actors.add(done["actor"])
+            ready = max(done["ready_at"], began)
+            first_ready = ready if first_ready is None else min(first_ready, ready)
+            stats.engine_start_s = max(stats.engine_start_s, done["start_s"])
+            stats.rows, stats.tokens, stats.actors_used = tally.rollouts, tally.tokens, len(actors)
             stats.wall_s = time.perf_counter() - started
-            stats.generate_s = max(time.time() - (first_ready or time.time()), 1e-9)
-            if indices:
-                yield indices, completions
+            stats.generate_s = max(time.time() - first_ready, 1e-9)
+            submit(actor)
+            if progress is not None:
+                progress(tally.rollouts, len(requests), stats.tokens_per_second)
+        self.engines_started |= actors
+        return tally
 
     def close(self) -> None:
-        """Leave the cluster if this engine joined it (a driver already connected stays connected)."""
+        """Stop the engine actors, and leave the cluster if this engine joined it (a driver already
+        connected stays connected)."""
         import ray
 
+        if ray.is_initialized():
+            for actor in self._pool:
+                ray.kill(actor)
+        self._pool = []
         if self._joined and ray.is_initialized():
             ray.shutdown()
         self._joined = False
-
-
-def _request_block(requests: Sequence[GenerationRequest], chunk: int) -> pa.Table:
-    """One row per request; its seed is a pure function of (sampling seed, problem, sample index),
-    which the actor's engine derives as the local one does."""
-    return pa.table({
-        "chunk": pa.array([chunk] * len(requests), pa.int64()),
-        "problem_id": [r.problem_id for r in requests],
-        "sample_index": pa.array([r.sample_index for r in requests], pa.int32()),
-        "messages": [json.dumps(r.messages) for r in requests],
-    })
 
 
 def _score_chunk(problems: pd.DataFrame, rollouts: pd.DataFrame, verifier: VerifierSpec, policy: str) -> pd.DataFrame:

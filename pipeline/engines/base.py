@@ -77,13 +77,30 @@ class Completion:
     """`stop` (end of sequence or stop string), `length` (hit max_tokens)."""
 
 
+@dataclass
+class GenerationTally:
+    """What a generate call made, without the completions themselves (they are in the store)."""
+
+    rollouts: int = 0
+    tokens: int = 0
+    truncated: int = 0
+    """Completions cut at `max_tokens` (finish reason `length`)."""
+
+    def add(self, completions: Sequence[Completion]) -> None:
+        self.rollouts += len(completions)
+        self.tokens += sum(c.num_tokens for c in completions)
+        self.truncated += sum(c.finish_reason == "length" for c in completions)
+
+    def merge(self, other: "GenerationTally") -> None:
+        self.rollouts += other.rollouts
+        self.tokens += other.tokens
+        self.truncated += other.truncated
+
+
 class Engine(abc.ABC):
     """Generates completions for chat requests with a given `SamplingConfig`."""
 
     name: str
-    writes_store: bool = False
-    """True when `generate` persists each finished batch into the rollout store itself (the Ray
-    backend's actors write where they generate): callers then must not append it again."""
 
     def __init__(self, model: ModelSpec) -> None:
         self.model = model
@@ -110,6 +127,32 @@ class Engine(abc.ABC):
         """How many requests to hand the engine at once."""
         return 256
 
+    def _checked(
+        self, requests: Sequence[GenerationRequest], sampling: SamplingConfig, progress: Progress | None,
+        on_batch: Callable[[Sequence[GenerationRequest], list[Completion]], None] | None,
+    ) -> Iterator[tuple[list[int], list[Completion]]]:
+        """`_stream`, with each group handed to `on_batch` and counted towards `progress`, and loud
+        when the engine lost a request."""
+        done = tokens = 0
+        returned = [False] * len(requests)
+        started = time.perf_counter()
+        for indices, completions in self._stream(requests, sampling):
+            if len(completions) != len(indices):
+                raise RuntimeError(f"{self.name} returned {len(completions)} of {len(indices)} completions")
+            if on_batch is not None:
+                on_batch([requests[i] for i in indices], completions)
+            for i in indices:
+                returned[i] = True
+            done += len(indices)
+            tokens += sum(c.num_tokens for c in completions)
+            if progress is not None:
+                progress(done, len(requests), tokens / max(time.perf_counter() - started, 1e-9))
+            yield indices, completions
+        if done != len(requests):
+            lost = requests[returned.index(False)]
+            raise RuntimeError(f"{self.name} returned no completion for {len(requests) - done} of {len(requests)} "
+                               f"requests, e.g. {lost.problem_id}#{lost.sample_index}")
+
     def generate(
         self,
         requests: Sequence[GenerationRequest],
@@ -120,24 +163,25 @@ class Engine(abc.ABC):
         """Generate all requests, in request order, reporting progress and handing each finished
         group to `on_batch` (so callers can persist it before more finish)."""
         out: list[Completion | None] = [None] * len(requests)
-        done = tokens = 0
-        started = time.perf_counter()
-        for indices, completions in self._stream(requests, sampling):
-            if len(completions) != len(indices):
-                raise RuntimeError(f"{self.name} returned {len(completions)} of {len(indices)} completions")
-            if on_batch is not None:
-                on_batch([requests[i] for i in indices], completions)
+        for indices, completions in self._checked(requests, sampling, progress, on_batch):
             for i, completion in zip(indices, completions):
                 out[i] = completion
-            done += len(indices)
-            tokens += sum(c.num_tokens for c in completions)
-            if progress is not None:
-                progress(done, len(requests), tokens / max(time.perf_counter() - started, 1e-9))
-        if done != len(requests):
-            lost = next(r for r, c in zip(requests, out) if c is None)
-            raise RuntimeError(f"{self.name} returned no completion for {len(requests) - done} of {len(requests)} "
-                               f"requests, e.g. {lost.problem_id}#{lost.sample_index}")
-        return out  # type: ignore[return-value]  # every slot is filled: done == len(requests)
+        return out  # type: ignore[return-value]  # every slot is filled: _checked raises otherwise
+
+    def generate_stored(
+        self,
+        requests: Sequence[GenerationRequest],
+        sampling: SamplingConfig,
+        store: Callable[[Sequence[GenerationRequest], list[Completion]], None],
+        progress: Progress | None = None,
+    ) -> GenerationTally:
+        """Generate all requests into the rollout store (`store` persists each finished group) and
+        return only their counts: the caller's memory does not grow with the rollouts. An engine
+        whose workers write the store where they generate (Ray) never calls `store`."""
+        tally = GenerationTally()
+        for _, completions in self._checked(requests, sampling, progress, store):
+            tally.add(completions)
+        return tally
 
     def close(self) -> None:
         """Release the engine (processes, memory). Safe to call twice."""

@@ -47,6 +47,8 @@ class SamplingReport:
     rounds: int
     priors: ProblemPriors | None = None
     """The per-problem priors allocated under (None: the pool prior for all)."""
+    truncated: int = 0
+    """Rollouts generated in this run that hit `max_tokens`."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -73,7 +75,7 @@ def sample_rollouts(
     n = len(ids)
     trials = np.zeros(n, dtype=np.int64)
     successes = np.zeros(n, dtype=np.int64)
-    generated = tokens = rounds = 0
+    generated = tokens = truncated = rounds = 0
     seconds = 0.0
     checked: ProblemPriors | None = None
     if allocation.policy == "adaptive" and scorer is None:
@@ -100,11 +102,11 @@ def sample_rollouts(
                 def progress(done: int, total: int, tok_s: float) -> None:
                     bar.update(done, f"{tok_s:.0f} tok/s")
 
-                store_batch = None if started_engine.writes_store else store.append
-                completions = started_engine.generate(requests, store.sampling, progress, on_batch=store_batch)
+                made = started_engine.generate_stored(requests, store.sampling, store.append, progress)
                 seconds += time.perf_counter() - started
-                generated += len(requests)
-                tokens += sum(c.num_tokens for c in completions)
+                generated += made.rollouts
+                tokens += made.tokens
+                truncated += made.truncated
             if scorer is not None and allocation.policy == "adaptive":
                 for batch in store.scan(ids, wanted, start=trials, columns=["problem_id", "sample_index", "text"]):
                     scored = scorer(batch.drop_columns(["position"]).to_pandas())
@@ -134,4 +136,4 @@ def sample_rollouts(
         alloc = alloc.assign(prior_source=checked.source if checked.source is not None else "",
                              prior_mean=checked.means(), prior_strength=checked.trials,
                              prior_rejected=checked.rejected)
-    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds, checked)
+    return SamplingReport(int(trials.sum()), alloc, generated, tokens, seconds, rounds, checked, truncated)

@@ -82,8 +82,54 @@ def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, v
     assert seen[-1] == len(remote_rollouts)
     # the work ran on the cluster: both nodes, one engine actor each, all batches stored by them
     assert stats.cluster.nodes == 2 and stats.actors == 2 and stats.rows == remote.generated
+    assert len(engine.engines_started) == 2
     assert stats.tokens == int(remote_rollouts["num_tokens"].sum()) and stats.tokens_per_second > 0
     assert len(ray_store.parts()) == -(-remote.generated // ENGINE.batch_size)
+
+
+def test_the_adaptive_policy_on_ray_labels_like_locally_with_one_engine_start(
+        ray_cluster, smollm2, pool, verifier_pool, tmp_path, restore_torch_threads):
+    problems = pool.iloc[:8].reset_index(drop=True)
+    adaptive = AllocationConfig(policy="adaptive", min_samples=2, max_samples=6, batch_per_problem=2)
+
+    def scorer(frame: pd.DataFrame) -> pd.DataFrame:
+        return score_rollouts(problems, frame, verifier_pool)
+
+    local_store = RolloutStore(tmp_path / "local", smollm2, SAMPLING, engine=ENGINE.kind)
+    with start_engine(ENGINE, smollm2) as local_engine:
+        local = sample_rollouts(problems, local_store, lambda: local_engine, adaptive, Strata(), scorer)
+    ray_store = RolloutStore(tmp_path / "ray", smollm2, SAMPLING, engine=ENGINE.kind)
+    engine = RayEngine(BackendSpec(kind="ray", ray_address=ray_cluster.address, actors=1), ENGINE, ray_store)
+    try:
+        remote = sample_rollouts(problems, ray_store, lambda: engine, adaptive, Strata(), scorer)
+    finally:
+        engine.close()
+
+    assert local.rounds >= 2 and remote.rounds == local.rounds
+    pd.testing.assert_frame_equal(remote.allocation, local.allocation)
+    local_rollouts = local_store.load_allocated(local.allocation)
+    remote_rollouts = ray_store.load_allocated(remote.allocation)
+    pd.testing.assert_frame_equal(remote_rollouts[ROLLOUT_COLUMNS], local_rollouts[ROLLOUT_COLUMNS])
+    target = LabelTarget(smollm2, SAMPLING, VERIFIER_VERSION)
+    columns = ["problem_id", "successes", "trials", "pass_rate"]
+    pd.testing.assert_frame_equal(pass_rates(scorer(remote_rollouts), target)[columns],
+                                  pass_rates(scorer(local_rollouts), target)[columns])
+    # one engine served every round (a pool per round would show one actor process per round)
+    assert len(engine.engines_started) == 1
+    # the driver got counts that match what the actors stored
+    assert remote.generated == local.generated == len(remote_rollouts)
+    assert remote.tokens == local.tokens == int(remote_rollouts["num_tokens"].sum())
+    assert remote.truncated == local.truncated == int((remote_rollouts["finish_reason"] == "length").sum())
+
+
+def test_the_ray_engine_hands_back_no_completions(ray_cluster, smollm2, tmp_path):
+    store = RolloutStore(tmp_path / "ray", smollm2, SAMPLING, engine=ENGINE.kind)
+    engine = RayEngine(BackendSpec(kind="ray", ray_address=ray_cluster.address, actors=1), ENGINE, store)
+    try:
+        with pytest.raises(NotImplementedError, match="generate_stored"):
+            engine.generate([], SAMPLING)
+    finally:
+        engine.close()
 
 
 def engine_actor_pids(cluster) -> list[int]:
