@@ -5,7 +5,7 @@ import pytest
 from dagster import Definitions, instance_for_test
 
 from assets.deployment import resources
-from assets.history import difficulty_history
+from assets.history import difficulty_history, difficulty_matrix
 from assets.jobs import all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource
 
@@ -13,7 +13,7 @@ PROBLEMS = 60
 
 
 def run(home, instance, model_path, temperature, rollouts):
-    defs = Definitions(assets=all_assets + probe_assets + [difficulty_history], jobs=[relabel_job],
+    defs = Definitions(assets=all_assets + probe_assets + [difficulty_history, difficulty_matrix], jobs=[relabel_job],
                        resources=resources({"GRADUS_HOME": str(home)}, engine=TransformersEngineResource(batch_size=64),
                                            target_model=TargetModel(model_path=model_path, max_tokens=4,
                                                                     temperature=temperature)))
