@@ -21,12 +21,24 @@ from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.curriculum.build import MANIFEST, CurriculumSpec, curriculum_problem_ids, manifest_problems
 from pipeline.curriculum.staging import stage_pool
+from pipeline.labels.history import LabelHistory
+from pipeline.labels.matrix import CrossModelSelection, other_models
 from pipeline.training import TrainingSpec
 
 
+def other_models_metadata(record: Optional[dict]) -> dict:
+    """The other labelled models a curriculum carries, and what selecting on them kept."""
+    if record is None:
+        return {}
+    models = {m["name"]: f"{m['problems']} problems, mean pass rate {m['mean_pass_rate']:.3f}" for m in record["models"]}
+    return {"other_models": counts_table(models, "model", "labels"),
+            **({"cross_model_selection": MetadataValue.json(record["selection"])} if record["selection"] else {})}
+
+
 @op_config("curriculum")
-class CurriculumConfig(spec_config(CurriculumSpec)):
-    """How the labelled pool is cut into stages (the bins come from the shared `strata` resource)."""
+class CurriculumConfig(spec_config(CurriculumSpec, CrossModelSelection)):
+    """How the labelled pool is cut into stages (the bins come from the shared `strata` resource),
+    and which problems other labelled models' rates select."""
 
 
 @asset(
@@ -55,12 +67,15 @@ def curriculum(
     """Stages from easy to hard (bins of pass rate) as one Parquet file each, in verl's RL schema
     plus gradus's label columns, and a `manifest.json` with model, sampling, thresholds and counts.
     Config `labels` stages measured pass rates, the difficulty probe's predictions
-    (`predicted_difficulty`, needed only then), or both."""
+    (`predicted_difficulty`, needed only then), or both. Where the label history holds other models'
+    labels (see `difficulty_matrix`), every row carries their pass rates in
+    `extra_info.model_difficulty`, and `solved_by` stages only problems another model solves."""
     layout = storage.layout()
-    spec = config.to_spec(strata=strata.strata())
-    built = stage_pool(problems, pass_rates, predicted_difficulty, contamination, spec,
-                       target_model.target(layout.root), layout,
-                       TrainingSpec().group_filter(spec.filter_group_size, spec.filter_train_batch_size))
+    spec = config.to_spec(CurriculumSpec, strata=strata.strata())
+    target = target_model.target(layout.root)
+    others = other_models(LabelHistory(layout.root), target.key, config.to_spec(CrossModelSelection))
+    built = stage_pool(problems, pass_rates, predicted_difficulty, contamination, spec, target, layout,
+                       TrainingSpec().group_filter(spec.filter_group_size, spec.filter_train_batch_size), others)
     manifest, folder, contaminated = built.manifest, built.folder, built.contaminated
     stage_rows = {s["name"]: s["rows"] for s in manifest["stages"]}
     context.log.info(f"curriculum at {folder}: {stage_rows}, excluded {manifest['excluded']}")
@@ -81,6 +96,7 @@ def curriculum(
             "group_filter": MetadataValue.json({s["name"]: s["group_filter"] for s in manifest["stages"]}),
             "truncation": MetadataValue.json(manifest["truncation"]),
             "trainer_config": MetadataValue.json(manifest["trainers"]),
+            **other_models_metadata(manifest.get("other_models")),
         },
         check_results=[
             AssetCheckResult(

@@ -10,8 +10,7 @@ from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.core.plots import pass_rate_scatter, png
 from pipeline.core.records import PassRate
 from pipeline.labels.history import LabelHistory, counts_of, staleness
-from pipeline.labels.matrix import difficulty_matrix as build_matrix
-from pipeline.labels.matrix import group_names
+from pipeline.labels.matrix import group_names, history_matrix
 
 
 @asset(group_name="operations")
@@ -63,7 +62,7 @@ def difficulty_matrix(context: AssetExecutionContext, storage: GradusStorage, ta
     id has several. The picture plots the current target's pass rate against each other model's."""
     home = storage.layout().root
     history = LabelHistory(home)
-    matrix = build_matrix(history.labels(v) for v in history.summaries()["version"])
+    matrix = history_matrix(history)
     target_key = target_model.target(home).key
     names = group_names(matrix.groups)
     target = names.get(target_key)

@@ -48,7 +48,7 @@ from pipeline.labels.pass_rates import (
     labels_token_cap,
     pass_rates_from_counts,
 )
-from pipeline.labels.priors import PriorSpec, SourcePriors, history_sources, prior_report
+from pipeline.labels.priors import PriorSpec, prior_report, relabel_allocation
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
@@ -136,14 +136,12 @@ def sample_shard(
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
-    allocation = replace(config.to_spec(AllocationConfig), total_budget=budget)
-    priors = None
-    if allocation.policy == "adaptive" and config.use_priors:
-        # The latest labels of other revisions, samplings and models: a relabel starts from them.
-        sources = history_sources(LabelHistory(home), shard["problem_id"].astype(str).tolist(),
-                                  target_model.target(home), config.max_sources)
-        priors = SourcePriors(sources) if sources else None
-        context.log.info(f"prior sources: {[s.name for s in sources] or 'none (pool prior for all)'}")
+    configured = replace(config.to_spec(AllocationConfig), total_budget=budget)
+    allocation, priors = relabel_allocation(configured, config.to_spec(PriorSpec), LabelHistory(home),
+                                            shard["problem_id"].astype(str).tolist(), target_model.target(home))
+    if priors is not None:
+        context.log.info(f"relabel: adaptive under priors from {[s.name for s in priors.sources]}"
+                         + (f" (configured policy: {configured.policy})" if configured.policy != "adaptive" else ""))
 
     def scorer(frame: pd.DataFrame) -> pd.DataFrame:
         return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
@@ -163,6 +161,8 @@ def sample_shard(
         "tokens": report.tokens,
         "generate_seconds": round(report.generate_seconds, 3),
         "rounds": report.rounds,
+        "policy": allocation.policy,
+        "priors": priors is not None,
         "engine": engine.kind,
         "engine_start_s": round(engine.start_seconds, 1),
         **backend.metadata(),
@@ -229,16 +229,19 @@ def merge_shards(
         },
     )
     alloc = merged.allocation
+    policy = "adaptive" if (shards["policy"] == "adaptive").any() else config.policy
+    if shards["priors"].any():
+        policy += " (relabel under per-problem priors)"
     yield Output(
         alloc,
         output_name="rollout_allocation",
         metadata={
-            "policy": config.policy,
+            "policy": policy,
             "rounds": int(shards["rounds"].max()),
             "rollouts_spent": int(alloc["trials"].sum()),
             "uniform_equivalent": config.samples_per_problem * len(problems),
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
-            **_prior_metadata(alloc, config, strata.strata()),
+            **(_prior_metadata(alloc, config, strata.strata()) if policy.startswith("adaptive") else {}),
         },
     )
     yield AssetCheckResult(
@@ -250,9 +253,7 @@ def merge_shards(
 
 
 def _prior_metadata(alloc: pd.DataFrame, config: RolloutsConfig, strata: Strata) -> dict:
-    """Per prior source what the problems' priors were and what they saved (adaptive runs only)."""
-    if config.policy != "adaptive":
-        return {}
+    """Per prior source what the problems' priors were and what they saved (adaptive runs)."""
     table, totals = prior_report(alloc, config.to_spec(AllocationConfig), strata)
     return {"priors": preview(table, list(table.columns)), **{f"prior_{k}": v for k, v in totals.items()}}
 

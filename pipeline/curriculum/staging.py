@@ -18,6 +18,7 @@ from pipeline.curriculum.build import CurriculumSpec, provenance, write_curricul
 from pipeline.curriculum.informative import GroupFilter, pool_versus_curriculum
 from pipeline.curriculum.labels import check_predictions, merge_labels
 from pipeline.hygiene.contamination import decontamination_record, flagged
+from pipeline.labels.matrix import OtherModels
 from pipeline.labels.pass_rates import LabelTarget
 
 
@@ -53,10 +54,12 @@ def stage_pool(
     target: LabelTarget,
     layout: StorageLayout,
     group_filter: GroupFilter,
+    other_models: OtherModels | None = None,
 ) -> StagedCurriculum:
     """Write the curriculum `spec` names from the pool's labels: `spec.labels` picks measured
     pass rates, the probe's predictions (`predicted_difficulty`, needed only then) or both;
-    `group_filter` is the trainer's group size and batch the manifest predicts filtering for."""
+    `group_filter` is the trainer's group size and batch the manifest predicts filtering for;
+    `other_models` adds other labelled models' rates to every row and selects on them."""
     predicted = None
     if spec.labels != "measured":
         if predicted_difficulty is None:
@@ -71,6 +74,8 @@ def stage_pool(
                           trials=int(round(pass_rates["trials"].median())) if len(pass_rates) else None)
     made = provenance(target, spec.labels, predicted, measured=measured,
                       on_mismatch=spec.on_label_mismatch)
+    if other_models is not None:
+        labels, made["other_models"] = other_models.apply(labels)
     contaminated = frozenset(contamination["problem_id"][flagged(contamination)])
     made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
     # Arrow, not pandas: a million prompts as Python objects would be most of the step's memory.

@@ -245,6 +245,24 @@ these figures optimistic: a problem staged at 1/8 may be nearly unsolvable.
 {rows}"""
 
 
+def _other_models(record: Mapping[str, Any] | None) -> str:
+    """The other models whose pass rates ride along, and the selection on them."""
+    if not record or not record.get("models"):
+        return "No other model's labels: `extra_info.model_difficulty` is empty."
+    rows = "\n".join(f"| `{m['name']}` | `{m['model_id']}` | `{m['revision']}` | {m['problems']} | "
+                     f"{m['mean_pass_rate']:.3f} |" for m in record["models"])
+    text = ("Every row's `extra_info.model_difficulty` maps these models to their pass rate on the problem "
+            "(as Skywork-OR1 ships it), from gradus's label history; a model that never labelled a problem is "
+            "left out of its map.\n\n| name | model | revision | problems labelled | mean pass rate |\n"
+            "|---|---|---|---:|---:|\n" + rows)
+    chosen = record.get("selection")
+    if chosen:
+        text += (f"\n\nStaged only problems `{chosen['solved_by']}` solves at a pass rate of at least "
+                 f"{chosen['min_other_pass_rate']:g} and the target at most {chosen['max_target_pass_rate']:g}: "
+                 f"{chosen['kept']} kept, {chosen['left_out']} left out.")
+    return text
+
+
 def render_card(manifest: Mapping[str, Any], rates: np.ndarray, trials: np.ndarray, licences: Mapping[str, str],
                 name: str, usage_id: str, notes: str) -> str:
     """The card's Markdown body (without front matter)."""
@@ -321,6 +339,10 @@ every_stage = load_dataset("{usage_id}")  # config `all`: one split per stage
 {source_rows}
 
 The labels are measurements of the model above; they describe difficulty for that model only.
+
+## Difficulty across models
+
+{_other_models(manifest.get("other_models"))}
 
 ## Decontamination
 

@@ -9,11 +9,13 @@ another's, and a curriculum can carry them as Skywork-OR1's `extra_info.model_di
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+
+from pipeline.labels.history import LabelHistory
 
 MATRIX_FIELDS = ("pass_rate", "ci_low", "ci_high", "trials")
 """What each column group holds for a problem: the pass rate, its credible interval, its rollouts."""
@@ -94,6 +96,11 @@ def difficulty_matrix(versions: Iterable[pd.DataFrame]) -> DifficultyMatrix:
     return DifficultyMatrix(groups.astype({"problems": int}), values)
 
 
+def history_matrix(history: LabelHistory) -> DifficultyMatrix:
+    """The matrix of every label version `history` holds."""
+    return difficulty_matrix(history.labels(v) for v in history.summaries()["version"])
+
+
 def model_difficulty(matrix: DifficultyMatrix, problem_ids: Iterable[str], exclude: str = "") -> list[dict[str, float]]:
     """Per problem, its pass rate under every group but `exclude` (the target itself), keyed by group
     name, as Skywork-OR1's `extra_info.model_difficulty`; groups that never labelled it are left out."""
@@ -133,3 +140,54 @@ class CrossModelSelection:
             return pd.Series(True, index=target_rates.index)
         other = matrix.rates(self.solved_by).reindex(target_rates.index)
         return (other >= self.min_other_pass_rate).fillna(False) & (target_rates <= self.max_target_pass_rate)
+
+
+MODEL_FIELDS = ("name", "model_id", "revision", "sampling_key", "problems", "mean_pass_rate")
+"""What a curriculum's manifest (and so its Hub card) records of each other labelled model."""
+
+
+@dataclass(frozen=True)
+class OtherModels:
+    """Other labelled models' pass rates for a curriculum of `target_key`'s labels: the
+    `model_difficulty` map every staged row carries, and the selection on them."""
+
+    matrix: DifficultyMatrix
+    target_key: str
+    selection: CrossModelSelection = CrossModelSelection()
+
+    def __post_init__(self) -> None:
+        if self.selection.solved_by and self.selection.solved_by == self.target_name:
+            raise ValueError(f"solved_by names the target itself ({self.selection.solved_by!r}): name another model")
+
+    @property
+    def target_name(self) -> str:
+        """The target's group name, empty while the history holds none of its labels."""
+        names = self.matrix.groups.loc[self.matrix.groups["label_key"] == self.target_key, "name"]
+        return names.iloc[0] if len(names) else ""
+
+    def apply(self, labels: pd.DataFrame) -> tuple[pa.Table, dict]:
+        """`labels` (one row per problem, with `pass_rate`) as a table with a `model_difficulty` column,
+        less the problems the selection leaves out; and what the manifest records of both."""
+        keep = self.selection.keep(pd.Series(labels["pass_rate"].to_numpy(), index=labels["problem_id"]), self.matrix)
+        kept = labels[keep.to_numpy()]
+        maps = model_difficulty(self.matrix, kept["problem_id"], exclude=self.target_name)
+        table = pa.Table.from_pandas(kept, preserve_index=False).append_column(
+            "model_difficulty", model_difficulty_array(maps))
+        others = self.matrix.groups[self.matrix.groups["label_key"] != self.target_key]
+        record: dict = {"models": others[list(MODEL_FIELDS)].to_dict("records"), "selection": None}
+        if self.selection.solved_by:
+            record["selection"] = {**asdict(self.selection), "kept": len(kept), "left_out": len(labels) - len(kept)}
+        return table, record
+
+
+def other_models(history: LabelHistory, target_key: str,
+                 selection: CrossModelSelection = CrossModelSelection()) -> OtherModels | None:
+    """The other models a curriculum of `target_key` can carry, from the label history; None when the
+    history labels nothing else (reading no labels then) and no selection asks for one."""
+    keys = set(history.summaries()["label_key"]) - {target_key}
+    if not keys:
+        if selection.solved_by:
+            raise ValueError(f"solved_by {selection.solved_by!r}: the label history holds no model but the target; "
+                             "label the pool with that model first (its labels are recorded by difficulty_history)")
+        return None
+    return OtherModels(history_matrix(history), target_key, selection)

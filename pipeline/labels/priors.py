@@ -48,9 +48,10 @@ class PriorSpec:
     """Where per-problem priors for adaptive allocation come from."""
 
     use_priors: bool = field(default=True, metadata={
-        "help": "adaptive policy: allocate each problem under its own prior, from its labels in the label history "
-        "(earlier revisions, other samplings, other models), each source trusted as far as the new target's first "
-        "round shows it holds; off: one prior fitted to the pool for every problem"})
+        "help": "relabel under per-problem priors: where the label history holds labels of the pool under other "
+        "revisions, samplings or models (at least 50 problems' worth), sample adaptively, whatever the policy, each "
+        "problem under its own prior from them, each source trusted as far as the new target's first round shows "
+        "it holds; off: the policy as set, adaptive with one prior fitted to the pool"})
     max_sources: int = field(default=3, metadata={
         "help": "label versions used as prior sources, newest first, one per (model, revision, sampling)"})
 
@@ -95,6 +96,23 @@ def history_sources(
     summaries = summaries[summaries["label_key"] != target.key].iloc[::-1]
     latest = summaries.drop_duplicates(["model_id", "revision", "sampling_key"]).head(max_sources)
     return [label_source(row.label_key, history.labels(row.version), problem_ids) for row in latest.itertuples()]
+
+
+def relabel_allocation(
+    allocation: AllocationConfig, spec: PriorSpec, history: LabelHistory, problem_ids: Sequence[str],
+    target: LabelTarget,
+) -> tuple[AllocationConfig, SourcePriors | None]:
+    """The allocation `problem_ids` are sampled under, and their priors. A relabel (`spec.use_priors`
+    and earlier labels of at least `MIN_POOL_TO_FIT` of the problems under another label key) is
+    adaptive under per-problem priors from them: uniform sampling would spend as much as if nothing
+    were known. Anything else runs as configured."""
+    if not spec.use_priors:
+        return allocation, None
+    sources = [s for s in history_sources(history, problem_ids, target, spec.max_sources)
+               if (s.trials > 0).sum() >= MIN_POOL_TO_FIT]
+    if not sources:
+        return allocation, None
+    return replace(allocation, policy="adaptive"), SourcePriors(sources)
 
 
 def discounted(source: PriorSource, strength: float) -> tuple[NDArray[np.float64], NDArray[np.float64]]:

@@ -24,6 +24,7 @@ from pipeline.engines import ENGINES
 from pipeline.engines.base import SamplingConfig
 from pipeline.export.hub import ExportSpec, PublishSpec
 from pipeline.ingest.sources import DatasetSource, ProblemsSpec, ReasoningGymSource
+from pipeline.labels.matrix import CrossModelSelection
 from pipeline.labels.pass_rates import TargetSpec
 from pipeline.labels.priors import PriorSpec
 from pipeline.probes.hidden_states import HiddenStateSpec
@@ -34,7 +35,7 @@ from pipeline.verify.verification import VerifierSpec
 MIRRORS = [
     (labelling.RolloutsConfig, (AllocationConfig, PriorSpec)),
     (problems.ProblemsConfig, (ProblemsSpec,)),
-    (curriculum.CurriculumConfig, (CurriculumSpec,)),
+    (curriculum.CurriculumConfig, (CurriculumSpec, CrossModelSelection)),
     (probes.HiddenStatesConfig, (HiddenStateSpec,)),
     (probes.DifficultyProbeConfig, (ProbeConfig,)),
     (probes.PredictedDifficultyConfig, (PredictionSpec,)),

@@ -2,19 +2,16 @@
 SmolLM2 model: after a new problem or a new checkpoint, only stale or new problems are generated."""
 
 import json
-import os
-import shutil
 import signal
 import socket
 import subprocess
 import sys
-import time
 from datetime import datetime, timezone
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from dagster import DagsterRunStatus, Definitions, build_schedule_context, build_sensor_context, instance_for_test
+from dagster import DagsterRunStatus, Definitions, build_schedule_context, instance_for_test
 
 from assets.deployment import resources
 from assets.history import difficulty_history, difficulty_matrix
@@ -27,6 +24,7 @@ from pipeline.core.storage import StorageLayout
 from pipeline.difficulty.strata import Strata
 from pipeline.labels.history import LabelHistory, stale_or_new
 from pipeline.rollouts.handles import read_handle
+from tests.assets.checkpoint_folders import age, evaluate, fake_checkpoint, perturbed_copy
 
 N = 2
 MAX_TOKENS = 8
@@ -119,30 +117,6 @@ def test_a_relabel_run_whose_process_was_killed_does_not_block_the_schedule(home
     assert not data.run_requests and elsewhere.run_id in data.skip_message
 
 
-def fake_checkpoint(root, name, files=("config.json", "model.safetensors"), age_s=3600.0):
-    folder = root / name
-    folder.mkdir(parents=True)
-    for file in files:
-        (folder / file).write_text("{}")
-    age(folder, age_s)
-    return folder
-
-
-def age(folder, seconds):
-    past = time.time() - seconds
-    for p in folder.iterdir():
-        os.utime(p, (past, past))
-
-
-def evaluate(sensor, instance, resources, cursor):
-    # The deployment's resources include ones with teardown: they open inside the context manager.
-    with build_sensor_context(instance=instance, cursor=cursor, resources=resources) as context:
-        data = sensor.evaluate_tick(context)
-    for request in data.dynamic_partitions_requests or []:  # what the daemon does with them
-        instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
-    return data
-
-
 def test_sensor_launches_each_finished_checkpoint_once(home, tmp_path, instance):
     root = tmp_path / "checkpoints"
     resources = deployment(home, root, target_model=TargetModel(temperature=1.0, max_tokens=32, model_id="pinned",
@@ -204,17 +178,6 @@ def test_a_checkpoint_folder_rewritten_with_new_weights_is_relabelled_once(home,
     age(folder, 3600)
     [third] = evaluate(model_checkpoint_sensor, instance, resources, older.cursor).run_requests
     assert third.run_key == f"grpo-run/stage_1@{folder_revision(folder)}"
-
-
-def perturbed_copy(model_path, folder):
-    """A checkpoint of the model with one tensor nudged: a new revision, the same architecture."""
-    from safetensors.torch import load_file, save_file
-
-    shutil.copytree(model_path, folder, ignore=shutil.ignore_patterns("*.safetensors", "gradus_model.json"))
-    weights = load_file(os.path.join(model_path, "model.safetensors"))
-    weights["model.norm.weight"] = weights["model.norm.weight"] * 1.01
-    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
-    age(folder, 3600)
 
 
 def read(home, name):

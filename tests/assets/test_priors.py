@@ -1,13 +1,19 @@
 """relabel_job with per-problem priors, through Dagster on a real instance: a relabel at another
-temperature allocates each problem under a prior from the previous label version."""
+temperature allocates each problem under a prior from the previous label version, and a checkpoint
+the sensor finds is relabelled under priors from the base model's and another real model's labels."""
+
+import json
 
 import pytest
+import yaml
 from dagster import Definitions, instance_for_test
 
 from assets.deployment import resources
 from assets.history import difficulty_history, difficulty_matrix
 from assets.jobs import all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource
+from assets.sensors import model_checkpoint_sensor
+from tests.assets.checkpoint_folders import evaluate, perturbed_copy
 
 PROBLEMS = 60
 
@@ -39,10 +45,13 @@ def instance(tmp_path):
 
 def test_a_relabel_at_another_temperature_starts_from_the_previous_labels(home, tiny_llama, instance):
     # tiny_llama fails every problem: the first labels say "unsolved" 4 times over, the relabel's
-    # first round agrees, so every problem is allocated under its own prior and stops there.
-    first = run(home, instance, tiny_llama.path, 0.8, {"policy": "uniform", "samples_per_problem": 4})
+    # first round agrees, so every problem is allocated under its own prior and stops there. The
+    # relabel is configured like the first labelling (uniform): earlier labels make it adaptive.
+    first = run(home, instance, tiny_llama.path, 0.8, {"samples_per_problem": 4})
+    assert alloc_metadata(first)["policy"] == "uniform"
     source = TargetModel(model_path=tiny_llama.path, max_tokens=4, temperature=0.8).target(home).key
-    meta = alloc_metadata(run(home, instance, tiny_llama.path, 0.7, {"policy": "adaptive"}))
+    meta = alloc_metadata(run(home, instance, tiny_llama.path, 0.7, {}))
+    assert meta["policy"] == "adaptive (relabel under per-problem priors)"
     problems = meta["uniform_equivalent"] // 8  # after dedup: samples_per_problem is 8 by default
     assert first.success and problems > 50
     assert meta["rollouts_spent"] == meta["prior_rollouts"] == 4 * problems
@@ -50,3 +59,53 @@ def test_a_relabel_at_another_temperature_starts_from_the_previous_labels(home, 
     assert meta["prior_uniform_rollouts"] == 8 * problems
     table = meta["priors"]
     assert source[:24] in table and "| pool |" not in table and "strength" in table
+
+
+def labelled_models(result):
+    [event] = [m for m in result.asset_materializations_for_node("difficulty_matrix")]
+    return event.metadata
+
+
+@pytest.mark.e2e
+def test_a_checkpoint_dropped_in_the_folder_is_relabelled_under_priors_from_two_real_models(
+        home, tmp_path, smollm2, gemma3, instance, monkeypatch):
+    checkpoints = tmp_path / "checkpoints"
+    unattended = tmp_path / "run.yaml"
+    unattended.write_text(yaml.safe_dump({"ops": {
+        "problems": {"config": {"generators": [{"name": "basic_arithmetic", "levels": [0], "size_per_level": PROBLEMS}]}},
+        "rollouts": {"config": {"samples_per_problem": 4}},
+    }}))
+    monkeypatch.setenv("GRADUS_RUN_CONFIG", str(unattended))
+    deployed = resources({"GRADUS_HOME": str(home), "GRADUS_CHECKPOINT_DIR": str(checkpoints)},
+                         engine=TransformersEngineResource(batch_size=64),
+                         target_model=TargetModel(model_path=smollm2.path, max_tokens=4))
+    defs = Definitions(assets=all_assets + probe_assets + [difficulty_history, difficulty_matrix], jobs=[relabel_job],
+                       sensors=[model_checkpoint_sensor], resources=deployed)
+    job = defs.resolve_job_def("relabel_job")
+    config = yaml.safe_load(unattended.read_text())
+
+    base = job.execute_in_process(run_config=config, instance=instance)
+    assert alloc_metadata(base)["policy"] == "uniform"  # nothing known yet
+    gemma = {**config, "resources": {"target_model": {"config": {"model_path": gemma3.path, "max_tokens": 4}}}}
+    other = job.execute_in_process(run_config=gemma, instance=instance)
+    assert alloc_metadata(other)["policy"].startswith("adaptive (relabel")  # SmolLM2's labels as priors
+
+    perturbed_copy(smollm2.path, checkpoints / "step-100")
+    [request] = evaluate(model_checkpoint_sensor, instance, deployed, None).run_requests
+    relabel = job.execute_in_process(run_config=request.run_config, instance=instance, tags=request.tags)
+    assert base.success and other.success and relabel.success
+    meta = alloc_metadata(relabel)
+    problems = meta["uniform_equivalent"] // 4
+    assert meta["policy"] == "adaptive (relabel under per-problem priors)"
+    assert meta["prior_with_own_prior"] + meta["prior_rejected_priors"] == problems
+    allocation = relabel.output_for_node("rollouts", "rollout_allocation")
+    used = set(" + ".join(allocation["prior_source"].dropna()).split(" + "))
+    assert {key.split("@")[0] for key in used} == {"HuggingFaceTB-SmolLM2-135M-Instruct", "google-gemma-3-270m"}
+
+    matrix = labelled_models(relabel)
+    assert matrix["models"].value == 3 and matrix["problems"].value == problems
+    assert "google/gemma-3-270m" in matrix["groups"].value and matrix["target"].value.endswith(
+        "@" + TargetModel(**request.run_config["resources"]["target_model"]["config"]).target(home).model.revision)
+    manifest = json.loads((home / "curricula" / "default" / "manifest.json").read_text())
+    assert sorted(m["model_id"] for m in manifest["other_models"]["models"]) == [
+        "HuggingFaceTB/SmolLM2-135M-Instruct", "google/gemma-3-270m"]

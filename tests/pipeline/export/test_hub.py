@@ -2,12 +2,16 @@ import inspect
 from types import SimpleNamespace
 
 import datasets
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 from huggingface_hub import DatasetCard, HfApi
 
+from pipeline.core.model import ModelSpec
 from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+from pipeline.difficulty.strata import Strata
+from pipeline.engines.base import SamplingConfig
 from pipeline.export.hub import (
     CARD,
     DEFAULT_NOTES,
@@ -20,6 +24,9 @@ from pipeline.export.hub import (
     publish,
     split_card,
 )
+from pipeline.labels.history import LabelHistory
+from pipeline.labels.matrix import CrossModelSelection, other_models
+from pipeline.labels.pass_rates import LabelTarget, pass_rates_from_counts
 
 PROVENANCE = {
     "model": {"id": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "rev123", "path": "/m"},
@@ -180,3 +187,26 @@ def test_publish_refuses_to_overwrite_unless_asked(hub_folder):
     api.calls.clear()
     publish(hub_folder, api, "me/cur", message="m", overwrite=True)
     assert api.names() == ["repo_exists", "upload_folder"]
+
+
+def test_the_card_lists_the_other_models_a_curriculum_carries(tmp_path):
+    smol = LabelTarget(ModelSpec("/s", "HuggingFaceTB/SmolLM2-135M-Instruct", "rev123"), SamplingConfig(), "v1")
+    gemma = LabelTarget(ModelSpec("/g", "google/gemma-3-270m", "g1"), SamplingConfig(), "v1")
+    ids = [f"p{i}" for i in range(len(RATES))]
+    history = LabelHistory(tmp_path / "home")
+    history.record(pass_rates_from_counts(np.array(ids), np.array([8, 8, 8, 8, 0]), np.full(5, 8), gemma), Strata())
+    labels = pd.DataFrame({"problem_id": ids, "successes": [s for s, _ in RATES], "trials": [n for _, n in RATES],
+                           "pass_rate": [s / n for s, n in RATES], "ci_low": 0.0, "ci_high": 1.0})
+    others = other_models(history, smol.key, CrossModelSelection(solved_by="google/gemma-3-270m"))
+    table, record = others.apply(labels)
+    problems = pd.DataFrame({
+        "problem_id": ids, "source": "reasoning_gym/chain_sum", "prompt": [[{"role": "user", "content": i}] for i in ids],
+        "answer": "1", "verifier": "math", "category": "cat", "metadata": "{}"})
+    build_curriculum(problems, table, CurriculumSpec("c1"), tmp_path, {**PROVENANCE, "other_models": record})
+    build_hub_folder(tmp_path / "curricula" / "c1", tmp_path / "hub")
+    body = split_card((tmp_path / "hub" / CARD).read_text())[1]
+    section = body.split("## Difficulty across models")[1].split("##")[0]
+    assert "| `google/gemma-3-270m` | `google/gemma-3-270m` | `g1` | 5 | 0.800 |" in section
+    assert "`google/gemma-3-270m` solves at a pass rate of at least 0.5" in section and "4 kept, 1 left out" in section
+    staged = pq.read_table(tmp_path / "hub" / "data" / "stage_1" / "train-00000-of-00001.parquet").to_pylist()
+    assert [dict(r["extra_info"]["model_difficulty"]) for r in staged] == [{"google/gemma-3-270m": 1.0}] * 2

@@ -8,6 +8,7 @@ from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import SamplingConfig
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import LabelTarget, pass_rates_from_counts
+from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, AllocationConfig
 from pipeline.labels.priors import (
     PriorSource,
     PriorSpec,
@@ -17,6 +18,7 @@ from pipeline.labels.priors import (
     history_sources,
     label_source,
     prediction_source,
+    relabel_allocation,
 )
 
 POOL = BetaPrior(0.7, 0.6, solved_mass=0.17, unsolved_mass=0.34)
@@ -107,3 +109,22 @@ def test_label_source_keeps_the_pool_order():
 def test_prior_spec_refuses_no_sources():
     with pytest.raises(ValueError, match="max_sources"):
         PriorSpec(max_sources=0)
+
+
+def test_a_relabel_of_enough_labelled_problems_is_adaptive_under_their_priors(tmp_path):
+    history = LabelHistory(tmp_path)
+    base = LabelTarget(ModelSpec("/m", "org/m", "r1"), SamplingConfig(), "v1")
+    checkpoint = LabelTarget(ModelSpec("/m", "org/m", "r2"), SamplingConfig(), "v1")
+    uniform = AllocationConfig(samples_per_problem=16)
+    ids = [f"p{i}" for i in range(MIN_POOL_TO_FIT + 10)]
+    history.record(pass_rates_from_counts(np.array(ids), np.full(len(ids), 2), np.full(len(ids), 4), base), Strata())
+
+    allocation, priors = relabel_allocation(uniform, PriorSpec(), history, ids, checkpoint)
+    assert allocation.policy == "adaptive" and allocation.samples_per_problem == 16
+    assert [s.name for s in priors.sources] == [base.key]
+    # The target's own labels are no prior; without use_priors, or on problems the history barely
+    # knows, the policy stays as configured.
+    assert relabel_allocation(uniform, PriorSpec(), history, ids, base) == (uniform, None)
+    assert relabel_allocation(uniform, PriorSpec(use_priors=False), history, ids, checkpoint) == (uniform, None)
+    few = ids[:MIN_POOL_TO_FIT - 1] + [f"new{i}" for i in range(100)]
+    assert relabel_allocation(uniform, PriorSpec(), history, few, checkpoint) == (uniform, None)
