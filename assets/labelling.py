@@ -229,9 +229,9 @@ def merge_shards(
         },
     )
     alloc = merged.allocation
-    policy = "adaptive" if (shards["policy"] == "adaptive").any() else config.policy
-    if shards["priors"].any():
-        policy += " (relabel under per-problem priors)"
+    adaptive = bool((shards["policy"] == "adaptive").any())
+    policy = ("adaptive" if adaptive else config.policy) + (
+        " (relabel under per-problem priors)" if shards["priors"].any() else "")
     yield Output(
         alloc,
         output_name="rollout_allocation",
@@ -241,7 +241,7 @@ def merge_shards(
             "rollouts_spent": int(alloc["trials"].sum()),
             "uniform_equivalent": config.samples_per_problem * len(problems),
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
-            **(_prior_metadata(alloc, config, strata.strata()) if policy.startswith("adaptive") else {}),
+            **(_prior_metadata(alloc, config, strata.strata()) if adaptive else {}),
         },
     )
     yield AssetCheckResult(

@@ -248,7 +248,7 @@ these figures optimistic: a problem staged at 1/8 may be nearly unsolvable.
 def _other_models(record: Mapping[str, Any] | None) -> str:
     """The other models whose pass rates ride along, and the selection on them."""
     if not record or not record.get("models"):
-        return "No other model's labels: `extra_info.model_difficulty` is empty."
+        return "No other model's labels: rows carry no `extra_info.model_difficulty`."
     rows = "\n".join(f"| `{m['name']}` | `{m['model_id']}` | `{m['revision']}` | {m['problems']} | "
                      f"{m['mean_pass_rate']:.3f} |" for m in record["models"])
     text = ("Every row's `extra_info.model_difficulty` maps these models to their pass rate on the problem "

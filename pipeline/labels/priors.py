@@ -68,6 +68,11 @@ class PriorSource:
     successes: NDArray[np.float64]
     trials: NDArray[np.float64]
 
+    @property
+    def labelled(self) -> int:
+        """Problems the source has evidence on."""
+        return int((self.trials > 0).sum())
+
 
 def label_source(name: str, labels: pd.DataFrame, problem_ids: Sequence[str]) -> PriorSource:
     """A label version's counts for `problem_ids` (problems it did not label get none)."""
@@ -109,7 +114,7 @@ def relabel_allocation(
     if not spec.use_priors:
         return allocation, None
     sources = [s for s in history_sources(history, problem_ids, target, spec.max_sources)
-               if (s.trials > 0).sum() >= MIN_POOL_TO_FIT]
+               if s.labelled >= MIN_POOL_TO_FIT]
     if not sources:
         return allocation, None
     return replace(allocation, policy="adaptive"), SourcePriors(sources)
@@ -177,7 +182,7 @@ class SourcePriors:
         """One row per source: name, problems it covers, fitted strength (None before the first round)."""
         fitted = self.strengths if self.strengths is not None else [None] * len(self.sources)
         return pd.DataFrame({"source": [s.name for s in self.sources],
-                             "problems": [int((s.trials > 0).sum()) for s in self.sources],
+                             "problems": [s.labelled for s in self.sources],
                              "strength": [None if k is None else round(float(k), 2) for k in fitted]})
 
 
