@@ -121,7 +121,7 @@ def _ability(verifier: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 MODEL_DIFFICULTY = "model_difficulty"
-"""A label column (map: model name -> pass rate, `pipeline.labels.matrix.model_difficulty_array`) that
+"""A label column (a struct of pass rates, one field per model, `pipeline.labels.matrix.model_difficulty_array`) that
 stages carry in `extra_info`, as Skywork-OR1 ships other models' rates."""
 
 

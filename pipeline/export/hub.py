@@ -251,9 +251,9 @@ def _other_models(record: Mapping[str, Any] | None) -> str:
         return "No other model's labels: rows carry no `extra_info.model_difficulty`."
     rows = "\n".join(f"| `{m['name']}` | `{m['model_id']}` | `{m['revision']}` | {m['problems']} | "
                      f"{m['mean_pass_rate']:.3f} |" for m in record["models"])
-    text = ("Every row's `extra_info.model_difficulty` maps these models to their pass rate on the problem "
-            "(as Skywork-OR1 ships it), from gradus's label history; a model that never labelled a problem is "
-            "left out of its map.\n\n| name | model | revision | problems labelled | mean pass rate |\n"
+    text = ("Every row's `extra_info.model_difficulty` holds these models' pass rates on the problem, one "
+            "field per model (as Skywork-OR1 ships it), from gradus's label history; null where a model never "
+            "labelled the problem.\n\n| name | model | revision | problems labelled | mean pass rate |\n"
             "|---|---|---|---:|---:|\n" + rows)
     chosen = record.get("selection")
     if chosen:

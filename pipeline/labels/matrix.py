@@ -8,7 +8,7 @@ another's, and a curriculum can carry them as Skywork-OR1's `extra_info.model_di
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -110,9 +110,14 @@ def model_difficulty(matrix: DifficultyMatrix, problem_ids: Iterable[str], exclu
             for row in rates[[(n, "pass_rate") for n in names]].to_numpy(dtype=float)]
 
 
-def model_difficulty_array(maps: Iterable[dict[str, float]]) -> pa.Array:
-    """`model_difficulty` maps as an Arrow map column (model name -> pass rate), for a labels table."""
-    return pa.array([list(m.items()) for m in maps], pa.map_(pa.string(), pa.float64()))
+def model_difficulty_array(maps: Sequence[dict[str, float]], names: Sequence[str]) -> pa.StructArray:
+    """`model_difficulty` maps as an Arrow struct column with one pass-rate field per model in `names`
+    (null where a model never labelled the problem), for a labels table: the shape Skywork-OR1 ships,
+    and one `datasets` and verl can load (`datasets` has no type for an Arrow map)."""
+    if not names:
+        raise ValueError("model_difficulty needs at least one model name")
+    return pa.StructArray.from_arrays([pa.array([m.get(n) for m in maps], pa.float64()) for n in names],
+                                      names=list(names))
 
 
 @dataclass(frozen=True)
@@ -171,9 +176,9 @@ class OtherModels:
         keep = self.selection.keep(pd.Series(labels["pass_rate"].to_numpy(), index=labels["problem_id"]), self.matrix)
         kept = labels[keep.to_numpy()]
         maps = model_difficulty(self.matrix, kept["problem_id"], exclude=self.target_name)
-        table = pa.Table.from_pandas(kept, preserve_index=False).append_column(
-            "model_difficulty", model_difficulty_array(maps))
         others = self.matrix.groups[self.matrix.groups["label_key"] != self.target_key]
+        table = pa.Table.from_pandas(kept, preserve_index=False).append_column(
+            "model_difficulty", model_difficulty_array(maps, others["name"].tolist()))
         record: dict = {"models": others[list(MODEL_FIELDS)].to_dict("records"), "selection": None}
         if self.selection.solved_by:
             record["selection"] = {**asdict(self.selection), "kept": len(kept), "left_out": len(labels) - len(kept)}

@@ -186,16 +186,17 @@ def test_labels_made_under_another_extraction_policy_are_refused_naming_it():
         provenance(tagged, "measured", measured=labels)
 
 
-def test_other_models_rates_ride_in_extra_info_as_a_model_difficulty_map(tmp_path):
+def test_other_models_rates_ride_in_extra_info_as_a_model_difficulty_struct(tmp_path):
     import pyarrow as pa
 
     from pipeline.labels.matrix import model_difficulty_array
 
     problems, labels = pool([(1, 2), (1, 4)])
     table = pa.Table.from_pandas(labels, preserve_index=False).append_column(
-        "model_difficulty", model_difficulty_array([{"google/gemma-3-270m": 0.75, "smol@ckpt": 0.5}, {}]))
+        "model_difficulty", model_difficulty_array([{"google/gemma-3-270m": 0.75, "smol@ckpt": 0.5}, {}],
+                                               ["google/gemma-3-270m", "smol@ckpt"]))
     build_curriculum(problems, table, CurriculumSpec("m"), tmp_path)
     rows = {r["problem_id"]: r for s in ("stage_2", "stage_3")
             for r in pq.read_table(tmp_path / "curricula" / "m" / f"{s}.parquet").to_pylist()}
-    assert rows["p0"]["extra_info"]["model_difficulty"] == [("google/gemma-3-270m", 0.75), ("smol@ckpt", 0.5)]
-    assert rows["p1"]["extra_info"]["model_difficulty"] == []
+    assert rows["p0"]["extra_info"]["model_difficulty"] == {"google/gemma-3-270m": 0.75, "smol@ckpt": 0.5}
+    assert rows["p1"]["extra_info"]["model_difficulty"] == {"google/gemma-3-270m": None, "smol@ckpt": None}

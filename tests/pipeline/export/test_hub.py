@@ -210,3 +210,5 @@ def test_the_card_lists_the_other_models_a_curriculum_carries(tmp_path):
     assert "`google/gemma-3-270m` solves at a pass rate of at least 0.5" in section and "4 kept, 1 left out" in section
     staged = pq.read_table(tmp_path / "hub" / "data" / "stage_1" / "train-00000-of-00001.parquet").to_pylist()
     assert [dict(r["extra_info"]["model_difficulty"]) for r in staged] == [{"google/gemma-3-270m": 1.0}] * 2
+    loaded = datasets.load_dataset(str(tmp_path / "hub"), "stage_1", split="train", cache_dir=str(tmp_path / "cache"))
+    assert [r["extra_info"]["model_difficulty"] for r in loaded] == [{"google/gemma-3-270m": 1.0}] * 2
