@@ -39,6 +39,9 @@ from pydantic import Field
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from pipeline.core.model import ModelSpec
+from pipeline.core.progress import Progress
+from pipeline.core.storage import StorageLayout
 from pipeline.difficulty.strata import Strata
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import (
@@ -48,7 +51,8 @@ from pipeline.labels.pass_rates import (
     labels_token_cap,
     pass_rates_from_counts,
 )
-from pipeline.labels.priors import PriorSpec, prior_report, relabel_allocation
+from pipeline.labels.priors import PriorSource, PriorSpec, prediction_source, prior_report, relabel_allocation
+from pipeline.probes.transfer import transferable_probe
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
@@ -137,8 +141,11 @@ def sample_shard(
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
     configured = replace(config.to_spec(AllocationConfig), total_budget=budget)
-    allocation, priors = relabel_allocation(configured, config.to_spec(PriorSpec), LabelHistory(home),
-                                            shard["problem_id"].astype(str).tolist(), target_model.target(home))
+    spec, target = config.to_spec(PriorSpec), target_model.target(home)
+    predictions = probe_predictions(context, shard, storage.layout(), model, target.key) if spec.use_probe \
+        and spec.use_priors else []
+    allocation, priors = relabel_allocation(configured, spec, LabelHistory(home),
+                                            shard["problem_id"].astype(str).tolist(), target, predictions)
     if priors is not None:
         context.log.info(f"relabel: adaptive under priors from {[s.name for s in priors.sources]}"
                          + (f" (configured policy: {configured.policy})" if configured.policy != "adaptive" else ""))
@@ -173,6 +180,25 @@ def sample_shard(
     )
     yield Output(report.allocation, "allocation")
     yield Output(pd.DataFrame([stats]), "stats", metadata=stats)
+
+
+def probe_predictions(context: OpExecutionContext, shard: pd.DataFrame, layout: StorageLayout, model: ModelSpec,
+                      target_key: str) -> list[PriorSource]:
+    """The newest transferable probe's predictions for the shard under `model`, as a prior source
+    (none without such a probe)."""
+    found = transferable_probe(layout.probes, model, target_key)
+    if found is None:
+        return []
+    context.log.info(f"relabel: the probe at {found.folder} (fitted for {found.label_key}) predicts "
+                     f"{len(shard)} problems from {model.key}'s hidden states")
+    tracker = Progress("probe prefill", len(shard), context.log.info, unit="prompts")
+
+    def progress(done: int, total: int) -> None:  # only uncached prompts are computed
+        tracker.total = total
+        tracker.update(done)
+
+    predicted = found.predict(model, shard[["problem_id", "prompt"]], layout.hidden_states, progress)
+    return [prediction_source(f"probe of {found.label_key}", predicted)]
 
 
 @op(

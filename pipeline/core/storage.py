@@ -157,6 +157,11 @@ class StorageLayout:
         """The hidden-state cache: `hidden_states/`."""
         return within(self.root, "hidden_states")
 
+    @property
+    def probes(self) -> Path:
+        """Saved probes: `probes/`."""
+        return within(self.root, "probes")
+
     def probe(self, model_key: str, probe_id: str) -> Path:
         """A saved probe: `probes/<model key>/<id>/`."""
         return within(self.root, "probes", slug(model_key), probe_id)

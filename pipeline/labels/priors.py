@@ -52,6 +52,11 @@ class PriorSpec:
         "revisions, samplings or models (at least 50 problems' worth), sample adaptively, whatever the policy, each "
         "problem under its own prior from them, each source trusted as far as the new target's first round shows "
         "it holds; off: the policy as set, adaptive with one prior fitted to the pool"})
+    use_probe: bool = field(default=True, metadata={
+        "help": "with use_priors, add the prediction of the newest saved probe that passed its floor, fitted for "
+        "another label key and readable from the new model's hidden states (same width, layer present), as one "
+        "more source, trusted as far as the first round shows; costs one prefill of the pool (transformers) "
+        "before sampling, and lets a pool never labelled before be relabelled under priors"})
     max_sources: int = field(default=3, metadata={
         "help": "label versions used as prior sources, newest first, one per (model, revision, sampling)"})
 
@@ -105,15 +110,15 @@ def history_sources(
 
 def relabel_allocation(
     allocation: AllocationConfig, spec: PriorSpec, history: LabelHistory, problem_ids: Sequence[str],
-    target: LabelTarget,
+    target: LabelTarget, predictions: Sequence[PriorSource] = (),
 ) -> tuple[AllocationConfig, SourcePriors | None]:
     """The allocation `problem_ids` are sampled under, and their priors. A relabel (`spec.use_priors`
-    and earlier labels of at least `MIN_POOL_TO_FIT` of the problems under another label key) is
-    adaptive under per-problem priors from them: uniform sampling would spend as much as if nothing
-    were known. Anything else runs as configured."""
+    and earlier labels, or `predictions` (`prediction_source`), of at least `MIN_POOL_TO_FIT` of the
+    problems under another label key) is adaptive under per-problem priors from them: uniform sampling
+    would spend as much as if nothing were known. Anything else runs as configured."""
     if not spec.use_priors:
         return allocation, None
-    sources = [s for s in history_sources(history, problem_ids, target, spec.max_sources)
+    sources = [s for s in [*history_sources(history, problem_ids, target, spec.max_sources), *predictions]
                if s.labelled >= MIN_POOL_TO_FIT]
     if not sources:
         return allocation, None

@@ -13,7 +13,10 @@ from assets.history import difficulty_history, difficulty_matrix
 from assets.jobs import all_assets, probe_assets, relabel_job
 from assets.resources import TargetModel, TransformersEngineResource
 from assets.sensors import model_checkpoint_sensor
+from pipeline.probes.hidden_states import HiddenStateExtractor
+from pipeline.probes.persistence import save_probe
 from tests.assets.checkpoint_folders import evaluate, perturbed_copy
+from tests.pipeline.probes.planted import fitted
 
 PROBLEMS = 60
 
@@ -59,6 +62,21 @@ def test_a_relabel_at_another_temperature_starts_from_the_previous_labels(home, 
     assert meta["prior_uniform_rollouts"] == 8 * problems
     table = meta["priors"]
     assert source[:24] in table and "| pool |" not in table and "strength" in table
+
+
+def test_a_saved_probe_makes_a_pool_no_model_labelled_a_relabel_under_its_predictions(home, tiny_llama, instance):
+    # A probe fitted for another label key, on tiny_llama's own hidden states (planted pass rates):
+    # the run predicts the pool from a prefill and samples adaptively under those predictions.
+    prompts = [[{"role": "user", "content": f"What is {i} + {i % 7}?"}] for i in range(120)]
+    features = HiddenStateExtractor(tiny_llama, device="cpu").extract(prompts, (1, 2))
+    save_probe(fitted(features, (1, 2), "org-m@r1/s-x/auto/v-1", "2026-12-01T00:00:00+00:00", signal=True),
+               home / "probes" / "org-m@r1" / "fit")
+    result = run(home, instance, tiny_llama.path, 0.8, {"samples_per_problem": 4})
+    assert result.success and alloc_metadata(result)["policy"] == "adaptive (relabel under per-problem priors)"
+    logs = [event.message for event in instance.all_logs(result.run_id)]
+    assert any("relabel: adaptive under priors from ['probe of org-m@r1/s-x/auto/v-1']" in m for m in logs)
+    assert any(m.startswith("probe prefill: ") and "(100%)" in m for m in logs)
+    assert list((home / "hidden_states").rglob("*.parquet")), "the prefill is cached"
 
 
 def labelled_models(result):

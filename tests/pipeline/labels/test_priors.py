@@ -128,3 +128,16 @@ def test_a_relabel_of_enough_labelled_problems_is_adaptive_under_their_priors(tm
     assert relabel_allocation(uniform, PriorSpec(use_priors=False), history, ids, checkpoint) == (uniform, None)
     few = ids[:MIN_POOL_TO_FIT - 1] + [f"new{i}" for i in range(100)]
     assert relabel_allocation(uniform, PriorSpec(), history, few, checkpoint) == (uniform, None)
+
+
+def test_a_probes_prediction_alone_makes_a_never_labelled_pool_a_relabel(tmp_path):
+    history = LabelHistory(tmp_path)
+    target = LabelTarget(ModelSpec("/m", "org/m", "r2"), SamplingConfig(), "v1")
+    uniform = AllocationConfig(samples_per_problem=16)
+    ids = [f"p{i}" for i in range(MIN_POOL_TO_FIT)]
+    probe = prediction_source("probe of org-m@r1", np.linspace(0.1, 0.9, len(ids)))
+
+    allocation, priors = relabel_allocation(uniform, PriorSpec(), history, ids, target, [probe])
+    assert allocation.policy == "adaptive" and [s.name for s in priors.sources] == ["probe of org-m@r1"]
+    sparse = prediction_source("probe", np.r_[np.full(MIN_POOL_TO_FIT - 1, 0.5), np.nan])
+    assert relabel_allocation(uniform, PriorSpec(), history, ids, target, [sparse]) == (uniform, None)
