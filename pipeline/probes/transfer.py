@@ -49,11 +49,14 @@ class TransferredProbe:
 def transferable_probe(probes: Path, model: ModelSpec, target_key: str) -> TransferredProbe | None:
     """The newest saved probe under `probes` that passed its floor, was fitted for a label key other
     than `target_key`, and reads a layer and width `model` has; None if there is none."""
+    folders = _newest_first(probes)
+    if not folders:
+        return None
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model.path)
     layers, width = int(config.num_hidden_layers), int(config.hidden_size)
-    for folder in _newest_first(probes):
+    for folder in folders:
         try:
             report = load_probe(folder)
         except ValueError:  # a torn or foreign folder: difficulty_probe refuses it where it is read
