@@ -1,10 +1,12 @@
 """Relabelling a changed target with per-problem priors from the previous labels, on real rollouts.
 
     PYTHONPATH=. .venv/bin/python bench/relabel_checkpoint.py [--problems 150] [--bank 32] [--reference 32]
-        [--max-tokens 96] [--engine vllm] [--temperature 1.0] [--checkpoint DIR] [--other-model DIR]
+        [--max-tokens 96] [--engine vllm] [--temperature 1.0] [--checkpoint DIR | --train-steps N]
+        [--other-model DIR]
 
 The previous labels are the embedded SmolLM2's at T = 0.8: uniform-16 over reasoning-gym problems.
-Three changes of target are relabelled: `checkpoint` (a GRPO checkpoint folder, --checkpoint),
+Three changes of target are relabelled: `checkpoint` (a GRPO checkpoint folder, --checkpoint, or
+one trained here for --train-steps GRPO steps by `staged_rl_policy` on the previous labels' curriculum),
 `temperature` (SmolLM2 at --temperature) and `other_model` (another model folder, --other-model);
 a case whose folder is not given or absent is skipped, with the reason in the JSON.
 
@@ -107,6 +109,42 @@ def relabel_case(previous: NDArray[np.bool_], new: NDArray[np.bool_], bank: int,
             "ratio_pool": round(pooled.total_rollouts / uniform["rollouts"], 4)}
 
 
+def trained_checkpoint(problems: pd.DataFrame, previous: NDArray[np.bool_], model: ModelSpec,
+                       sampling: SamplingConfig, home: Path, steps: int) -> tuple[Path, float | None]:
+    """The last checkpoint of a GRPO run of `model` for `steps` optimizer steps over a three-stage
+    curriculum of the previous labels (uniform-16 counts), trained through `staged_rl_policy` as a
+    user would; (folder, seconds trained), seconds None when an earlier run's checkpoint is reused."""
+    from dagster import DagsterInstance, materialize
+
+    from assets.deployment import resources
+    from assets.training import staged_rl_policy
+    from pipeline.curriculum.build import CurriculumSpec, build_curriculum
+    from pipeline.labels.pass_rates import LabelTarget, pass_rates_from_counts
+
+    run = f"relabel-bench-{len(problems)}-{steps}"
+    finished = sorted((home / "checkpoints" / run).glob("stage_*/config.json"))
+    if finished:
+        return finished[-1].parent, None
+    counts = previous[:, :UNIFORM_N]
+    labels = pass_rates_from_counts(problems["problem_id"].tolist(), counts.sum(1), np.full(len(counts), UNIFORM_N),
+                                    LabelTarget(model, sampling, "bench"))
+    provenance = {"model": {"id": model.model_id, "revision": model.revision},
+                  "sampling": {"temperature": sampling.temperature, "top_p": sampling.top_p,
+                               "max_tokens": sampling.max_tokens, "seed": sampling.seed},
+                  "extraction_policy": "auto"}
+    build_curriculum(problems, labels, CurriculumSpec(run), home, provenance)
+    config = {"ops": {"staged_rl_policy": {"config": {
+        "curriculum": run, "run_name": run, "schedule": {"steps_per_stage": max(1, steps // 3)},
+        "prompts_per_step": 4, "num_generations": 4, "learning_rate": 2e-5}}}}
+    started = time.perf_counter()
+    with DagsterInstance.ephemeral() as instance:
+        result = materialize([staged_rl_policy], instance=instance, run_config=config,
+                             resources=resources({"GRADUS_HOME": str(home), "GRADUS_MODEL_PATH": model.path}))
+    seconds = time.perf_counter() - started
+    [event] = result.asset_materializations_for_node("staged_rl_policy")
+    return Path(event.metadata["checkpoints"].value[-1]["path"]), seconds
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=150, help="problems (spread over the generators and levels)")
@@ -116,6 +154,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="vllm", help="vllm or transformers")
     parser.add_argument("--temperature", type=float, default=1.0, help="the temperature case's new temperature")
     parser.add_argument("--checkpoint", default="", help="a GRPO checkpoint folder of SmolLM2 (checkpoint case)")
+    parser.add_argument("--train-steps", type=int, default=0,
+                        help="without --checkpoint: train one here, this many GRPO steps on the previous labels' "
+                        "curriculum (reused on a rerun)")
     parser.add_argument("--other-model", default="", help="another model's HF folder, e.g. Gemma 3 270M")
     args = parser.parse_args(argv)
     if args.bank < UNIFORM_N:
@@ -132,6 +173,11 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with VerifierPool(workers=2) as pool:
         previous = outcomes(problems, smollm2, sampling, total, args.engine, pool, home)
+        if args.train_steps and not args.checkpoint:
+            folder, seconds = trained_checkpoint(problems, previous, smollm2, sampling, home, args.train_steps)
+            args.checkpoint = str(folder)
+            figures |= {"train_steps": args.train_steps, "train_seconds": None if seconds is None else round(seconds, 1)}
+            print(f"checkpoint: {folder}, " + (f"trained in {seconds:.0f} s" if seconds else "reused"))
         cases = {"checkpoint": (args.checkpoint, sampling), "temperature": ("embedded", replace(
             sampling, temperature=args.temperature)), "other_model": (args.other_model, sampling)}
         for case, (folder, case_sampling) in cases.items():
