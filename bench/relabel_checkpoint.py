@@ -2,7 +2,7 @@
 
     PYTHONPATH=. .venv/bin/python bench/relabel_checkpoint.py [--problems 150] [--bank 32] [--reference 32]
         [--max-tokens 96] [--engine vllm] [--temperature 1.0] [--checkpoint DIR | --train-steps N]
-        [--other-model DIR]
+        [--other-model DIR] [--cases checkpoint temperature other_model]
 
 The previous labels are the embedded SmolLM2's at T = 0.8: uniform-16 over reasoning-gym problems.
 Three changes of target are relabelled: `checkpoint` (a GRPO checkpoint folder, --checkpoint, or
@@ -52,6 +52,7 @@ from pipeline.verify.scoring import score_rollouts  # noqa: E402
 from pipeline.verify.verification import VerifierPool  # noqa: E402
 
 UNIFORM_N = 16
+CASES = ("checkpoint", "temperature", "other_model")
 BASE_TEMPERATURE = 0.8
 
 
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", default="vllm", help="vllm or transformers")
     parser.add_argument("--temperature", type=float, default=1.0, help="the temperature case's new temperature")
     parser.add_argument("--checkpoint", default="", help="a GRPO checkpoint folder of SmolLM2 (checkpoint case)")
+    parser.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES), help="which changes of target to run")
     parser.add_argument("--train-steps", type=int, default=0,
                         help="without --checkpoint: train one here, this many GRPO steps on the previous labels' "
                         "curriculum (reused on a rerun)")
@@ -173,14 +175,14 @@ def main(argv: list[str] | None = None) -> None:
     started = time.perf_counter()
     with VerifierPool(workers=2) as pool:
         previous = outcomes(problems, smollm2, sampling, total, args.engine, pool, home)
-        if args.train_steps and not args.checkpoint:
+        if args.train_steps and not args.checkpoint and "checkpoint" in args.cases:
             folder, seconds = trained_checkpoint(problems, previous, smollm2, sampling, home, args.train_steps)
             args.checkpoint = str(folder)
             figures |= {"train_steps": args.train_steps, "train_seconds": None if seconds is None else round(seconds, 1)}
             print(f"checkpoint: {folder}, " + (f"trained in {seconds:.0f} s" if seconds else "reused"))
         cases = {"checkpoint": (args.checkpoint, sampling), "temperature": ("embedded", replace(
             sampling, temperature=args.temperature)), "other_model": (args.other_model, sampling)}
-        for case, (folder, case_sampling) in cases.items():
+        for case, (folder, case_sampling) in ((c, cases[c]) for c in args.cases):
             if folder != "embedded" and not (folder and Path(folder).is_dir()):
                 figures[f"skipped_{case}"] = (f"no model folder given (--{case.replace('_', '-')})" if not folder
                                               else f"{folder} is not a folder")
