@@ -46,16 +46,21 @@ class DatasetHandle:
     def parts(self) -> list[Path]:
         return sorted(Path(self.path).glob("part-*.parquet"))
 
-    def batches(self, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """The rows in record batches of at most `batch_rows` rows (`columns`: default all)."""
+    def batches(self, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS,
+                positions: bool = False) -> Iterator[pa.RecordBatch]:
+        """The rows in record batches of at most `batch_rows` rows (`columns`: default all).
+        `positions` (rollouts only) adds a first column `position`: the row's problem's index in
+        `read_selection()`, so a reader joins rows to per-problem arrays by number, not by id."""
         if self.kind == "rollouts":
             from pipeline.rollouts.store import scan_store
 
             selection = self.read_selection()
             for batch in scan_store(Path(self.path), selection.column("problem_id"),
                                     selection.column("trials").to_numpy(), columns, batch_rows):
-                yield batch.drop_columns(["position"])
+                yield batch if positions else batch.drop_columns(["position"])
             return
+        if positions:
+            raise ValueError(f"a {self.kind!r} dataset has no selection for rows to have positions in")
         for part in self.parts():
             verify_sha256(part, f"rematerialize the asset whose data lives in {self.path}")
             yield from pq.ParquetFile(part).iter_batches(batch_size=batch_rows, columns=columns)

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core.progress import Progress
 from pipeline.core.records import Reward, content_hash
@@ -141,13 +142,17 @@ def score_dataset(
     # Everything a part's rows depend on: the rollouts' files, the golds, how answers are read and checked.
     inputs = content_hash(rollouts.fingerprint(), columns_digest(problems, GOLD_COLUMNS), VERIFIER_VERSION,
                           policy, label_key, str(batch_rows))
-    index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
+    # Each selected problem's row in `problems`, by one hash join of the two id columns: a batch
+    # finds its golds by the rows' positions, and no million ids become Python objects.
+    rows_of = pc.fill_null(pc.index_in(rollouts.read_selection().column("problem_id"),
+                                       value_set=problems.column("problem_id")), -1).to_numpy()
     golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
     summary = RewardSummary()
     started = time.perf_counter()
     bar = Progress("verifying", rollouts.rows, log, unit="answers")
     with resuming(folder, inputs, log) as staging:
-        for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows)):
+        for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows,
+                                                        positions=True)):
             path = staging / f"part-{number:06d}.parquet"
             kept = kept_part(path)
             if kept is not None and _same_rows(kept, batch):
@@ -157,7 +162,7 @@ def score_dataset(
                 summary.add(frame, show_failures)
                 continue
             ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
-            positions = index.get_indexer(ids)
+            positions = rows_of[batch.column("position").to_numpy()]
             if (positions < 0).any():
                 unknown = sorted(set(ids[positions < 0]))
                 raise ValueError(f"{len(unknown)} rollouts belong to problems not in the pool, e.g. {unknown[:3]}: "
@@ -174,9 +179,10 @@ def score_dataset(
                                golds["metadata"].take(take).to_pylist(), pool, policy, progress)
             else:
                 own = pa.table({"problem_id": ids, **{n: c.take(take) for n, c in golds.items()}}).to_pandas()
-                frame = scorer(own.drop_duplicates("problem_id"), batch.to_pandas(), progress)
-            write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
-                                      path)
+                frame = scorer(own.drop_duplicates("problem_id"), batch.drop_columns(["position"]).to_pandas(),
+                               progress)
+            table = pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1)
+            write_parquet_checksummed(table, path)
             summary.add(frame, show_failures)
             if bar.done != summary.rows:  # every answer settled without a worker: no line yet
                 bar.update(summary.rows, _route_counts(pool))
