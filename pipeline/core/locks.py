@@ -22,8 +22,9 @@ from pipeline.core.storage import StorageLayout, slug, within
 
 log = logging.getLogger(__name__)
 
-KINDS = ("model", "rollouts", "curriculum")
-"""What is locked: a model conversion, the rollout generation of one label key, a curriculum build."""
+KINDS = ("model", "rollouts", "curriculum", "dataset")
+"""What is locked: a model conversion, the rollout generation of one label key, a curriculum build,
+a resumable dataset build (`pipeline.core.staging`)."""
 
 
 def lock_path(home: Path, kind: str, target: str) -> Path:
@@ -43,15 +44,7 @@ def locked(
     Waiting is reported once (`log_wait`, else the module logger), so a run blocked behind another
     process says why it is idle.
     """
-    with flocked(lock_path(home, kind, target), f"{kind} {target}", log_wait, shared) as waited:
-        yield waited
-
-
-@contextmanager
-def flocked(
-    path: Path, what: str, log_wait: Callable[[str], None] | None = None, shared: bool = False
-) -> Iterator[float]:
-    """`locked` on the lock file `path` itself, for a lock that lives beside what it guards."""
+    path = lock_path(home, kind, target)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
@@ -60,7 +53,7 @@ def flocked(
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
-            (log_wait or log.info)(f"waiting for another process to finish with {what} ({path})")
+            (log_wait or log.info)(f"waiting for another process to finish with {kind} {target} ({path})")
             fcntl.flock(fd, mode)
         yield time.perf_counter() - started
     finally:

@@ -18,21 +18,23 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.locks import flocked
+from pipeline.core.locks import locked
 from pipeline.core.storage import IntegrityError, swap_in, verify_sha256
 
 
 @contextmanager
-def resuming(target: Path, inputs: str, log_wait: Callable[[str], None] | None = None) -> Iterator[Path]:
+def resuming(
+    target: Path, inputs: str, home: Path, log_wait: Callable[[str], None] | None = None
+) -> Iterator[Path]:
     """The staging folder of a build of `target` from `inputs` (a digest of everything its content
     is made from), swapped in for `target` whole when the block ends, as `replacing` does.
 
     The folder is kept when the build fails or is killed, so the next build of the same inputs finds
     the parts written so far (`kept_part` says which are whole); a build of other inputs removes it
-    first, so stale parts are never reused. Builds of one target take turns (a lock beside it), so
-    two never write one folder.
+    first, so stale parts are never reused. Builds of one target take turns (a lock under `home`,
+    the storage root), so two never write one folder.
     """
-    with flocked(target.with_name(f".{target.name}.lock"), f"the build of {target}", log_wait):
+    with locked(home, "dataset", str(target), log_wait):
         staging = target.with_name(f".{target.name}.resume-{inputs}")
         for stale in target.parent.glob(f".{target.name}.resume-*"):
             if stale != staging:

@@ -126,6 +126,8 @@ def score_dataset(
     batch_rows: int = BATCH_ROWS,
     scorer: BatchScorer | None = None,
     label_key: str | None = None,
+    *,
+    home: Path,
 ) -> tuple[DatasetHandle, RewardSummary]:
     """Score every rollout of `rollouts` into checksummed `Reward` part files in `folder`, one per
     batch, and return their handle. The parts are written into a staging folder named for the
@@ -135,7 +137,8 @@ def score_dataset(
     table: a million problems' gold answers stay compact). `scorer` replaces the local `pool` per
     batch, e.g. with Ray tasks; then `pool` may be None. `label_key` is the key the rewards are for
     (`LabelTarget.key`, which adds `policy` and the verifier to the rollouts' key); the handle
-    records it, default the rollouts' own."""
+    records it, default the rollouts' own. `home` is the storage root, whose lock keeps two runs
+    from building one folder at once."""
     if pool is None and scorer is None:
         raise ValueError("score_dataset needs a verifier pool or a scorer")
     label_key = label_key or rollouts.label_key
@@ -150,7 +153,7 @@ def score_dataset(
     summary = RewardSummary()
     started = time.perf_counter()
     bar = Progress("verifying", rollouts.rows, log, unit="answers")
-    with resuming(folder, inputs, log) as staging:
+    with resuming(folder, inputs, home, log) as staging:
         for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows,
                                                         positions=True)):
             path = staging / f"part-{number:06d}.parquet"

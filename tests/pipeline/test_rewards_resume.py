@@ -79,7 +79,7 @@ def score(home: Path, variant: str, out: Path) -> None:
 
     with VerifierPool(workers=2, timeout_s=30) as pool:
         rewards, summary = score_dataset(problems(variant), handle(home), pool, home / "rewards", batch_rows=BATCH,
-                                         show_failures=PROBLEMS * SAMPLES)
+                                         show_failures=PROBLEMS * SAMPLES, home=home)
     failed = pd.concat(summary.failed)
     out.write_text(json.dumps({"rows": summary.rows, "passed": summary.passed, "resumed": summary.resumed,
                                "statuses": dict(summary.statuses), "mean_reward": summary.mean_reward,
