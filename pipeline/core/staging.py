@@ -66,7 +66,8 @@ def columns_digest(table: pa.Table, columns: Sequence[str]) -> str:
     Arrow buffers."""
     h = hashlib.sha256()
     for name in columns:
-        h.update(name.encode("utf-8"))
+        # Lengths and bytes go to separate hashes, so where a chunk ends never shows.
+        lengths_hash, bytes_hash = hashlib.sha256(), hashlib.sha256()
         for chunk in table.column(name).chunks:
             if not len(chunk):
                 continue
@@ -76,8 +77,9 @@ def columns_digest(table: pa.Table, columns: Sequence[str]) -> str:
             lengths = np.diff(offsets)
             if chunk.null_count:
                 lengths = np.where(chunk.is_null().to_numpy(zero_copy_only=False), -1, lengths)
-            h.update(lengths.tobytes())
+            lengths_hash.update(lengths.tobytes())
             data = chunk.buffers()[2]
-            if data is not None and len(offsets):
-                h.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+            if data is not None:
+                bytes_hash.update(memoryview(data)[int(offsets[0]) : int(offsets[-1])])
+        h.update(f"{name}\0{lengths_hash.hexdigest()}\0{bytes_hash.hexdigest()}\0".encode())
     return h.hexdigest()
