@@ -337,15 +337,17 @@ def rewards(
 ) -> Output[DatasetHandle]:
     """Verify every rollout: extract the final answer, then math-verify or the generator's scorer,
     each answer in an isolated worker with a hard timeout (plain numbers and repeats are settled
-    without one). Streamed batch by batch into `datasets/rewards/`, replaced whole on a rerun.
+    without one). Streamed batch by batch into `datasets/rewards/`, replaced whole on a rerun; a
+    run killed partway resumes: the rerun keeps the parts already scored for the same inputs.
     Re-derived from stored rollouts, so a new verifier or extraction policy never regenerates."""
     scorer = backend.batch_scorer(verifier, target_model.extraction_policy)
     # A step whose batches are scored on the cluster starts no verifier workers of its own.
     pool = None if scorer else verifier.pool()
     before = pool.stats.copy() if pool else None
-    handle, summary = score_dataset(problems, rollouts, pool, storage.layout().dataset(["rewards"]),
+    layout = storage.layout()
+    handle, summary = score_dataset(problems, rollouts, pool, layout.dataset(["rewards"]),
                                     target_model.extraction_policy, context.log.info, config.show_failures,
-                                    scorer=scorer, label_key=target_model.target(storage.layout().root).key)
+                                    scorer=scorer, label_key=target_model.target(layout.root).key, home=layout.root)
     routes: dict[str, int] = {}
     if pool is not None:
         spent = pool.stats - before
@@ -357,6 +359,7 @@ def rewards(
         handle,
         metadata={
             "rows": summary.rows,
+            "resumed_rows": summary.resumed,
             "passed": summary.passed,
             "mean_reward": figure(summary.mean_reward),
             "statuses": counts_table(dict(summary.statuses), "status"),

@@ -22,8 +22,9 @@ from pipeline.core.storage import StorageLayout, slug, within
 
 log = logging.getLogger(__name__)
 
-KINDS = ("model", "rollouts", "curriculum")
-"""What is locked: a model conversion, the rollout generation of one label key, a curriculum build."""
+KINDS = ("model", "rollouts", "curriculum", "dataset")
+"""What is locked: a model conversion, the rollout generation of one label key, a curriculum build,
+a resumable dataset build (`pipeline.core.staging`)."""
 
 
 def lock_path(home: Path, kind: str, target: str) -> Path:

@@ -40,10 +40,12 @@ class Progress:
         self._started = time.perf_counter()
         self._last: float | None = None
         self.done = 0
+        self.resumed = 0
+        """Items found done by an earlier, interrupted run: counted in `done`, not in the rate."""
 
     def line(self, extra: str = "") -> str:
         elapsed = time.perf_counter() - self._started
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        rate = (self.done - self.resumed) / elapsed if elapsed > 0 else 0.0
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = (self.total - self.done) / rate if rate > 0 else None
         parts = [
@@ -52,6 +54,8 @@ class Progress:
             f"elapsed {_clock(elapsed)}",
             f"ETA {_clock(eta) if eta is not None else '?'}",
         ]
+        if self.resumed:
+            parts.append(f"{self.resumed} resumed")
         return ", ".join(parts) + (f", {extra}" if extra else "")
 
     def update(self, done: int, extra: str = "") -> None:
@@ -65,3 +69,9 @@ class Progress:
 
     def advance(self, count: int = 1, extra: str = "") -> None:
         self.update(self.done + count, extra)
+
+    def resume(self, count: int, extra: str = "") -> None:
+        """Count `count` items an earlier run finished: they move `done`, but not the rate or ETA,
+        which stay those of the work this run does."""
+        self.resumed += count
+        self.advance(count, extra)

@@ -93,13 +93,13 @@ def replacing(target: Path) -> Iterator[Path]:
     staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
     try:
         yield staging
-        _swap_in(staging, target)
+        swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
-def _swap_in(staging: Path, target: Path) -> None:
+def swap_in(staging: Path, target: Path) -> None:
     """Replace folder `target` by `staging` with renames, so readers see the old or the new
     folder whole, never a mix."""
     old = target.with_name(f".{target.name}.old")
@@ -248,6 +248,19 @@ def write_parquet_batches_checksummed(batches: Iterable[pa.RecordBatch], schema:
     return rows[0]
 
 
+def recorded_sha256(path: Path, fix: str) -> str | None:
+    """The sha256 recorded for `path` when it was written (None: no sidecar), without reading the
+    file: what names a dataset's content cheaply. An unreadable sidecar raises `IntegrityError`."""
+    sidecar = sha256_sidecar(path)
+    if not sidecar.exists():
+        return None
+    try:
+        return sidecar.read_text(encoding="ascii").split()[0]
+    except (OSError, UnicodeDecodeError, IndexError):
+        raise IntegrityError(f"the checksum file {sidecar} is unreadable, so {path} cannot be trusted: "
+                             f"{fix}") from None
+
+
 def verify_sha256(path: Path, fix: str) -> bool:
     """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`.
 
@@ -255,17 +268,12 @@ def verify_sha256(path: Path, fix: str) -> bool:
     recorded checksums (or by hand), read unchecked rather than refused, so an existing home keeps
     its rollouts. Damage never removes a sidecar, so this is no gap for what checksums guard.
     """
-    sidecar = sha256_sidecar(path)
-    if not sidecar.exists():
+    recorded = recorded_sha256(path, fix)
+    if recorded is None:
         return False
-    try:
-        recorded = sidecar.read_text(encoding="ascii").split()[0]
-    except (OSError, UnicodeDecodeError, IndexError):
-        raise IntegrityError(f"the checksum file {sidecar} is unreadable, so {path} cannot be trusted: "
-                             f"{fix}") from None
     if file_sha256(path) != recorded:
-        raise IntegrityError(f"{path} does not match the sha256 recorded when it was written ({sidecar}): "
-                             f"it was changed or damaged since. {fix}")
+        raise IntegrityError(f"{path} does not match the sha256 recorded when it was written "
+                             f"({sha256_sidecar(path)}): it was changed or damaged since. {fix}")
     return True
 
 

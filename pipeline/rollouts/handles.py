@@ -17,7 +17,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.core.storage import BATCH_ROWS, verify_sha256
+from pipeline.core.records import content_hash
+from pipeline.core.storage import BATCH_ROWS, recorded_sha256, verify_sha256
 
 
 @dataclass(frozen=True)
@@ -45,19 +46,37 @@ class DatasetHandle:
     def parts(self) -> list[Path]:
         return sorted(Path(self.path).glob("part-*.parquet"))
 
-    def batches(self, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
-        """The rows in record batches of at most `batch_rows` rows (`columns`: default all)."""
+    def batches(self, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS,
+                positions: bool = False) -> Iterator[pa.RecordBatch]:
+        """The rows in record batches of at most `batch_rows` rows (`columns`: default all).
+        `positions` (rollouts only) adds a first column `position`: the row's problem's index in
+        `read_selection()`, so a reader joins rows to per-problem arrays by number, not by id."""
         if self.kind == "rollouts":
             from pipeline.rollouts.store import scan_store
 
             selection = self.read_selection()
             for batch in scan_store(Path(self.path), selection.column("problem_id"),
                                     selection.column("trials").to_numpy(), columns, batch_rows):
-                yield batch.drop_columns(["position"])
+                yield batch if positions else batch.drop_columns(["position"])
             return
+        if positions:
+            raise ValueError(f"a {self.kind!r} dataset has no selection for rows to have positions in")
         for part in self.parts():
             verify_sha256(part, f"rematerialize the asset whose data lives in {self.path}")
             yield from pq.ParquetFile(part).iter_batches(batch_size=batch_rows, columns=columns)
+
+    def fingerprint(self) -> str:
+        """A digest of the rows this handle reads, from the sha256 recorded beside every file it
+        reads (the parts, and the selection) rather than the rows: a part rewritten, added or
+        compacted away changes it. A file without a sidecar counts by its size and time."""
+        files = self.parts() + ([Path(self.selection)] if self.selection else [])
+        fix = f"rematerialize the asset whose data lives in {self.path}"
+
+        def recorded(file: Path) -> str:
+            stat = file.stat()
+            return recorded_sha256(file, fix) or f"{stat.st_size}:{stat.st_mtime_ns}"
+
+        return content_hash(self.to_json(), *(f"{file.name} {recorded(file)}" for file in files))
 
     def read_selection(self) -> pa.Table:
         path = Path(self.selection)

@@ -2,7 +2,8 @@
 
 `score_rollouts` scores a frame in memory (the adaptive sampler's rounds, small evaluations);
 `score_dataset` streams a rollouts dataset through the same scoring batch by batch into reward
-part files, so scoring 16M rollouts holds one batch, never the table.
+part files, so scoring 16M rollouts holds one batch, never the table, and a run killed partway
+resumes from the parts it wrote.
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipeline.core.progress import Progress
-from pipeline.core.records import Reward
-from pipeline.core.storage import BATCH_ROWS, replacing, write_parquet_checksummed
+from pipeline.core.records import Reward, content_hash
+from pipeline.core.staging import columns_digest, kept_part, resuming
+from pipeline.core.storage import BATCH_ROWS, write_parquet_checksummed
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.verify.extraction import extract_answer
 from pipeline.verify.verification import VERIFIER_VERSION, VerificationTask, VerifierPool
@@ -89,10 +92,22 @@ class RewardSummary:
     failed: list[pd.DataFrame] = field(default_factory=list)
     """The first failures, up to the number asked for."""
     seconds: float = 0.0
+    resumed: int = 0
+    """Rows kept from an interrupted run of the same inputs instead of being scored again."""
 
     @property
     def mean_reward(self) -> float:
         return self.score_sum / self.rows if self.rows else 0.0
+
+    def add(self, frame: pd.DataFrame, show_failures: int) -> None:
+        """Count one part's `Reward` rows."""
+        self.rows += len(frame)
+        self.passed += int(frame["passed"].sum())
+        self.score_sum += float(frame["score"].sum())
+        self.statuses.update(frame["status"].value_counts().to_dict())
+        shown = sum(len(f) for f in self.failed)
+        if shown < show_failures:
+            self.failed.append(frame[~frame["passed"]].head(show_failures - shown))
 
 
 BatchScorer = Callable[[pd.DataFrame, pd.DataFrame, Callable[[int, int], None]], pd.DataFrame]
@@ -111,25 +126,46 @@ def score_dataset(
     batch_rows: int = BATCH_ROWS,
     scorer: BatchScorer | None = None,
     label_key: str | None = None,
+    *,
+    home: Path,
 ) -> tuple[DatasetHandle, RewardSummary]:
     """Score every rollout of `rollouts` into checksummed `Reward` part files in `folder`, one per
-    batch, and return their handle. The folder is built beside its place and swapped in whole, so a
-    rerun replaces it atomically and a failed one leaves the old rewards. `problems` needs
-    `GOLD_COLUMNS` (an Arrow table: a million problems' gold answers stay compact). `scorer`
-    replaces the local `pool` per batch, e.g. with Ray tasks; then `pool` may be None. `label_key`
-    is the key the rewards are for (`LabelTarget.key`, which adds `policy` and the verifier to the
-    rollouts' key); the handle records it, default the rollouts' own."""
+    batch, and return their handle. The parts are written into a staging folder named for the
+    inputs (`resuming`) and swapped in whole at the end, so a failed run leaves the old rewards, and
+    a run killed partway resumes: the next run with the same inputs keeps each part that is whole
+    and for the same rows, and scores only the rest. `problems` needs `GOLD_COLUMNS` (an Arrow
+    table: a million problems' gold answers stay compact). `scorer` replaces the local `pool` per
+    batch, e.g. with Ray tasks; then `pool` may be None. `label_key` is the key the rewards are for
+    (`LabelTarget.key`, which adds `policy` and the verifier to the rollouts' key); the handle
+    records it, default the rollouts' own. `home` is the storage root, whose lock keeps two runs
+    from building one folder at once."""
     if pool is None and scorer is None:
         raise ValueError("score_dataset needs a verifier pool or a scorer")
-    index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
+    label_key = label_key or rollouts.label_key
+    # Everything a part's rows depend on: the rollouts' files, the golds, how answers are read and checked.
+    inputs = content_hash(rollouts.fingerprint(), columns_digest(problems, GOLD_COLUMNS), VERIFIER_VERSION,
+                          policy, label_key, str(batch_rows))
+    # Each selected problem's row in `problems`, by one hash join of the two id columns: a batch
+    # finds its golds by the rows' positions, and no million ids become Python objects.
+    rows_of = pc.fill_null(pc.index_in(rollouts.read_selection().column("problem_id"),
+                                       value_set=problems.column("problem_id")), -1).to_numpy()
     golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
     summary = RewardSummary()
     started = time.perf_counter()
     bar = Progress("verifying", rollouts.rows, log, unit="answers")
-    with replacing(folder) as staging:
-        for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows)):
+    with resuming(folder, inputs, home, log) as staging:
+        for number, batch in enumerate(rollouts.batches(["problem_id", "sample_index", "text"], batch_rows,
+                                                        positions=True)):
+            path = staging / f"part-{number:06d}.parquet"
+            kept = kept_part(path)
+            if kept is not None and _same_rows(kept, batch):
+                frame = kept.to_pandas()
+                summary.resumed += len(frame)
+                bar.resume(len(frame), _route_counts(pool))
+                summary.add(frame, show_failures)
+                continue
             ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
-            positions = index.get_indexer(ids)
+            positions = rows_of[batch.column("position").to_numpy()]
             if (positions < 0).any():
                 unknown = sorted(set(ids[positions < 0]))
                 raise ValueError(f"{len(unknown)} rollouts belong to problems not in the pool, e.g. {unknown[:3]}: "
@@ -146,20 +182,25 @@ def score_dataset(
                                golds["metadata"].take(take).to_pylist(), pool, policy, progress)
             else:
                 own = pa.table({"problem_id": ids, **{n: c.take(take) for n, c in golds.items()}}).to_pandas()
-                frame = scorer(own.drop_duplicates("problem_id"), batch.to_pandas(), progress)
-            write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
-                                      staging / f"part-{number:06d}.parquet")
-            summary.rows += len(frame)
+                frame = scorer(own.drop_duplicates("problem_id"), batch.drop_columns(["position"]).to_pandas(),
+                               progress)
+            table = pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1)
+            write_parquet_checksummed(table, path)
+            summary.add(frame, show_failures)
             if bar.done != summary.rows:  # every answer settled without a worker: no line yet
                 bar.update(summary.rows, _route_counts(pool))
-            summary.passed += int(frame["passed"].sum())
-            summary.score_sum += float(frame["score"].sum())
-            summary.statuses.update(frame["status"].value_counts().to_dict())
-            shown = sum(len(f) for f in summary.failed)
-            if shown < show_failures:
-                summary.failed.append(frame[~frame["passed"]].head(show_failures - shown))
+    if summary.resumed:
+        log(f"resumed: {summary.resumed} of {summary.rows} answers were kept from an interrupted run "
+            "with the same inputs, not scored again")
     summary.seconds = time.perf_counter() - started
-    return DatasetHandle("parts", str(folder), summary.rows, label_key or rollouts.label_key), summary
+    return DatasetHandle("parts", str(folder), summary.rows, label_key), summary
+
+
+def _same_rows(kept: pa.Table, batch: pa.RecordBatch) -> bool:
+    """Whether a kept part holds the rewards of exactly this batch's rollouts, in its order."""
+    return (kept.schema.equals(Reward.SCHEMA) and kept.num_rows == batch.num_rows
+            and all(kept.column(key).equals(pa.chunked_array([batch.column(key)]))
+                    for key in ("problem_id", "sample_index")))
 
 
 def _route_counts(pool: VerifierPool | None) -> str:

@@ -25,17 +25,21 @@ def label(home, tiny_llama):
             result = materialize(all_assets + probe_assets, selection=LABELLING, resources=deployed,
                                  instance=instance, run_config={"ops": {"problems": {"config": PROBLEMS},
                                                                         "rollouts": {"config": rollouts}}})
+            logs: dict[str, list[str]] = {}
+            for entry in instance.all_logs(result.run_id):
+                if entry.dagster_event is None and entry.step_key:  # what the steps logged
+                    logs.setdefault(entry.step_key, []).append(entry.user_message)
         layout = StorageLayout(str(home))
         frames = {name: pd.read_parquet(layout.asset([name])) for name in ("rollout_allocation", "pass_rates")}
         # rollouts and rewards are dataset handles: their rows stay on disk
         frames |= {name: read_handle(layout.handle([name])).to_frame() for name in ("rollouts", "rewards")}
-        return result, frames
+        return result, frames, logs
 
     return run
 
 
 def test_uniform_policy_gives_every_problem_samples_per_problem(label, tiny_llama, home):
-    result, frames = label({"samples_per_problem": 3})
+    result, frames, logs = label({"samples_per_problem": 3})
     assert result.success
     assert frames["rollouts"].groupby("problem_id").size().tolist() == [3] * 4
     assert frames["rollout_allocation"]["trials"].tolist() == [3] * 4
@@ -48,10 +52,18 @@ def test_uniform_policy_gives_every_problem_samples_per_problem(label, tiny_llam
     meta = {m.asset_key.path[0]: m.metadata for m in result.asset_materializations_for_node("rollouts")}
     assert meta["rollout_allocation"]["uniform_equivalent"].value == 12
     assert meta["rollouts"]["generated"].value == 12
+    # What the UI's step log shows of long steps: done/total, rate and ETA lines.
+    def progress(step: str, label: str) -> list[str]:
+        return [line for line in logs[step] if line.startswith(label) and "/s, elapsed" in line and "ETA" in line]
+
+    assert progress("rewards", "verifying: 12/12 answers (100%)")
+    assert progress("rollouts.sample_shard[0]", "round 1: generating: 12/12 rollouts (100%)")
+    [rewards] = result.asset_materializations_for_node("rewards")
+    assert rewards.metadata["resumed_rows"].value == 0 and rewards.metadata["rows"].value == 12
 
 
 def test_pass_rates_count_the_rollouts_cut_at_the_token_cap_and_warn(label):
-    result, frames = label({"samples_per_problem": 3})
+    result, frames, _ = label({"samples_per_problem": 3})
     cut = frames["rollouts"].assign(cut=frames["rollouts"]["finish_reason"] == "length").groupby("problem_id")["cut"]
     rates = frames["pass_rates"].set_index("problem_id")
     assert rates["truncated"].tolist() == cut.sum().tolist()
@@ -66,7 +78,7 @@ def test_pass_rates_count_the_rollouts_cut_at_the_token_cap_and_warn(label):
 
 def test_adaptive_policy_runs_unsettled_problems_to_max_samples(label):
     # Every rollout fails and the pool is too small to fit a prior, so no problem settles early.
-    result, frames = label({"policy": "adaptive", "min_samples": 2, "max_samples": 4, "batch_per_problem": 2})
+    result, frames, _ = label({"policy": "adaptive", "min_samples": 2, "max_samples": 4, "batch_per_problem": 2})
     assert result.success
     alloc = frames["rollout_allocation"]
     assert alloc["trials"].tolist() == [4] * 4 and set(alloc["stop_reason"]) == {"max_samples"}
@@ -80,7 +92,7 @@ def test_rewards_are_a_dataset_replaced_whole_on_a_rerun(label, home):
     assert first.kind == "parts" and first.rows == 8 and first.parts()
     assert {p.name for p in layout.dataset(["rewards"]).iterdir()} == {
         name for p in first.parts() for name in (p.name, p.name + ".sha256")}
-    result, frames = label({"samples_per_problem": 3})
+    result, frames, _ = label({"samples_per_problem": 3})
     again = read_handle(layout.handle(["rewards"]))
     assert again.rows == 12 and len(frames["rewards"]) == 12
     assert not [p for p in layout.dataset([]).iterdir() if p.name.startswith(".")]  # no staging left behind

@@ -24,3 +24,13 @@ def test_advance_counts_increments_and_empty_work_is_complete():
     counted.advance()
     counted.advance(2)
     assert counted.done == 3
+
+
+def test_resumed_work_counts_as_done_but_not_in_the_rate():
+    lines: list[str] = []
+    progress = Progress("verifying", 10, lines.append, unit="answers", every_s=0)
+    progress.resume(6)
+    assert lines[-1].startswith("verifying: 6/10 answers (60%), 0.0 answers/s")
+    assert "ETA ?" in lines[-1] and lines[-1].endswith("6 resumed")
+    progress.update(8)
+    assert progress.done == 8 and progress.resumed == 6 and "ETA ?" not in lines[-1]

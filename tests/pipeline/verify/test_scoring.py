@@ -75,7 +75,7 @@ def test_a_streamed_dataset_scores_like_the_frame_batch_by_batch(verifier_pool, 
     folder = tmp_path / "rewards"
     lines = []
     streamed, summary = score_dataset(pa.Table.from_pandas(problems()[GOLD_COLUMNS]), handle, verifier_pool, folder,
-                                      log=lines.append, show_failures=1, batch_rows=2)
+                                      log=lines.append, show_failures=1, batch_rows=2, home=tmp_path)
     assert streamed == DatasetHandle("parts", str(folder), 5, "org-m@r/key")
     assert len(streamed.parts()) == 3  # 5 rows in batches of 2
     expected = score_rollouts(problems(), rollouts(*[(p, i, t) for (p, i), t in zip(keys, texts)]), verifier_pool)
@@ -86,5 +86,6 @@ def test_a_streamed_dataset_scores_like_the_frame_batch_by_batch(verifier_pool, 
     assert sum(len(f) for f in summary.failed) == 1
     assert lines[-1].startswith("verifying: 5/5 answers (100%)")
 
-    again, _ = score_dataset(pa.Table.from_pandas(problems()[GOLD_COLUMNS]), handle, verifier_pool, folder)
+    again, _ = score_dataset(pa.Table.from_pandas(problems()[GOLD_COLUMNS]), handle, verifier_pool, folder,
+                             home=tmp_path)
     assert len(again.parts()) == 1  # replaced whole, no parts left from the first run
