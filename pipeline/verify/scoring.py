@@ -142,9 +142,10 @@ def score_dataset(
     if pool is None and scorer is None:
         raise ValueError("score_dataset needs a verifier pool or a scorer")
     label_key = label_key or rollouts.label_key
-    # Everything a part's rows depend on: the rollouts' files, the golds, how answers are read and checked.
+    # Everything a part's rows depend on: the rollouts' files, the golds, how answers are read and
+    # checked (a longer timeout can turn a timed-out 0 into a pass).
     inputs = content_hash(rollouts.fingerprint(), columns_digest(problems, GOLD_COLUMNS), VERIFIER_VERSION,
-                          policy, label_key, str(batch_rows))
+                          policy, label_key, str(batch_rows), str(pool.timeout_s) if pool is not None else "")
     # Each selected problem's row in `problems`, by one hash join of the two id columns: a batch
     # finds its golds by the rows' positions, and no million ids become Python objects.
     rows_of = pc.fill_null(pc.index_in(rollouts.read_selection().column("problem_id"),
