@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -37,16 +38,20 @@ from dagster import (
 from pydantic import Field
 
 from assets.config import op_config, spec_config
-from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
+from assets.metadata import PREVIEW_ROWS, counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from pipeline.core.ids import IdIndex
+from pipeline.core.records import PassRate
+from pipeline.core.storage import BatchStream
 from pipeline.difficulty.strata import Strata
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import (
+    LabelStream,
     check_rewards,
     count_passes,
     count_truncations,
-    labels_token_cap,
-    pass_rates_from_counts,
+    token_cap_report,
+    truncation_bound,
 )
 from pipeline.labels.priors import PriorSpec, prior_report, relabel_allocation
 from pipeline.rollouts.allocation import AllocationConfig
@@ -354,7 +359,7 @@ def rewards(
 )
 def pass_rates(
     context: AssetExecutionContext,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     rollouts: DatasetHandle,
     rewards: DatasetHandle,
     storage: GradusStorage,
@@ -362,43 +367,51 @@ def pass_rates(
 ):
     """Per problem: successes, trials, pass rate and a 90% credible interval, keyed by model,
     revision, sampling parameters and verifier version. Counted in one streamed pass over the
-    rewards (two counters per problem in memory)."""
+    rewards (a few counters per problem in memory, ids as sorted fixed-width bytes) and written a
+    slice of labels at a time."""
     target = target_model.target(storage.layout().root)
     check_rewards(rewards.label_key, target)
-    ids = problems["problem_id"].to_numpy()
-    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
+    ids = problems.column("problem_id")
+    index = IdIndex(ids)
+    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), index)
     truncations = count_truncations(rollouts.batches(["problem_id", "sample_index", "finish_reason"]),
-                                    rewards.batches(["problem_id", "sample_index", "passed"]), ids)
-    frame = pass_rates_from_counts(ids, successes, trials, target, truncations=truncations)
-    cap = labels_token_cap(frame, target.sampling.max_tokens)
-    by_category = (
-        frame.merge(problems[["problem_id", "category"]], on="problem_id")
-        .groupby("category")["pass_rate"]
-    )
-    png = histogram_png({c: list(v) for c, v in by_category}, "pass rate by category")
+                                    rewards.batches(["problem_id", "sample_index", "passed"]), index)
+    labels = LabelStream(ids, successes, trials, target, truncations=truncations)
+    scored = trials > 0
+    rate = successes[scored] / trials[scored]
+    bound = truncation_bound(successes[scored], trials[scored], truncations[1][scored])
+    cap = token_cap_report(int(trials.sum()), int(truncations[0].sum()), int(bound.sum()),
+                           target.sampling.max_tokens)
+    # Codes, not strings: a million categories as Python objects would cost more than the counts.
+    category = pc.dictionary_encode(problems.column("category").filter(pa.array(scored))).combine_chunks()
+    codes = category.indices.to_numpy(zero_copy_only=False)
+    by_category = {name: rate[codes == code] for code, name in
+                   sorted(enumerate(category.dictionary.to_pylist()), key=lambda item: item[1])}
+    png = histogram_png(by_category, "pass rate by category")
+    first = next(labels.frames(limit=PREVIEW_ROWS), PassRate.empty_frame())
     yield Output(
-        frame,
+        BatchStream(labels.schema, labels.batches()),
         metadata={
             **picture_entry(png, "pass-rate histogram per category"),
-            "rows": len(frame),
+            "rows": labels.rows,
             "label_key": target.key,
-            "mean_pass_rate": figure(frame["pass_rate"].mean()) if len(frame) else 0.0,
-            "never_solved": int((frame["successes"] == 0).sum()),
-            "always_solved": int((frame["successes"] == frame["trials"]).sum()),
+            "mean_pass_rate": figure(rate.mean()) if labels.rows else 0.0,
+            "never_solved": int((successes[scored] == 0).sum()),
+            "always_solved": int((successes[scored] == trials[scored]).sum()),
             "pass_rate_by_category": counts_table(
-                {c: f"{v.mean():.3f}" for c, v in by_category}, "category", "mean pass rate"
+                {c: f"{v.mean():.3f}" for c, v in by_category.items()}, "category", "mean pass rate"
             ),
             "truncated": cap["truncated"],
             "truncation_bound": cap["truncation_bound"],
-            "preview": preview(frame, ["problem_id", "successes", "trials", "truncated", "pass_rate", "ci_low",
+            "preview": preview(first, ["problem_id", "successes", "trials", "truncated", "pass_rate", "ci_low",
                                        "ci_high"]),
         },
     )
     yield AssetCheckResult(check_name="rollouts_rarely_hit_token_cap", passed=cap["passed"],
                            severity=AssetCheckSeverity.WARN, description=cap["message"],
                            metadata={k: cap[k] for k in ("rollouts", "truncated", "share", "max_tokens")})
-    bad_range = int(((frame["pass_rate"] < 0) | (frame["pass_rate"] > 1)).sum())
-    bad_trials = abs(int(frame["trials"].sum()) - rewards.rows)
+    bad_range = int(((rate < 0) | (rate > 1)).sum())
+    bad_trials = abs(int(trials.sum()) - rewards.rows)
     yield AssetCheckResult(
         check_name="pass_rates_are_valid",
         passed=bad_range == 0 and bad_trials == 0,

@@ -243,6 +243,15 @@ def write_parquet_batches_checksummed(batches: Iterable[pa.RecordBatch], schema:
     return rows[0]
 
 
+@dataclass(frozen=True)
+class BatchStream:
+    """A table handed over as record batches, written by `write_parquet_batches_checksummed`: a
+    step output too large to build whole (the IO manager writes it as it comes)."""
+
+    schema: pa.Schema
+    batches: Iterable[pa.RecordBatch]
+
+
 def verify_sha256(path: Path, fix: str) -> bool:
     """Check `path` against its sidecar; raise `IntegrityError` naming the file and `fix`.
 
