@@ -15,6 +15,7 @@ from dagster._core.types.dagster_type import DagsterTypeKind
 from assets.resources import GradusStorage
 from pipeline.core.storage import (
     BatchStream,
+    ParquetSource,
     verify_sha256,
     write_parquet_batches_checksummed,
     write_parquet_checksummed,
@@ -64,7 +65,7 @@ class ParquetIOManager(ConfigurableIOManager):
         write_parquet_checksummed(table, path)
         context.add_output_metadata({"path": str(path), "rows": table.num_rows})
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | DatasetHandle | None:
+    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | ParquetSource | DatasetHandle | None:
         """The stored frame (or table, or handle, as the input is typed); an asset input typed
         `Optional[...]` whose file does not exist (its asset never materialized) is None, any other
         missing file an error."""
@@ -88,6 +89,8 @@ class ParquetIOManager(ConfigurableIOManager):
                 verify_sha256(path, "rerun the job")
         if kind is DatasetHandle:
             return read_handle(path)
+        if kind is ParquetSource:
+            return ParquetSource(path)
         columns = (context.definition_metadata or {}).get("columns")
         table = pq.read_table(path, columns=columns)
         return table if kind is pa.Table else table.to_pandas()
