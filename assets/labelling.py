@@ -42,7 +42,7 @@ from assets.metadata import PREVIEW_ROWS, counts_table, figure, histogram_png, p
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
 from pipeline.core.ids import IdIndex
 from pipeline.core.records import PassRate
-from pipeline.core.storage import BatchStream
+from pipeline.core.storage import BatchStream, ParquetSource
 from pipeline.difficulty.strata import Strata
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import (
@@ -57,7 +57,7 @@ from pipeline.labels.priors import PriorSpec, prior_report, relabel_allocation
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, split_problems
+from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, shard_rows
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
 
@@ -90,21 +90,23 @@ class ShardedRolloutsConfig(RolloutsConfig):
 def shard_problems(
     context: OpExecutionContext,
     config: ShardedRolloutsConfig,
-    problems: pa.Table,
+    problems: ParquetSource,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
     """Split the pool into shards by a stable hash of the problem id (empty shards are skipped).
-    Shards stay Arrow tables: a million prompts as Python objects would cost gigabytes."""
+    Shards stay Arrow tables, split on the ids alone and read from the pool's file a batch at a
+    time: a million prompts as Python objects (or copied to be split) would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
     target_model.spec(storage.layout().root)
-    rows = pd.DataFrame({"problem_id": problems.column("problem_id").to_pandas(), "row": np.arange(problems.num_rows)})
-    shards = {i: problems.take(pa.array(part["row"].to_numpy())) for i, part in
-              split_problems(rows, config.shards).items()} or {0: problems}
-    context.log.info(f"{problems.num_rows} problems in {len(shards)} shards: "
-                     + ", ".join(f"{i}: {s.num_rows}" for i, s in shards.items()))
-    for index, shard in shards.items():
+    rows = shard_rows(problems.column("problem_id"), config.shards) or {0: np.arange(0)}
+    sizes = {i: len(r) for i, r in rows.items()} if len(rows) > 1 else {i: problems.num_rows for i in rows}
+    context.log.info(f"{problems.num_rows} problems in {len(rows)} shards: "
+                     + ", ".join(f"{i}: {n}" for i, n in sizes.items()))
+    for index, positions in rows.items():
+        # One shard is the whole pool, read as it is.
+        shard = problems.read() if len(rows) == 1 else problems.take(positions)
         yield DynamicOutput(shard, mapping_key=str(index))
 
 

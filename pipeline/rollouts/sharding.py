@@ -20,7 +20,7 @@ import pandas as pd
 import pyarrow as pa
 
 from pipeline.core.records import content_hash
-from pipeline.core.storage import write_parquet_checksummed
+from pipeline.core.storage import BATCH_ROWS, write_parquet_checksummed
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.store import RolloutStore
 
@@ -43,10 +43,27 @@ def shard_of(problem_id: str, shards: int) -> int:
     return int(content_hash(problem_id, length=16), 16) % _checked(shards)
 
 
+def shard_indices(ids: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
+    """`shard_of` every id, in order; a chunk of ids at a time is made Python strings (none for one shard)."""
+    if _checked(shards) == 1:
+        return np.zeros(len(ids), np.int64)
+    out = np.empty(len(ids), np.int64)
+    for start in range(0, len(ids), BATCH_ROWS):
+        chunk = ids.slice(start, BATCH_ROWS).to_pylist()
+        out[start:start + len(chunk)] = [shard_of(pid, shards) for pid in chunk]
+    return out
+
+
+def shard_rows(ids: pa.Array | pa.ChunkedArray, shards: int) -> dict[int, np.ndarray]:
+    """The pool positions of each non-empty shard, by shard index, in pool order."""
+    index = shard_indices(ids, shards)
+    return {int(i): np.flatnonzero(index == i) for i in np.unique(index)}
+
+
 def split_problems(problems: pd.DataFrame, shards: int) -> dict[int, pd.DataFrame]:
     """The non-empty shards of the pool, by shard index, each keeping the pool's row order."""
-    index = problems["problem_id"].map(lambda pid: shard_of(pid, shards))
-    return {int(i): part.reset_index(drop=True) for i, part in problems.groupby(index, sort=True)}
+    ids = pa.array(problems["problem_id"].astype(str).to_numpy(), pa.string())
+    return {i: problems.iloc[rows].reset_index(drop=True) for i, rows in shard_rows(ids, shards).items()}
 
 
 def shard_budget(total_budget: int | None, shard_size: int, pool_size: int) -> int | None:
