@@ -193,7 +193,7 @@ def sample_shard(
 def merge_shards(
     context: OpExecutionContext,
     config: RolloutsConfig,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     allocations: list[pd.DataFrame],
     stats: list[pd.DataFrame],
     storage: GradusStorage,
@@ -205,7 +205,7 @@ def merge_shards(
     layout = storage.layout()
     model = target_model.spec(layout.root)
     store = RolloutStore(layout.root, model, target_model.sampling())
-    merged = merged_rollouts(store, problems["problem_id"].tolist(), allocations, stats,
+    merged = merged_rollouts(store, problems.column("problem_id"), allocations, stats,
                              layout.dataset(["rollouts"]) / "selection.parquet")
     shards, rows, generated = merged.shards, merged.handle.rows, merged.generated
     context.log.info(
@@ -246,7 +246,7 @@ def merge_shards(
             "policy": policy,
             "rounds": int(shards["rounds"].max()),
             "rollouts_spent": int(alloc["trials"].sum()),
-            "uniform_equivalent": config.samples_per_problem * len(problems),
+            "uniform_equivalent": config.samples_per_problem * problems.num_rows,
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
             **(_prior_metadata(alloc, config, strata.strata()) if adaptive else {}),
         },
