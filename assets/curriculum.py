@@ -4,7 +4,6 @@
 from typing import Optional
 
 import pandas as pd
-import pyarrow as pa
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -19,6 +18,7 @@ from dagster import (
 from assets.config import op_config, spec_config
 from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
+from pipeline.core.storage import ParquetSource
 from pipeline.curriculum.build import MANIFEST, CurriculumSpec, curriculum_problem_ids, manifest_problems
 from pipeline.curriculum.staging import stage_pool
 from pipeline.labels.history import LabelHistory
@@ -56,7 +56,7 @@ class CurriculumConfig(spec_config(CurriculumSpec, CrossModelSelection)):
 def curriculum(
     context: AssetExecutionContext,
     config: CurriculumConfig,
-    problems: pa.Table,
+    problems: ParquetSource,
     pass_rates: pd.DataFrame,
     predicted_difficulty: Optional[pd.DataFrame],
     contamination: pd.DataFrame,

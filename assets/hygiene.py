@@ -2,9 +2,12 @@
 `evaluation_problems` (the benchmarks) and `contamination` (which problems leak them)."""
 
 
+from collections.abc import Iterable
 from functools import partial
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import AssetExecutionContext, AssetOut, MetadataValue, Output, asset, multi_asset
 
 from assets.config import op_config, spec_config
@@ -31,20 +34,21 @@ class DedupConfig(spec_config(DedupSpec)):
     },
     group_name="labelling",
 )
-def unique_problems(context: AssetExecutionContext, config: DedupConfig, problems: pd.DataFrame, verifier: Verifier):
+def unique_problems(context: AssetExecutionContext, config: DedupConfig, problems: pa.Table, verifier: Verifier):
     """Exact duplicates after normalisation (NFKC with super- and subscripts kept, the case of words,
     whitespace, LaTeX spacing) under the same system prompt, near-duplicates by MinHash-LSH with the
     same gold answer, and identical problems whose answers disagree even to the verifier (all
     copies quarantined as `conflicting_answers`)."""
     result = deduplicate(problems, config.to_spec(), context.log.info, partial(golds_agree, verifier.pool()))
-    kept = problems[result.keep].reset_index(drop=True)
+    kept = problems.filter(pa.array(result.keep))
     dropped = result.dropped.to_pandas()
     counts = result.counts()
-    context.log.info(f"{len(problems)} problems: {counts}")
+    context.log.info(f"{problems.num_rows} problems: {counts}")
     yield Output(kept, output_name="unique_problems", metadata={
-        "rows": len(kept), "dropped": len(dropped), "outcome": counts_table(counts, "outcome", "problems"),
+        "rows": kept.num_rows, "dropped": len(dropped), "outcome": counts_table(counts, "outcome", "problems"),
     })
-    pairs = dropped.assign(kept_text=dropped["kept_id"].map(_user_text(problems)))
+    shown = dropped.head(PREVIEW_ROWS)
+    pairs = shown.assign(kept_text=shown["kept_id"].map(_user_text(problems, shown["kept_id"])))
     yield Output(dropped, output_name="duplicate_problems", metadata={
         "rows": len(dropped),
         "reasons": counts_table(dropped["reason"].value_counts().to_dict(), "reason"),
@@ -78,26 +82,33 @@ class ContaminationConfig(spec_config(ContaminationSpec)):
     """How the pool is checked (`pipeline.hygiene.contamination.ContaminationSpec`)."""
 
 
-def flagged_pairs(report: pd.DataFrame, problems: pd.DataFrame, benchmarks: pd.DataFrame) -> pd.DataFrame:
+def flagged_pairs(report: pd.DataFrame, problems: pa.Table, benchmarks: pd.DataFrame) -> pd.DataFrame:
     """Flagged problems beside the benchmark problem each matches, one row per (problem, benchmark)."""
-    text, bench_text = _user_text(problems), _user_text(benchmarks)
+    names = list(dict.fromkeys(c.rpartition("/")[0] for c in report.columns if "/" in c))
+    shown = {name: report[report[[f"{name}/{m}" for m in METHODS]].any(axis=1)].head(PREVIEW_ROWS) for name in names}
+    # The texts of the rows shown only: the pool's prompts never all become Python objects.
+    text = _user_text(problems, [pid for hit in shown.values() for pid in hit["problem_id"]])
+    bench_text = _user_text(pa.Table.from_pandas(benchmarks, preserve_index=False),
+                            [pid for name, hit in shown.items() for pid in hit[f"{name}/match"]])
     rows = []
-    for name in dict.fromkeys(c.rpartition("/")[0] for c in report.columns if "/" in c):
-        hit = report[report[[f"{name}/{m}" for m in METHODS]].any(axis=1)]
-        for _, row in hit.head(PREVIEW_ROWS).iterrows():
+    for name, hit in shown.items():
+        for _, row in hit.iterrows():
             rows.append({"benchmark": name, "methods": ", ".join(m for m in METHODS if row[f"{name}/{m}"]),
                          "problem": text.get(row["problem_id"], ""),
                          "benchmark problem": bench_text.get(row[f"{name}/match"], "")})
     return pd.DataFrame(rows, columns=["benchmark", "methods", "problem", "benchmark problem"])
 
 
-def _user_text(frame: pd.DataFrame) -> dict:
-    return dict(zip(frame["problem_id"],
-                    frame["prompt"].map(lambda m: "\n".join(x["content"] for x in m if x["role"] == "user"))))
+def _user_text(table: pa.Table, ids: Iterable[object]) -> dict:
+    """The user turns of the problems `ids` names, by id (read for those rows alone)."""
+    wanted = pa.array([i for i in ids if isinstance(i, str)], pa.string())
+    rows = table.select(["problem_id", "prompt"]).filter(pc.is_in(table.column("problem_id"), value_set=wanted))
+    return {pid: "\n".join(x["content"] for x in prompt if x["role"] == "user")
+            for pid, prompt in zip(rows.column("problem_id").to_pylist(), rows.column("prompt").to_pylist())}
 
 
 @asset(group_name="labelling")
-def contamination(context: AssetExecutionContext, config: ContaminationConfig, unique_problems: pd.DataFrame,
+def contamination(context: AssetExecutionContext, config: ContaminationConfig, unique_problems: pa.Table,
                   evaluation_problems: pd.DataFrame) -> Output[pd.DataFrame]:
     """Per pool problem and per benchmark: a flag for each method (`exact`, `open_r1` 8-grams,
     `datatrove` 12-grams with numbers normalised), a MinHash score and the matched benchmark

@@ -13,7 +13,14 @@ from dagster import ConfigurableIOManager, InputContext, OutputContext
 from dagster._core.types.dagster_type import DagsterTypeKind
 
 from assets.resources import GradusStorage
-from pipeline.core.storage import verify_sha256, write_parquet_checksummed, write_text_atomic
+from pipeline.core.storage import (
+    BatchStream,
+    ParquetSource,
+    verify_sha256,
+    write_parquet_batches_checksummed,
+    write_parquet_checksummed,
+    write_text_atomic,
+)
 from pipeline.rollouts.handles import DatasetHandle, read_handle
 
 
@@ -25,7 +32,8 @@ class ParquetIOManager(ConfigurableIOManager):
     executors), so they meet on the shared storage root rather than in memory.
 
     A `DatasetHandle` output is written as `<same path>.json` (its rows already lie where it
-    points). An input typed `pa.Table` is read as Arrow, and input metadata `columns` reads only
+    points); a `BatchStream` is written a record batch at a time, into the same Parquet file a
+    frame would have been. An input typed `pa.Table` is read as Arrow, and input metadata `columns` reads only
     those columns: a step that needs the ids of a million problems does not load their prompts.
     """
 
@@ -39,10 +47,15 @@ class ParquetIOManager(ConfigurableIOManager):
             return self.path_for(list(context.asset_key.path))
         return self.storage.layout().step(context.get_identifier())
 
-    def handle_output(self, context: OutputContext, obj: pd.DataFrame | pa.Table | DatasetHandle | None) -> None:
+    def handle_output(self, context: OutputContext,
+                      obj: pd.DataFrame | pa.Table | DatasetHandle | BatchStream | None) -> None:
         if obj is None:
             return
         path = self._output_path(context)
+        if isinstance(obj, BatchStream):
+            rows = write_parquet_batches_checksummed(obj.batches, obj.schema, path)
+            context.add_output_metadata({"path": str(path), "rows": rows})
+            return
         if isinstance(obj, DatasetHandle):
             path = path.with_suffix(".json")
             write_text_atomic(obj.to_json(), path)
@@ -52,7 +65,7 @@ class ParquetIOManager(ConfigurableIOManager):
         write_parquet_checksummed(table, path)
         context.add_output_metadata({"path": str(path), "rows": table.num_rows})
 
-    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | DatasetHandle | None:
+    def load_input(self, context: InputContext) -> pd.DataFrame | pa.Table | ParquetSource | DatasetHandle | None:
         """The stored frame (or table, or handle, as the input is typed); an asset input typed
         `Optional[...]` whose file does not exist (its asset never materialized) is None, any other
         missing file an error."""
@@ -76,6 +89,8 @@ class ParquetIOManager(ConfigurableIOManager):
                 verify_sha256(path, "rerun the job")
         if kind is DatasetHandle:
             return read_handle(path)
+        if kind is ParquetSource:
+            return ParquetSource(path)
         columns = (context.definition_metadata or {}).get("columns")
         table = pq.read_table(path, columns=columns)
         return table if kind is pa.Table else table.to_pandas()

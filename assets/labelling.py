@@ -14,6 +14,7 @@ from dataclasses import replace
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from dagster import (
     AssetCheckResult,
     AssetCheckSeverity,
@@ -37,26 +38,29 @@ from dagster import (
 from pydantic import Field
 
 from assets.config import op_config, spec_config
-from assets.metadata import counts_table, figure, histogram_png, picture_entry, preview
+from assets.metadata import PREVIEW_ROWS, counts_table, figure, histogram_png, picture_entry, preview
 from assets.resources import ComputeBackend, GradusStorage, InferenceEngine, StrataResource, TargetModel, Verifier
+from pipeline.core.ids import IdIndex
 from pipeline.core.model import ModelSpec
 from pipeline.core.progress import Progress
-from pipeline.core.storage import StorageLayout
+from pipeline.core.records import PassRate
+from pipeline.core.storage import BatchStream, ParquetSource, StorageLayout
 from pipeline.difficulty.strata import Strata
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.pass_rates import (
+    LabelStream,
     check_rewards,
     count_passes,
     count_truncations,
-    labels_token_cap,
-    pass_rates_from_counts,
+    token_cap_report,
+    truncation_bound,
 )
 from pipeline.labels.priors import PriorSource, PriorSpec, prediction_source, prior_report, relabel_allocation
 from pipeline.probes.transfer import transferable_probe
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, split_problems
+from pipeline.rollouts.sharding import SAMPLE_COLUMNS, default_shards, merged_rollouts, shard_budget, shard_rows
 from pipeline.rollouts.store import RolloutStore
 from pipeline.verify.scoring import GOLD_COLUMNS, score_dataset, score_rollouts
 
@@ -89,21 +93,23 @@ class ShardedRolloutsConfig(RolloutsConfig):
 def shard_problems(
     context: OpExecutionContext,
     config: ShardedRolloutsConfig,
-    problems: pa.Table,
+    problems: ParquetSource,
     storage: GradusStorage,
     target_model: TargetModel,
 ):
     """Split the pool into shards by a stable hash of the problem id (empty shards are skipped).
-    Shards stay Arrow tables: a million prompts as Python objects would cost gigabytes."""
+    Shards stay Arrow tables, split on the ids alone and read from the pool's file a batch at a
+    time: a million prompts as Python objects (or copied to be split) would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
     target_model.spec(storage.layout().root)
-    rows = pd.DataFrame({"problem_id": problems.column("problem_id").to_pandas(), "row": np.arange(problems.num_rows)})
-    shards = {i: problems.take(pa.array(part["row"].to_numpy())) for i, part in
-              split_problems(rows, config.shards).items()} or {0: problems}
-    context.log.info(f"{problems.num_rows} problems in {len(shards)} shards: "
-                     + ", ".join(f"{i}: {s.num_rows}" for i, s in shards.items()))
-    for index, shard in shards.items():
+    rows = shard_rows(problems.column("problem_id"), config.shards) or {0: np.arange(0)}
+    sizes = {i: len(r) for i, r in rows.items()} if len(rows) > 1 else {i: problems.num_rows for i in rows}
+    context.log.info(f"{problems.num_rows} problems in {len(rows)} shards: "
+                     + ", ".join(f"{i}: {n}" for i, n in sizes.items()))
+    for index, positions in rows.items():
+        # One shard is the whole pool, read as it is.
+        shard = problems.read() if len(rows) == 1 else problems.take(positions)
         yield DynamicOutput(shard, mapping_key=str(index))
 
 
@@ -212,7 +218,7 @@ def probe_predictions(context: OpExecutionContext, shard: pd.DataFrame, layout: 
 def merge_shards(
     context: OpExecutionContext,
     config: RolloutsConfig,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     allocations: list[pd.DataFrame],
     stats: list[pd.DataFrame],
     storage: GradusStorage,
@@ -224,7 +230,7 @@ def merge_shards(
     layout = storage.layout()
     model = target_model.spec(layout.root)
     store = RolloutStore(layout.root, model, target_model.sampling())
-    merged = merged_rollouts(store, problems["problem_id"].tolist(), allocations, stats,
+    merged = merged_rollouts(store, problems.column("problem_id"), allocations, stats,
                              layout.dataset(["rollouts"]) / "selection.parquet")
     shards, rows, generated = merged.shards, merged.handle.rows, merged.generated
     context.log.info(
@@ -265,7 +271,7 @@ def merge_shards(
             "policy": policy,
             "rounds": int(shards["rounds"].max()),
             "rollouts_spent": int(alloc["trials"].sum()),
-            "uniform_equivalent": config.samples_per_problem * len(problems),
+            "uniform_equivalent": config.samples_per_problem * problems.num_rows,
             "stop_reasons": counts_table(alloc["stop_reason"].value_counts().to_dict(), "stop reason"),
             **(_prior_metadata(alloc, config, strata.strata()) if adaptive else {}),
         },
@@ -383,7 +389,7 @@ def rewards(
 )
 def pass_rates(
     context: AssetExecutionContext,
-    problems: pd.DataFrame,
+    problems: pa.Table,
     rollouts: DatasetHandle,
     rewards: DatasetHandle,
     storage: GradusStorage,
@@ -391,43 +397,51 @@ def pass_rates(
 ):
     """Per problem: successes, trials, pass rate and a 90% credible interval, keyed by model,
     revision, sampling parameters and verifier version. Counted in one streamed pass over the
-    rewards (two counters per problem in memory)."""
+    rewards (a few counters per problem in memory, ids as sorted fixed-width bytes) and written a
+    slice of labels at a time."""
     target = target_model.target(storage.layout().root)
     check_rewards(rewards.label_key, target)
-    ids = problems["problem_id"].to_numpy()
-    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), ids)
+    ids = problems.column("problem_id")
+    index = IdIndex(ids)
+    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), index)
     truncations = count_truncations(rollouts.batches(["problem_id", "sample_index", "finish_reason"]),
-                                    rewards.batches(["problem_id", "sample_index", "passed"]), ids)
-    frame = pass_rates_from_counts(ids, successes, trials, target, truncations=truncations)
-    cap = labels_token_cap(frame, target.sampling.max_tokens)
-    by_category = (
-        frame.merge(problems[["problem_id", "category"]], on="problem_id")
-        .groupby("category")["pass_rate"]
-    )
-    png = histogram_png({c: list(v) for c, v in by_category}, "pass rate by category")
+                                    rewards.batches(["problem_id", "sample_index", "passed"]), index)
+    labels = LabelStream(ids, successes, trials, target, truncations=truncations)
+    scored = trials > 0
+    rate = successes[scored] / trials[scored]
+    bound = truncation_bound(successes[scored], trials[scored], truncations[1][scored])
+    cap = token_cap_report(int(trials.sum()), int(truncations[0].sum()), int(bound.sum()),
+                           target.sampling.max_tokens)
+    # Codes, not strings: a million categories as Python objects would cost more than the counts.
+    category = pc.dictionary_encode(problems.column("category").filter(pa.array(scored))).combine_chunks()
+    codes = category.indices.to_numpy(zero_copy_only=False)
+    by_category = {name: rate[codes == code] for code, name in
+                   sorted(enumerate(category.dictionary.to_pylist()), key=lambda item: item[1])}
+    png = histogram_png(by_category, "pass rate by category")
+    first = next(labels.frames(limit=PREVIEW_ROWS), PassRate.empty_frame())
     yield Output(
-        frame,
+        BatchStream(labels.schema, labels.batches()),
         metadata={
             **picture_entry(png, "pass-rate histogram per category"),
-            "rows": len(frame),
+            "rows": labels.rows,
             "label_key": target.key,
-            "mean_pass_rate": figure(frame["pass_rate"].mean()) if len(frame) else 0.0,
-            "never_solved": int((frame["successes"] == 0).sum()),
-            "always_solved": int((frame["successes"] == frame["trials"]).sum()),
+            "mean_pass_rate": figure(rate.mean()) if labels.rows else 0.0,
+            "never_solved": int((successes[scored] == 0).sum()),
+            "always_solved": int((successes[scored] == trials[scored]).sum()),
             "pass_rate_by_category": counts_table(
-                {c: f"{v.mean():.3f}" for c, v in by_category}, "category", "mean pass rate"
+                {c: f"{v.mean():.3f}" for c, v in by_category.items()}, "category", "mean pass rate"
             ),
             "truncated": cap["truncated"],
             "truncation_bound": cap["truncation_bound"],
-            "preview": preview(frame, ["problem_id", "successes", "trials", "truncated", "pass_rate", "ci_low",
+            "preview": preview(first, ["problem_id", "successes", "trials", "truncated", "pass_rate", "ci_low",
                                        "ci_high"]),
         },
     )
     yield AssetCheckResult(check_name="rollouts_rarely_hit_token_cap", passed=cap["passed"],
                            severity=AssetCheckSeverity.WARN, description=cap["message"],
                            metadata={k: cap[k] for k in ("rollouts", "truncated", "share", "max_tokens")})
-    bad_range = int(((frame["pass_rate"] < 0) | (frame["pass_rate"] > 1)).sum())
-    bad_trials = abs(int(frame["trials"].sum()) - rewards.rows)
+    bad_range = int(((rate < 0) | (rate > 1)).sum())
+    bad_trials = abs(int(trials.sum()) - rewards.rows)
     yield AssetCheckResult(
         check_name="pass_rates_are_valid",
         passed=bad_range == 0 and bad_trials == 0,

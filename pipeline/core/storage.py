@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -259,6 +260,62 @@ def recorded_sha256(path: Path, fix: str) -> str | None:
     except (OSError, UnicodeDecodeError, IndexError):
         raise IntegrityError(f"the checksum file {sidecar} is unreadable, so {path} cannot be trusted: "
                              f"{fix}") from None
+
+
+@dataclass(frozen=True)
+class BatchStream:
+    """A table handed over as record batches, written by `write_parquet_batches_checksummed`: a
+    step output too large to build whole (the IO manager writes it as it comes)."""
+
+    schema: pa.Schema
+    batches: Iterable[pa.RecordBatch]
+
+
+class ParquetSource:
+    """One Parquet file (or an in-memory table) read as a step needs it: some columns, or record
+    batches of all of them, so a pool of a million prompts is never loaded whole to be filtered."""
+
+    def __init__(self, data: str | os.PathLike[str] | pa.Table) -> None:
+        self._table = data if isinstance(data, pa.Table) else None
+        self.path = None if self._table is not None else Path(data)
+
+    @property
+    def num_rows(self) -> int:
+        return self._table.num_rows if self._table is not None else pq.ParquetFile(self.path).metadata.num_rows
+
+    @property
+    def schema(self) -> pa.Schema:
+        return self._table.schema if self._table is not None else pq.read_schema(self.path)
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.Table:
+        """`columns` (default all) of every row."""
+        if self._table is not None:
+            return self._table.select(list(columns)) if columns is not None else self._table
+        return pq.read_table(self.path, columns=list(columns) if columns is not None else None)
+
+    def column(self, name: str) -> pa.ChunkedArray:
+        return self.read([name]).column(name)
+
+    def batches(self, columns: Sequence[str] | None = None, batch_rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """Every row in order, in record batches of at most `batch_rows` rows."""
+        if self._table is not None:
+            table = self.read(columns)
+            yield from table.to_batches(max_chunksize=batch_rows)
+            return
+        yield from pq.ParquetFile(self.path).iter_batches(batch_size=batch_rows,
+                                                          columns=list(columns) if columns is not None else None)
+
+    def take(self, rows: Iterable[int] | pa.Array, columns: Sequence[str] | None = None) -> pa.Table:
+        """The rows at positions `rows` (ascending), read batch by batch: memory is what is taken plus one batch."""
+        wanted = np.asarray(rows, np.int64)
+        parts, start = [], 0
+        for batch in self.batches(columns):
+            lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
+            if hi > lo:
+                parts.append(batch.take(pa.array(wanted[lo:hi] - start)))
+            start += batch.num_rows
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        return pa.Table.from_batches(parts) if parts else schema.empty_table()
 
 
 def verify_sha256(path: Path, fix: str) -> bool:

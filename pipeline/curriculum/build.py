@@ -21,12 +21,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.locks import locked
+from pipeline.core.ids import IdIndex
 from pipeline.core.storage import (
+    BATCH_ROWS,
+    ParquetSource,
     StorageLayout,
     file_sha256,
     replacing,
     safe_name,
-    write_parquet_atomic,
     write_text_atomic,
 )
 from pipeline.curriculum.informative import GroupFilter
@@ -45,6 +47,8 @@ if TYPE_CHECKING:
 
 MANIFEST = "manifest.json"
 LABEL_COLUMNS = ("successes", "trials", "pass_rate", "ci_low", "ci_high")
+POOL_BATCH_ROWS = BATCH_ROWS
+"""Problems read at a time when the pool streams into the stages."""
 TRUNCATION_BOUND = -2
 """The class of a problem left out because its failures are mostly truncations (`truncation_bound: exclude`)."""
 
@@ -125,30 +129,38 @@ MODEL_DIFFICULTY = "model_difficulty"
 stages carry in `extra_info`, as Skywork-OR1 ships other models' rates."""
 
 
+def _label_rows(ids: pa.ChunkedArray | pa.Array, labels: pa.Table, strata: Strata) -> tuple[np.ndarray, pa.Table]:
+    """For the pool's `ids`: the positions of those with a label, and those labels in that order
+    (the columns staged) with the `stage` class of each. Measured labels whose pass rate
+    contradicts their counts are refused (`labels.check_counts`)."""
+    check_counts(labels.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in labels.column_names])
+                 .to_pandas(), "the labels to stage")
+    keep = [*LABEL_COLUMNS] + [c for c in ("label_source", *TRUNCATION_COLUMNS, MODEL_DIFFICULTY)
+                               if c in labels.column_names]
+    where = IdIndex(labels.column("problem_id")).lookup(ids)
+    positions = np.flatnonzero(where >= 0)
+    rows = labels.select(keep).take(pa.array(where[positions]))
+    stage = strata.class_of(rows.column("pass_rate").to_numpy(), rows.column("successes").to_numpy(),
+                            rows.column("trials").to_numpy())
+    return positions, rows.append_column("stage", pa.array(stage, pa.int64()))
+
+
+def _with_labels(problems: pa.Table, rows: pa.Table) -> pa.Table:
+    for name in rows.column_names:
+        problems = problems.append_column(name, rows.column(name))
+    return problems
+
+
 def stratify(problems: Any, labels: Any, strata: Strata) -> pa.Table:
     """Join problems with their labels and assign a class to each: 1..K, 0 solved, -1 unsolved.
 
     Problems without a label are left out (they have no pass rate yet). Measured labels whose
     pass rate contradicts their counts are refused (`labels.check_counts`).
     """
-    p, lab = _as_table(problems), _as_table(labels)
-    check_counts(lab.select([c for c in ("problem_id", *LABEL_COLUMNS, "label_source") if c in lab.column_names])
-                 .to_pandas(), "the labels to stage")
-    keep = [*LABEL_COLUMNS] + [c for c in ("label_source", *TRUNCATION_COLUMNS, MODEL_DIFFICULTY)
-                               if c in lab.column_names]
-    # A positional join: Acero's hash join cannot carry list<struct> columns such as `prompt`.
-    where = pc.index_in(p.column("problem_id"), value_set=lab.column("problem_id"))
-    # Filtering copies every column, nested prompts included: only when a problem has no label.
-    joined = p.filter(pc.is_valid(where)) if where.null_count else p
-    rows = lab.select(keep).take(pc.drop_null(where))
-    for name in keep:
-        joined = joined.append_column(name, rows.column(name))
-    stage = strata.class_of(
-        joined.column("pass_rate").to_numpy(),
-        joined.column("successes").to_numpy(),
-        joined.column("trials").to_numpy(),
-    )
-    return joined.append_column("stage", pa.array(stage, pa.int64()))
+    p = _as_table(problems)
+    positions, rows = _label_rows(p.column("problem_id"), _as_table(labels), strata)
+    # Taking copies every column, nested prompts included: only when a problem has no label.
+    return _with_labels(p if len(positions) == p.num_rows else p.take(pa.array(positions)), rows)
 
 
 def to_verl(table: pa.Table, provenance: Mapping[str, Any] | None = None) -> pa.Table:
@@ -203,17 +215,6 @@ def _ids_digest(ids: pa.ChunkedArray) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _stage_order(stage: np.ndarray, n_stages: int, shuffle_seed: int | None) -> list[np.ndarray]:
-    """Row positions of each stage, in pool order or shuffled with `shuffle_seed + k`."""
-    orders = []
-    for k in range(1, n_stages + 1):
-        rows = np.flatnonzero(stage == k)
-        if shuffle_seed is not None and rows.size:
-            rows = rows[np.random.default_rng(shuffle_seed + k).permutation(rows.size)]
-        orders.append(rows)
-    return orders
-
-
 def build_curriculum(
     problems: Any,
     labels: Any,
@@ -244,15 +245,25 @@ def write_curriculum(
     home: Path,
     provenance: Mapping[str, Any] | None = None,
     group_filter: GroupFilter | None = None,
+    exclude: pa.Array | None = None,
 ) -> tuple[dict[str, Any], pa.Table]:
-    """`build_curriculum`, also returning the labelled problems with the class each was given
-    (`stratify`'s, `TRUNCATION_BOUND` for those the spec leaves out as cut at the token cap), so
-    callers describe the stages without stratifying a second time."""
+    """`build_curriculum`, leaving out the problems `exclude` names, and also returning the labels
+    of the staged pool in pool order with the class each was given (`stratify`'s,
+    `TRUNCATION_BOUND` for those the spec leaves out as cut at the token cap), so callers describe
+    the stages without stratifying a second time.
+
+    `problems` may be a `ParquetSource`: the pool is then read a record batch at a time and each
+    batch's rows appended to its stage's file, so only the labels (a few numbers per problem) and
+    the ids are held whole; a shuffled stage is read back alone to be permuted."""
     root = StorageLayout(str(home)).curriculum(spec.name)  # a bad name fails before any work
-    problems_t = _as_table(problems)
-    table = stratify(problems_t, labels, spec.strata)
+    source = problems if isinstance(problems, ParquetSource) else ParquetSource(_as_table(problems))
+    ids = source.column("problem_id")
+    kept = None if exclude is None or not len(exclude) else pc.invert(pc.is_in(ids, value_set=exclude))
+    if kept is not None:
+        ids = ids.filter(kept)
+    positions, table = _label_rows(ids, _as_table(labels), spec.strata)
     with locked(home, "curriculum", spec.name), replacing(root) as staging:
-        return _write_stages(problems_t, table, spec, staging, root, provenance, group_filter)
+        return _write_stages(source, kept, ids, positions, table, spec, staging, root, provenance, group_filter)
 
 
 def _truncation(table: pa.Table, spec: CurriculumSpec, max_tokens: int | None) -> tuple[pa.Table, dict[str, Any]]:
@@ -278,41 +289,50 @@ def _truncation(table: pa.Table, spec: CurriculumSpec, max_tokens: int | None) -
     return table, record
 
 
+def _stage_permutation(size: int, k: int, shuffle_seed: int | None) -> np.ndarray | None:
+    """The order of stage `k`'s rows (given in pool order): shuffled with `shuffle_seed + k`, or None to keep it."""
+    if shuffle_seed is None or not size:
+        return None
+    return np.random.default_rng(shuffle_seed + k).permutation(size)
+
+
 def _write_stages(
-    problems_t: pa.Table, table: pa.Table, spec: CurriculumSpec, staging: Path, root: Path,
+    source: ParquetSource, kept: pa.ChunkedArray | None, ids: pa.ChunkedArray, positions: np.ndarray,
+    table: pa.Table, spec: CurriculumSpec, staging: Path, root: Path,
     provenance: Mapping[str, Any] | None, group_filter: GroupFilter | None,
 ) -> tuple[dict[str, Any], pa.Table]:
     """Write the stage files and the manifest into `staging` (swapped in as `root`); returns the
-    manifest and the table with its final classes."""
+    manifest and the labels with their final classes. `ids` are the pool's after `kept` (the
+    exclusion mask over the source's rows, None: all kept), `positions` those with a label (the
+    rows of `table`)."""
     strata = spec.strata
 
     table, truncation = _truncation(table, spec, ((provenance or {}).get("sampling") or {}).get("max_tokens"))
     stage_col = table.column("stage").to_numpy()
-    orders = _stage_order(stage_col, strata.n_stages, spec.shuffle_seed)
-    # One gather of every staged row, then zero-copy slices: nested columns are copied once.
-    staged = to_verl(table, provenance).take(pa.array(np.concatenate(orders), pa.int64()))
+    rows_of = {k: np.flatnonzero(stage_col == k) for k in range(1, strata.n_stages + 1)}
+    pooled = _write_pool_order(source, kept, positions, table, provenance, staging)
     stages = []
-    start = 0
-    for k, rows in enumerate(orders, start=1):
-        part = staged.slice(start, rows.size)
-        start += rows.size
-        file = f"stage_{k}.parquet" if part.num_rows else None
+    for k, rows in rows_of.items():
+        file = f"stage_{k}.parquet" if rows.size else None
+        order = _stage_permutation(rows.size, k, spec.shuffle_seed)
         if file:
-            write_parquet_atomic(part, staging / file)
-        rates = part.column("pass_rate").to_numpy() if part.num_rows else np.array([])
+            _finish_stage(pooled[k], order, staging / file)
+        if order is not None:
+            rows = rows[order]
+        rates = table.column("pass_rate").to_numpy()[rows]
         hi, lo = strata.edges[k - 1], strata.edges[k]
         stages.append(
             {
                 "stage": k,
                 "name": f"stage_{k}",
                 "file": file,
-                "rows": part.num_rows,
+                "rows": int(rows.size),
                 "pass_rate_bin": [lo, hi],
                 "mean_pass_rate": float(rates.mean()) if len(rates) else None,
-                "truncation_bound": int(pc.sum(part.column("truncation_bound")).as_py() or 0),
-                "group_filter": group_filter.prediction(rates, part.column("ci_low").to_numpy(),
-                                                        part.column("ci_high").to_numpy())
-                if group_filter and part.num_rows else None,
+                "truncation_bound": int(table.column("truncation_bound").to_numpy()[rows].sum()),
+                "group_filter": group_filter.prediction(rates, table.column("ci_low").to_numpy()[rows],
+                                                        table.column("ci_high").to_numpy()[rows])
+                if group_filter and rows.size else None,
                 "sha256": file_sha256(staging / file) if file else None,
                 "note": None if file else f"no labelled problem has a pass rate in ({lo:.3g}, {hi:.3g}]; no file",
             }
@@ -320,7 +340,8 @@ def _write_stages(
     excluded = {"solved": int((stage_col == SOLVED).sum()), "unsolved": int((stage_col == UNSOLVED).sum()),
                 "truncation_bound": int((stage_col == TRUNCATION_BOUND).sum())}
     generation = [s["group_filter"]["generation_batch_size"] for s in stages if s["group_filter"]]
-    sources = pc.value_counts(problems_t.column("source")).to_pylist()
+    source_names = source.column("source")
+    sources = pc.value_counts(source_names.filter(kept) if kept is not None else source_names).to_pylist()
     manifest = {
         "name": spec.name,
         "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -329,12 +350,12 @@ def _write_stages(
         "stages": stages,
         "excluded": excluded,
         "counts": {
-            "problems": problems_t.num_rows,
+            "problems": len(ids),
             "labelled": table.num_rows,
             "in_stages": sum(s["rows"] for s in stages),
         },
         "source_snapshot": {
-            "problem_ids_sha256": _ids_digest(problems_t.column("problem_id")),
+            "problem_ids_sha256": _ids_digest(ids),
             "sources": {d["values"]: d["counts"] for d in sources},
         },
         "truncation": truncation,
@@ -347,6 +368,53 @@ def _write_stages(
     }
     write_text_atomic(json.dumps(manifest, indent=2, default=str), staging / MANIFEST)
     return manifest, table
+
+
+def _write_pool_order(source: ParquetSource, kept: pa.ChunkedArray | None, positions: np.ndarray,
+                      table: pa.Table, provenance: Mapping[str, Any] | None, staging: Path) -> dict[int, Path]:
+    """Every staged row in verl's columns, appended to its stage's file in pool order as the pool
+    streams past (one batch of problems in memory at a time); the files by stage."""
+    stage = table.column("stage").to_numpy()
+    writers: dict[int, pq.ParquetWriter] = {}
+    paths: dict[int, Path] = {}
+    keep_mask = kept.to_numpy(zero_copy_only=False) if kept is not None else None
+    start = offset = 0  # rows of the source seen; rows kept before this batch
+    try:
+        for batch in source.batches(batch_rows=POOL_BATCH_ROWS):
+            rows = pa.Table.from_batches([batch])
+            if keep_mask is not None:
+                rows = rows.filter(pa.array(keep_mask[start:start + batch.num_rows]))
+            start += batch.num_rows
+            lo, hi = np.searchsorted(positions, [offset, offset + rows.num_rows])
+            offset += rows.num_rows
+            if hi == lo:
+                continue
+            labelled = rows.take(pa.array(positions[lo:hi] - (offset - rows.num_rows)))
+            verl = to_verl(_with_labels(labelled, table.slice(lo, hi - lo)), provenance)
+            classes = stage[lo:hi]
+            for k in np.unique(classes[classes > 0]):
+                part = verl.filter(pa.array(classes == k))
+                if int(k) not in writers:
+                    paths[int(k)] = staging / f"stage_{k}.pool.parquet"
+                    writers[int(k)] = pq.ParquetWriter(paths[int(k)], part.schema)
+                writers[int(k)].write_table(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    return paths
+
+
+def _finish_stage(pooled: Path, order: np.ndarray | None, path: Path) -> None:
+    """A stage's file from its rows in pool order: renamed as it is, or permuted by `order` (the
+    stage alone read back, then written a slice at a time)."""
+    if order is None:
+        pooled.replace(path)
+        return
+    rows = pq.read_table(pooled)
+    with pq.ParquetWriter(path, rows.schema) as writer:
+        for start in range(0, len(order), BATCH_ROWS):
+            writer.write_table(rows.take(pa.array(order[start:start + BATCH_ROWS])))
+    pooled.unlink()
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -13,7 +13,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.core.storage import StorageLayout
+from pipeline.core.storage import ParquetSource, StorageLayout
 from pipeline.curriculum.build import CurriculumSpec, provenance, write_curriculum
 from pipeline.curriculum.informative import GroupFilter, pool_versus_curriculum
 from pipeline.curriculum.labels import check_predictions, merge_labels
@@ -46,7 +46,7 @@ class StagedCurriculum:
 
 
 def stage_pool(
-    problems: pa.Table,
+    problems: pa.Table | ParquetSource,
     pass_rates: pd.DataFrame,
     predicted_difficulty: pd.DataFrame | None,
     contamination: pd.DataFrame,
@@ -59,7 +59,8 @@ def stage_pool(
     """Write the curriculum `spec` names from the pool's labels: `spec.labels` picks measured
     pass rates, the probe's predictions (`predicted_difficulty`, needed only then) or both;
     `group_filter` is the trainer's group size and batch the manifest predicts filtering for;
-    `other_models` adds other labelled models' rates to every row and selects on them."""
+    `other_models` adds other labelled models' rates to every row and selects on them. A
+    `ParquetSource` pool is streamed into the stages (`write_curriculum`), never loaded whole."""
     predicted = None
     if spec.labels != "measured":
         if predicted_difficulty is None:
@@ -78,11 +79,8 @@ def stage_pool(
         labels, made["other_models"] = other_models.apply(labels)
     contaminated = frozenset(contamination["problem_id"][flagged(contamination)])
     made["decontamination"] = decontamination_record(contamination, spec.exclude_contaminated)
-    # Arrow, not pandas: a million prompts as Python objects would be most of the step's memory.
-    if spec.exclude_contaminated and contaminated:
-        flagged_ids = pa.array(sorted(contaminated), pa.string())
-        problems = problems.filter(pc.invert(pc.is_in(problems.column("problem_id"), value_set=flagged_ids)))
-    manifest, table = write_curriculum(problems, labels, spec, layout.root, made, group_filter)
+    excluded = pa.array(sorted(contaminated), pa.string()) if spec.exclude_contaminated and contaminated else None
+    manifest, table = write_curriculum(problems, labels, spec, layout.root, made, group_filter, exclude=excluded)
     pass_rate = table.column("pass_rate").to_numpy()
     classes = table.column("stage").to_numpy()
     sources = (pc.value_counts(table.column("label_source")).to_pylist()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -30,6 +31,8 @@ from pipeline.labels.pass_rates import LabelTarget
 
 PROVENANCE = ("model_id", "revision", "sampling_key", "verifier_version", "label_key")
 """The `PassRate` columns a label must share with the target to be current, in reporting order."""
+COUNT_COLUMNS = ("problem_id", "successes", "trials")
+"""What a reader of a version's counts (its drift, a prior) needs of it."""
 NEW = "new"
 """The staleness reason of a problem that has no label at all."""
 
@@ -184,8 +187,11 @@ class LabelHistory:
             return SUMMARY_SCHEMA.empty_table().to_pandas()
         return pq.read_table(self.summary_path).to_pandas()
 
-    def labels(self, version: str) -> pd.DataFrame:
-        return pq.read_table(within(self.root, "labels", f"{version}.parquet")).to_pandas()
+    def labels(self, version: str, columns: Sequence[str] | None = None) -> pd.DataFrame:
+        """A version's labels; only `columns` (default all), so a reader of counts never loads a
+        million rows of provenance strings."""
+        return pq.read_table(within(self.root, "labels", f"{version}.parquet"),
+                             columns=list(columns) if columns is not None else None).to_pandas()
 
     def record(self, labels: pd.DataFrame, strata: Strata, now: datetime | None = None) -> Recorded:
         """Append `labels` as a new version unless they equal the latest one; report the drift."""
@@ -194,7 +200,8 @@ class LabelHistory:
         previous = history.iloc[-1] if len(history) else None
         if previous is not None and previous["version"] == version:
             return Recorded(previous.to_dict(), None, appended=False)
-        drift = None if previous is None else difficulty_drift(self.labels(previous["version"]), labels, strata)
+        drift = None if previous is None else difficulty_drift(
+            self.labels(previous["version"], COUNT_COLUMNS), labels, strata)
 
         def field(name: str) -> str:
             return ",".join(sorted(labels[name].astype(str).unique()))

@@ -23,16 +23,27 @@ GROUP_PROVENANCE = ("label_key", "model_id", "revision", "sampling_key")
 """What names a column group, in the order its short name is built from."""
 
 
+MATRIX_COLUMNS = ("problem_id", *GROUP_PROVENANCE, *MATRIX_FIELDS, "labelled_at")
+"""What the matrix reads of each label version."""
+
+
 def latest_labels(versions: Iterable[pd.DataFrame]) -> pd.DataFrame:
-    """Every problem's latest label (by `labelled_at`, then by version order) under every label key."""
-    frames = [v for v in versions if len(v)]
-    if not frames:
-        return pd.DataFrame(columns=["problem_id", *GROUP_PROVENANCE, *MATRIX_FIELDS, "labelled_at"])
-    labels = pd.concat(frames, ignore_index=True)
-    return (labels.assign(problem_id=labels["problem_id"].astype(str))
-            .sort_values("labelled_at", kind="stable")
-            .drop_duplicates(["label_key", "problem_id"], keep="last")
-            .reset_index(drop=True))
+    """Every problem's latest label (by `labelled_at`, then by version order) under every label key.
+
+    Folded in one version at a time: memory is the latest labels so far plus one version, never
+    the whole history (a version later in order wins a tie, as in one stable sort of them all)."""
+    latest = None
+    for version in versions:
+        if not len(version):
+            continue
+        rows = version if latest is None else pd.concat([latest, version], ignore_index=True)
+        latest = (rows.assign(problem_id=rows["problem_id"].astype(str))
+                  .sort_values("labelled_at", kind="stable")
+                  .drop_duplicates(["label_key", "problem_id"], keep="last")
+                  .reset_index(drop=True))
+    if latest is None:
+        return pd.DataFrame(columns=list(MATRIX_COLUMNS))
+    return latest
 
 
 def group_names(groups: pd.DataFrame) -> dict[str, str]:
@@ -97,8 +108,8 @@ def difficulty_matrix(versions: Iterable[pd.DataFrame]) -> DifficultyMatrix:
 
 
 def history_matrix(history: LabelHistory) -> DifficultyMatrix:
-    """The matrix of every label version `history` holds."""
-    return difficulty_matrix(history.labels(v) for v in history.summaries()["version"])
+    """The matrix of every label version `history` holds, each read for the matrix's columns only."""
+    return difficulty_matrix(history.labels(v, MATRIX_COLUMNS) for v in history.summaries()["version"])
 
 
 def model_difficulty(matrix: DifficultyMatrix, problem_ids: Iterable[str], exclude: str = "") -> list[dict[str, float]]:
@@ -114,9 +125,14 @@ def model_difficulty_array(maps: Sequence[dict[str, float]], names: Sequence[str
     """`model_difficulty` maps as an Arrow struct column with one pass-rate field per model in `names`
     (null where a model never labelled the problem), for a labels table: the shape Skywork-OR1 ships,
     and one `datasets` and verl can load (`datasets` has no type for an Arrow map)."""
+    return _rates_struct([np.array([m.get(n, np.nan) for m in maps], dtype=float) for n in names], names)
+
+
+def _rates_struct(columns: Sequence[np.ndarray], names: Sequence[str]) -> pa.StructArray:
+    """Pass-rate columns (NaN: never labelled) as `model_difficulty_array`'s struct."""
     if not names:
         raise ValueError("model_difficulty needs at least one model name")
-    return pa.StructArray.from_arrays([pa.array([m.get(n) for m in maps], pa.float64()) for n in names],
+    return pa.StructArray.from_arrays([pa.array(c, pa.float64(), mask=np.isnan(c)) for c in columns],
                                       names=list(names))
 
 
@@ -170,15 +186,20 @@ class OtherModels:
         names = self.matrix.groups.loc[self.matrix.groups["label_key"] == self.target_key, "name"]
         return names.iloc[0] if len(names) else ""
 
+    def rates_array(self, problem_ids: Iterable[str], names: Sequence[str]) -> pa.StructArray:
+        """`model_difficulty_array` of `model_difficulty(matrix, problem_ids)`, built column by column
+        from the matrix: no map per problem."""
+        rates = self.matrix.values.reindex(pd.Index(list(problem_ids), name="problem_id"))
+        return _rates_struct([rates[(n, "pass_rate")].to_numpy(dtype=float) for n in names], names)
+
     def apply(self, labels: pd.DataFrame) -> tuple[pa.Table, dict]:
         """`labels` (one row per problem, with `pass_rate`) as a table with a `model_difficulty` column,
         less the problems the selection leaves out; and what the manifest records of both."""
         keep = self.selection.keep(pd.Series(labels["pass_rate"].to_numpy(), index=labels["problem_id"]), self.matrix)
         kept = labels[keep.to_numpy()]
-        maps = model_difficulty(self.matrix, kept["problem_id"], exclude=self.target_name)
         others = self.matrix.groups[self.matrix.groups["label_key"] != self.target_key]
         table = pa.Table.from_pandas(kept, preserve_index=False).append_column(
-            "model_difficulty", model_difficulty_array(maps, others["name"].tolist()))
+            "model_difficulty", self.rates_array(kept["problem_id"], others["name"].tolist()))
         record: dict = {"models": others[list(MODEL_FIELDS)].to_dict("records"), "selection": None}
         if self.selection.solved_by:
             record["selection"] = {**asdict(self.selection), "kept": len(kept), "left_out": len(labels) - len(kept)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from numpy.typing import ArrayLike
 
+from pipeline.core.ids import IdIndex
 from pipeline.core.model import DEFAULT_MODEL, PACKAGED_MODELS, ModelSpec, resolve_model
 from pipeline.core.records import PassRate, content_hash
 from pipeline.difficulty.estimators import BetaPrior, credible_interval
@@ -112,18 +113,16 @@ def pass_rates(
                   grouped["n"].to_numpy(np.int64), target, prior, level, truncations)
 
 
-def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-    """(successes, trials) per problem of `problem_ids`, in its order, from reward record batches
-    (`problem_id`, `passed`) streamed past once: memory is two counters per problem."""
-    index = pd.Index(problem_ids)
+def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str] | IdIndex) -> tuple[np.ndarray, np.ndarray]:
+    """(successes, trials) per problem of `problem_ids` (or of the ids an `IdIndex` was built on), in
+    its order, from reward record batches (`problem_id`, `passed`) streamed past once: memory is two
+    counters per problem beside the ids' sorted fixed-width bytes."""
+    index = _index(problem_ids)
     successes = np.zeros(len(index), np.int64)
     trials = np.zeros(len(index), np.int64)
     for batch in batches:
-        ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
-        positions = index.get_indexer(ids)
-        if (positions < 0).any():
-            raise ValueError(f"rewards of problems not in the pool, e.g. {sorted(set(ids[positions < 0]))[:3]}: "
-                             "rematerialize `rewards` for the current problems")
+        positions = index.positions(batch.column("problem_id"), "rewards of problems not in the pool: "
+                                    "rematerialize `rewards` for the current problems")
         passed = batch.column("passed").to_numpy(zero_copy_only=False).astype(np.int64)
         successes += np.bincount(positions, weights=passed, minlength=len(index)).astype(np.int64)
         trials += np.bincount(positions, minlength=len(index))
@@ -131,12 +130,12 @@ def count_passes(batches: Iterable[pa.RecordBatch], problem_ids: Sequence[str]) 
 
 
 def count_truncations(rollout_batches: Iterable[pa.RecordBatch], reward_batches: Iterable[pa.RecordBatch],
-                      problem_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+                      problem_ids: Sequence[str] | IdIndex) -> tuple[np.ndarray, np.ndarray]:
     """(truncated, truncated_failures) per problem of `problem_ids`, in its order: rollouts whose
     `finish_reason` says the token cap stopped them (rollout batches with `problem_id`,
     `sample_index`, `finish_reason`), and how many of those the rewards (`problem_id`,
     `sample_index`, `passed`) failed. Memory: one integer per cut rollout."""
-    index = pd.Index(problem_ids)
+    index = _index(problem_ids)
     truncated = np.zeros(len(index), np.int64)
     cut_keys = []
     for batch in rollout_batches:
@@ -154,12 +153,13 @@ def count_truncations(rollout_batches: Iterable[pa.RecordBatch], reward_batches:
     return truncated, failures
 
 
-def _positions(index: pd.Index, ids: pa.Array) -> np.ndarray:
-    positions = index.get_indexer(ids.to_numpy(zero_copy_only=False))
-    if (positions < 0).any():
-        raise ValueError("rollouts or rewards of problems not in the pool: rematerialize `rollouts` and `rewards` "
-                         "for the current problems")
-    return positions
+def _index(problem_ids: Sequence[str] | IdIndex) -> IdIndex:
+    return problem_ids if isinstance(problem_ids, IdIndex) else IdIndex(problem_ids)
+
+
+def _positions(index: IdIndex, ids: pa.Array) -> np.ndarray:
+    return index.positions(ids, "rollouts or rewards of problems not in the pool: rematerialize `rollouts` and "
+                           "`rewards` for the current problems")
 
 
 def _sample_keys(positions: np.ndarray, sample_index: pa.Array, keep: np.ndarray) -> np.ndarray:
@@ -188,13 +188,6 @@ def token_cap_report(rollouts: int, truncated: int, bound: int, max_tokens: int 
             "truncation_bound": bound, "max_tokens": max_tokens, "message": line}
 
 
-def labels_token_cap(labels: pd.DataFrame, max_tokens: int) -> dict[str, Any]:
-    """`token_cap_report` of pass-rate labels with truncation counts."""
-    bound = truncation_bound(labels["successes"], labels["trials"], labels["truncated_failures"])
-    return token_cap_report(int(labels["trials"].sum()), int(labels["truncated"].fillna(0).sum()),
-                            int(bound.sum()), max_tokens)
-
-
 def pass_rates_from_counts(
     problem_ids: Sequence[str],
     successes: np.ndarray,
@@ -207,19 +200,68 @@ def pass_rates_from_counts(
 ) -> pd.DataFrame:
     """`pass_rates` from per-problem counts (`count_passes`, and `count_truncations` if counted):
     one row per problem with trials, sorted by problem id."""
-    ids = np.asarray(problem_ids, dtype=object)
-    scored = np.flatnonzero(trials > 0)
-    order = scored[np.argsort(ids[scored], kind="stable")]
-    if not len(order):
+    stream = LabelStream(problem_ids, successes, trials, target, truncations=truncations, prior=prior, level=level)
+    if not stream.rows:
         return PassRate.empty_frame()
-    picked = (truncations[0][order], truncations[1][order]) if truncations else None
-    return _frame(ids[order], successes[order], trials[order], target, prior, level, picked)
+    return pd.concat(list(stream.frames()), ignore_index=True)
+
+
+LABEL_BATCH_ROWS = 65_536
+"""Labels made into a frame at a time when they are streamed to a file."""
+
+
+class LabelStream:
+    """`pass_rates_from_counts`'s rows, made a slice at a time (`frames`, or Arrow `batches` for a
+    Parquet writer), so a million labels never sit in one frame. Problems without trials are left
+    out; rows come sorted by problem id."""
+
+    def __init__(self, problem_ids: Sequence[str] | pa.Array | pa.ChunkedArray, successes: np.ndarray,
+                 trials: np.ndarray, target: LabelTarget, *,
+                 truncations: tuple[np.ndarray, np.ndarray] | None = None, prior: BetaPrior = BetaPrior(),
+                 level: float = 0.9, batch_rows: int = LABEL_BATCH_ROWS) -> None:
+        ids = problem_ids if isinstance(problem_ids, (pa.Array, pa.ChunkedArray)) else pa.array(
+            np.asarray(problem_ids, dtype=object), pa.string())
+        scored = pc.greater(pa.array(np.asarray(trials)), 0)
+        # Arrow sorts UTF-8 bytes, i.e. by code point, as `sorted` sorts str: no Python strings made.
+        positions = pc.indices_nonzero(scored)
+        by_id = pc.sort_indices(ids.take(positions))
+        self.order = positions.take(by_id).to_numpy()
+        self.ids, self.successes, self.trials = ids, successes, trials
+        self.truncations = truncations
+        self.target, self.prior, self.level, self.batch_rows = target, prior, level, batch_rows
+        self.labelled_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    @property
+    def rows(self) -> int:
+        return len(self.order)
+
+    def frames(self, limit: int | None = None) -> Iterator[pd.DataFrame]:
+        """The labels as `PassRate` frames of at most `batch_rows` rows (the first `limit` rows only, if given)."""
+        stop = self.rows if limit is None else min(limit, self.rows)
+        for start in range(0, stop, self.batch_rows):
+            rows = self.order[start:min(start + self.batch_rows, stop)]
+            picked = (self.truncations[0][rows], self.truncations[1][rows]) if self.truncations else None
+            ids = self.ids.take(pa.array(rows)).to_numpy(zero_copy_only=False)
+            yield _frame(ids, self.successes[rows], self.trials[rows], self.target, self.prior, self.level, picked,
+                         self.labelled_at)
+
+    @property
+    def schema(self) -> pa.Schema:
+        """The Arrow schema of the labels as `pa.Table.from_pandas` writes a `pass_rates` frame."""
+        first = next(self.frames(limit=1), None)
+        return pa.Schema.from_pandas(first if first is not None else PassRate.empty_frame(), preserve_index=False)
+
+    def batches(self) -> Iterator[pa.RecordBatch]:
+        schema = self.schema
+        for frame in self.frames():
+            yield pa.RecordBatch.from_pandas(frame, schema=schema, preserve_index=False)
 
 
 def _frame(ids: np.ndarray, s: np.ndarray, n: np.ndarray, target: LabelTarget, prior: BetaPrior,
-           level: float, truncations: tuple[np.ndarray, np.ndarray] | None = None) -> pd.DataFrame:
+           level: float, truncations: tuple[np.ndarray, np.ndarray] | None = None,
+           now: str | None = None) -> pd.DataFrame:
     lo, hi = credible_interval(s, n, prior, level)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = now or datetime.now(timezone.utc).isoformat(timespec="seconds")
     cut, cut_failed = truncations if truncations else (None, None)
     frame = pd.DataFrame(
         {

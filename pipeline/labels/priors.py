@@ -29,7 +29,7 @@ from numpy.typing import ArrayLike, NDArray
 from scipy import optimize
 
 from pipeline.difficulty.estimators import BetaPrior, log_marginal
-from pipeline.labels.history import LabelHistory
+from pipeline.labels.history import COUNT_COLUMNS, LabelHistory
 from pipeline.labels.pass_rates import LabelTarget
 from pipeline.difficulty.strata import Strata
 from pipeline.rollouts.allocation import MIN_POOL_TO_FIT, AllocationConfig, ProblemPriors, expected_outcome
@@ -105,7 +105,7 @@ def history_sources(
     summaries = history.summaries()
     summaries = summaries[summaries["label_key"] != target.key].iloc[::-1]
     latest = summaries.drop_duplicates(["model_id", "revision", "sampling_key"]).head(max_sources)
-    return [label_source(row.label_key, history.labels(row.version), problem_ids) for row in latest.itertuples()]
+    return [label_source(row.label_key, history.labels(row.version, COUNT_COLUMNS), problem_ids) for row in latest.itertuples()]
 
 
 def relabel_allocation(

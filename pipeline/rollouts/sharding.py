@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,8 +20,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from pipeline.core.ids import IdIndex
 from pipeline.core.records import content_hash
-from pipeline.core.storage import write_parquet_checksummed
+from pipeline.core.storage import BATCH_ROWS, write_parquet_checksummed
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.store import RolloutStore
 
@@ -43,10 +45,27 @@ def shard_of(problem_id: str, shards: int) -> int:
     return int(content_hash(problem_id, length=16), 16) % _checked(shards)
 
 
+def shard_indices(ids: pa.Array | pa.ChunkedArray, shards: int) -> np.ndarray:
+    """`shard_of` every id, in order; a chunk of ids at a time is made Python strings (none for one shard)."""
+    if _checked(shards) == 1:
+        return np.zeros(len(ids), np.int64)
+    out = np.empty(len(ids), np.int64)
+    for start in range(0, len(ids), BATCH_ROWS):
+        chunk = ids.slice(start, BATCH_ROWS).to_pylist()
+        out[start:start + len(chunk)] = [shard_of(pid, shards) for pid in chunk]
+    return out
+
+
+def shard_rows(ids: pa.Array | pa.ChunkedArray, shards: int) -> dict[int, np.ndarray]:
+    """The pool positions of each non-empty shard, by shard index, in pool order."""
+    index = shard_indices(ids, shards)
+    return {int(i): np.flatnonzero(index == i) for i in np.unique(index)}
+
+
 def split_problems(problems: pd.DataFrame, shards: int) -> dict[int, pd.DataFrame]:
     """The non-empty shards of the pool, by shard index, each keeping the pool's row order."""
-    index = problems["problem_id"].map(lambda pid: shard_of(pid, shards))
-    return {int(i): part.reset_index(drop=True) for i, part in problems.groupby(index, sort=True)}
+    ids = pa.array(problems["problem_id"].astype(str).to_numpy(), pa.string())
+    return {i: problems.iloc[rows].reset_index(drop=True) for i, rows in shard_rows(ids, shards).items()}
 
 
 def shard_budget(total_budget: int | None, shard_size: int, pool_size: int) -> int | None:
@@ -57,13 +76,17 @@ def shard_budget(total_budget: int | None, shard_size: int, pool_size: int) -> i
     return total_budget * shard_size // pool_size
 
 
-def merge_allocations(allocations: list[pd.DataFrame], problem_ids: list[str]) -> pd.DataFrame:
-    """The shards' allocation tables as one, in the pool's order."""
-    merged = pd.concat(allocations, ignore_index=True).set_index("problem_id")
-    missing = set(problem_ids) - set(merged.index)
-    if missing:
-        raise ValueError(f"{len(missing)} problems have no allocation, e.g. {sorted(missing)[:3]}")
-    return merged.loc[problem_ids].reset_index()
+def merge_allocations(allocations: list[pd.DataFrame], problem_ids: Sequence[str] | pa.Array | pa.ChunkedArray) -> pd.DataFrame:
+    """The shards' allocation tables as one, in the pool's order (found by binary search in the
+    ids' fixed-width bytes, not a hash table of a million strings)."""
+    merged = pd.concat(allocations, ignore_index=True)
+    where = IdIndex(merged["problem_id"].to_numpy()).lookup(problem_ids)
+    if (missing := where < 0).any():
+        ids = problem_ids if isinstance(problem_ids, (pa.Array, pa.ChunkedArray)) else pa.array(problem_ids, pa.string())
+        names = ids.filter(pa.array(missing)).to_pylist()
+        raise ValueError(f"{len(set(names))} problems have no allocation, e.g. {sorted(set(names))[:3]}")
+    columns = ["problem_id", *(c for c in merged.columns if c != "problem_id")]
+    return merged.iloc[where][columns].reset_index(drop=True)
 
 
 def _checked(shards: int) -> int:
@@ -105,7 +128,8 @@ class MergedRollouts:
 SAMPLE_COLUMNS = ["problem_id", "sample_index", "num_tokens", "finish_reason", "text"]
 
 
-def merged_rollouts(store: RolloutStore, problem_ids: list[str], allocations: list[pd.DataFrame],
+def merged_rollouts(store: RolloutStore, problem_ids: Sequence[str] | pa.Array | pa.ChunkedArray,
+                    allocations: list[pd.DataFrame],
                  stats: list[pd.DataFrame], selection_path: Path) -> MergedRollouts:
     """Join the shards' allocations and stats, write the pool's selection (each problem's sample
     indices below its allocation, the same whatever the shard count) to `selection_path`, and

@@ -39,3 +39,16 @@ def test_atomic_parquet_leaves_no_temp_files(tmp_path):
     write_parquet_atomic(pa.table({"x": [1, 2]}), path)
     assert pq.read_table(path).column("x").to_pylist() == [1, 2]
     assert [p.name for p in path.parent.iterdir()] == ["t.parquet"]
+
+
+def test_a_parquet_source_reads_columns_batches_and_rows(tmp_path):
+    from pipeline.core.storage import ParquetSource
+
+    table = pa.table({"id": [f"p{i}" for i in range(10)], "n": list(range(10))})
+    pq.write_table(table, tmp_path / "t.parquet", row_group_size=3)
+    for source in (ParquetSource(tmp_path / "t.parquet"), ParquetSource(table)):
+        assert source.num_rows == 10 and source.column("n").to_pylist() == list(range(10))
+        assert [b.num_rows for b in source.batches(["id"], batch_rows=4)][0] <= 4
+        assert pa.Table.from_batches(list(source.batches(batch_rows=4))).equals(table)
+        assert source.take([0, 4, 5, 9], ["n"]).column("n").to_pylist() == [0, 4, 5, 9]
+        assert source.take([], ["id"]).num_rows == 0

@@ -200,3 +200,48 @@ def test_other_models_rates_ride_in_extra_info_as_a_model_difficulty_struct(tmp_
             for r in pq.read_table(tmp_path / "curricula" / "m" / f"{s}.parquet").to_pylist()}
     assert rows["p0"]["extra_info"]["model_difficulty"] == {"google/gemma-3-270m": 0.75, "smol@ckpt": 0.5}
     assert rows["p1"]["extra_info"]["model_difficulty"] == {"google/gemma-3-270m": None, "smol@ckpt": None}
+
+
+@pytest.mark.parametrize("seed", [0, None])
+def test_a_streamed_pool_gives_the_stages_built_in_memory(tmp_path, monkeypatch, seed):
+    """The pool read from Parquet a few rows at a time, with unlabelled and excluded problems,
+    stages the same rows in the same order as the whole table joined at once (`stratify`, each
+    stage in pool order, shuffled with seed + k)."""
+    import numpy as np
+    import pyarrow as pa
+
+    from pipeline.core.storage import ParquetSource
+    from pipeline.curriculum import build
+
+    rng = np.random.default_rng(3)
+    trials = 8
+    problems, labels = pool([(int(s), trials) for s in rng.integers(0, trials + 1, 40)])
+    labels = labels.sample(frac=0.8, random_state=1)  # some problems unlabelled, labels not in pool order
+    excluded = pa.array(["p3", "p17", "p30"])
+    path = tmp_path / "pool.parquet"
+    pq.write_table(pa.Table.from_pandas(problems, preserve_index=False), path)
+    spec = CurriculumSpec("s", shuffle_seed=seed)
+
+    whole = build.stratify(problems[~problems["problem_id"].isin(excluded.to_pylist())], labels, spec.strata)
+    whole = whole.append_column("truncation_bound", pa.array(np.zeros(whole.num_rows, bool)))
+    verl = build.to_verl(whole)
+    stage = whole.column("stage").to_numpy()
+    expected = {}
+    for k in range(1, spec.strata.n_stages + 1):
+        rows = np.flatnonzero(stage == k)
+        if seed is not None:
+            rows = rows[np.random.default_rng(seed + k).permutation(rows.size)]
+        expected[f"stage_{k}"] = verl.take(pa.array(rows, pa.int64())).to_pylist()
+
+    monkeypatch.setattr(build, "POOL_BATCH_ROWS", 3)
+    streamed = build.write_curriculum(ParquetSource(path), labels, spec, tmp_path, exclude=excluded)[0]
+    in_memory = build.write_curriculum(problems, labels, CurriculumSpec("m", shuffle_seed=seed), tmp_path,
+                                       exclude=excluded)[0]
+    for manifest, name in ((streamed, "s"), (in_memory, "m")):
+        folder = tmp_path / "curricula" / name
+        got = {s["name"]: pq.read_table(folder / s["file"]).to_pylist() for s in manifest["stages"] if s["file"]}
+        assert got == {k: v for k, v in expected.items() if v}
+        assert manifest["counts"] == {"problems": 37, "labelled": whole.num_rows, "in_stages": sum(map(len, got.values()))}
+        assert manifest_problems(folder) == []
+    assert streamed["source_snapshot"] == in_memory["source_snapshot"]
+    assert [s["mean_pass_rate"] for s in streamed["stages"]] == [s["mean_pass_rate"] for s in in_memory["stages"]]

@@ -75,3 +75,28 @@ def test_selection_keeps_problems_the_target_fails_and_the_named_model_solves():
 def test_no_labels_give_an_empty_matrix():
     matrix = difficulty_matrix([])
     assert len(matrix.groups) == 0 and len(matrix.values) == 0 and list(matrix.flat().columns) == ["problem_id"]
+
+
+def test_latest_labels_folded_a_version_at_a_time_equal_one_sort_of_all():
+    """Read one version at a time, the latest labels are what one stable sort of every version
+    gives: the latest `labelled_at` wins, a later version wins a tie, order and all."""
+    from pipeline.labels.matrix import latest_labels
+
+    versions = [labels_for(SMOL, {"a": [True], "b": [False]}, "2026-01-02"),
+                labels_for(GEMMA, {"a": [True, True], "c": [False]}, "2026-01-01"),
+                labels_for(SMOL, {"b": [True], "c": [True, False]}, "2026-01-02"),
+                labels_for(SMOL, {"a": [False, False]}, "2026-01-01")]
+    whole = (pd.concat(versions, ignore_index=True).sort_values("labelled_at", kind="stable")
+             .drop_duplicates(["label_key", "problem_id"], keep="last").reset_index(drop=True))
+    pd.testing.assert_frame_equal(latest_labels(iter(versions)), whole)
+
+
+def test_other_models_rates_built_by_column_equal_the_maps():
+    from pipeline.labels.matrix import OtherModels, model_difficulty_array
+
+    smol = labels_for(SMOL, {"a": [True, False], "b": [False, False]}, "2026-01-01")
+    gemma = labels_for(GEMMA, {"a": [True, True, True, True], "c": [False, True, True, True]}, "2026-01-02")
+    others = OtherModels(difficulty_matrix([smol, gemma]), GEMMA.key)
+    ids = ["c", "a", "z", "b"]
+    maps = model_difficulty(others.matrix, ids, exclude="gemma")
+    assert others.rates_array(ids, ["smol"]).equals(model_difficulty_array(maps, ["smol"]))

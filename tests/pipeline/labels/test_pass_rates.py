@@ -99,3 +99,26 @@ def test_rewards_scored_for_another_key_are_refused_naming_the_difference():
     old = f"{TARGET.model.key}/{TARGET.sampling.key}"  # the key before extraction and verifier were in it
     with pytest.raises(ValueError, match="older label key.*rematerialize rewards"):
         check_rewards(old, TARGET)
+
+
+def test_labels_written_a_slice_at_a_time_are_the_frame_stored_whole(tmp_path):
+    """`LabelStream`'s batches, through the Parquet writer, read back as the frame the IO manager
+    stores for `pass_rates_from_counts`: same schema, same rows, sorted by id."""
+    import pyarrow.parquet as pq
+
+    from pipeline.core.storage import write_parquet_batches_checksummed
+    from pipeline.labels.pass_rates import LabelStream
+
+    ids = ["p9", "p10", "p1", "q", "none", "p2"]
+    successes, trials = np.array([1, 2, 0, 4, 0, 3]), np.array([4, 4, 4, 4, 0, 4])
+    cut = (np.array([1, 0, 2, 0, 0, 1]), np.array([1, 0, 2, 0, 0, 0]))
+    stream = LabelStream(pa.array(ids), successes, trials, TARGET, truncations=cut, batch_rows=2)
+    assert stream.rows == 5
+    write_parquet_batches_checksummed(stream.batches(), stream.schema, tmp_path / "streamed.parquet")
+    whole = pass_rates_from_counts(ids, successes, trials, TARGET, truncations=cut)
+    pq.write_table(pa.Table.from_pandas(whole, preserve_index=False), tmp_path / "whole.parquet")
+    streamed, stored = pq.read_table(tmp_path / "streamed.parquet"), pq.read_table(tmp_path / "whole.parquet")
+    assert streamed.schema == stored.schema
+    assert streamed.drop_columns(["labelled_at"]).equals(stored.drop_columns(["labelled_at"]))
+    assert streamed.column("problem_id").to_pylist() == sorted(i for i in ids if i != "none")
+    assert len(set(streamed.column("labelled_at").to_pylist())) == 1  # one labelling, one time
