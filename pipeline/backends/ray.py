@@ -185,11 +185,12 @@ class _EngineActor:
                 raise FileNotFoundError(
                     f"the {what} {path} is not visible on this Ray node: GRADUS_HOME and the model "
                     "must be on a filesystem every node mounts at the same path")
-        if options.kind == "vllm":
-            # In-process engine core: an engine child process would outlive a killed actor.
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.store = RolloutStore(Path(home), model, sampling, engine=options.kind)
         self.engine = start_engine(options, model)
+        # vLLM's engine core runs in a process of its own, as locally: in-process it cannot overlap
+        # scheduling and output processing with the forward pass (paired on 2 cores: see
+        # docs/scaling.md). That process must not outlive a killed actor.
+        self.watcher = die_with_this_process()
         self.sampling = sampling
         import ray
 
