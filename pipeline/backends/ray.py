@@ -6,6 +6,8 @@ never holds a GPU. Each engine actor writes every batch it finishes into the rol
 and returns counts only, so the store must be a folder every node sees at the same path. A killed
 actor is restarted by Ray and its span retried; a batch written twice (killed after the write) is
 deduplicated by the store (the first part wins, and a retry reproduces the same text anyway).
+Verification tasks read the rows they score from the store too (the driver names them from the
+key columns alone) and return counts or write reward parts: no rollout text reaches the driver.
 
 Ray is imported here only inside functions, and this module only when the backend is `ray`: the
 default install and the default run never touch it.
