@@ -161,7 +161,7 @@ def sample_shard(
 
     report = sample_rollouts(
         shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
-        priors=priors,
+        priors=priors, count_passes=backend.pass_counter(verifier, target_model.extraction_policy, shard, store),
     )
     if priors is not None and priors.strengths is not None:
         context.log.info("prior source strengths (trials' worth, fitted on the first round):\n"
@@ -346,14 +346,17 @@ def rewards(
     without one). Streamed batch by batch into `datasets/rewards/`, replaced whole on a rerun; a
     run killed partway resumes: the rerun keeps the parts already scored for the same inputs.
     Re-derived from stored rollouts, so a new verifier or extraction policy never regenerates."""
-    scorer = backend.batch_scorer(verifier, target_model.extraction_policy)
-    # A step whose batches are scored on the cluster starts no verifier workers of its own.
-    pool = None if scorer else verifier.pool()
+    folder, key = storage.layout().dataset(["rewards"]), target_model.target(storage.layout().root).key
+    # A step whose rollouts are scored on the cluster starts no verifier workers of its own.
+    pool = None if backend.on_ray else verifier.pool()
     before = pool.stats.copy() if pool else None
-    layout = storage.layout()
-    handle, summary = score_dataset(problems, rollouts, pool, layout.dataset(["rewards"]),
-                                    target_model.extraction_policy, context.log.info, config.show_failures,
-                                    scorer=scorer, label_key=target_model.target(layout.root).key, home=layout.root)
+    if pool is None:
+        handle, summary = backend.score_dataset(problems, rollouts, verifier, folder, target_model.extraction_policy,
+                                                context.log.info, config.show_failures, key)
+    else:
+        handle, summary = score_dataset(problems, rollouts, pool, folder, target_model.extraction_policy,
+                                        context.log.info, config.show_failures, label_key=key,
+                                        home=storage.layout().root)
     routes: dict[str, int] = {}
     if pool is not None:
         spent = pool.stats - before

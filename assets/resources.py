@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import pyarrow as pa
 from dagster import ConfigurableResource, DagsterInvariantViolationError, InitResourceContext, OpExecutionContext
 from pydantic import PrivateAttr
 
@@ -28,8 +29,10 @@ from pipeline.engines.base import SamplingConfig
 from pipeline.engines.options import TransformersOptions, VLLMOptions
 from pipeline.export.hub import HubClient, HubFolder, Publication, PublishSpec, publish
 from pipeline.labels.pass_rates import LabelTarget, TargetSpec
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.rollouts.sampling import CountPasses
 from pipeline.rollouts.store import RolloutStore
-from pipeline.verify.scoring import BatchScorer
+from pipeline.verify.scoring import RewardSummary
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierPool, VerifierSpec
 
 LIBRARY_LOGGER = "pipeline"
@@ -190,21 +193,29 @@ class ComputeBackend(spec_config(BackendSpec, base=ConfigurableResource)):
 
         return on_cluster
 
-    def batch_scorer(self, verifier: Verifier, policy: str) -> BatchScorer | None:
-        """How `score_dataset` scores each batch: None for the step's own verifier pool, or Ray
-        tasks with a verifier pool each (same rows either way)."""
+    def pass_counter(self, verifier: Verifier, policy: str, golds: pd.DataFrame,
+                     store: RolloutStore) -> CountPasses | None:
+        """How `sample_rollouts` counts an adaptive round's passes: None to score the store's batches
+        in the step, or Ray tasks that read the store themselves and return counts (`golds`: the
+        sampled problems, in their order, with `GOLD_COLUMNS`)."""
         if not self.on_ray:
             return None
-        from pipeline.backends.ray import score_on_ray
+        from pipeline.backends.ray import count_passes_on_ray
 
         self._join()
         spec, checker = self.to_spec(), verifier.to_spec()
+        return lambda start, upto: count_passes_on_ray(spec, store, golds, upto, start, checker, policy)
 
-        def on_cluster(golds: pd.DataFrame, rollouts: pd.DataFrame,
-                       progress: Callable[[int, int], None]) -> pd.DataFrame:
-            return score_on_ray(spec, golds, rollouts, checker, policy, progress)
+    def score_dataset(self, problems: pa.Table, rollouts: DatasetHandle, verifier: Verifier, folder: Path,
+                      policy: str, log: Callable[[str], None], show_failures: int,
+                      label_key: str) -> tuple[DatasetHandle, RewardSummary]:
+        """`score_dataset` on the cluster: Ray tasks read the rollouts from the store and write the
+        reward parts, so the step holds no rollout text (`pipeline.backends.ray.score_dataset_on_ray`)."""
+        from pipeline.backends.ray import score_dataset_on_ray
 
-        return on_cluster
+        self._join()
+        return score_dataset_on_ray(self.to_spec(), problems, rollouts, verifier.to_spec(), folder, policy, log,
+                                    show_failures, label_key)
 
     def metadata(self) -> dict[str, object]:
         """Cluster address, nodes, actors and throughput of the last Ray generation (none locally)."""

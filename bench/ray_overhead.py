@@ -27,8 +27,9 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray
+from pipeline.backends.ray import BackendSpec, RayEngine, score_dataset_on_ray
 from pipeline.backends.ray_cluster import local_cluster
 from pipeline.core.model import embedded_model
 from pipeline.core.records import Problem
@@ -39,8 +40,9 @@ from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.sharding import merged_rollouts
 from pipeline.rollouts.store import RolloutStore
-from pipeline.verify.scoring import score_rollouts
+from pipeline.verify.scoring import GOLD_COLUMNS, score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierSpec
 
 ROLLOUT_COLUMNS = ["problem_id", "sample_index", "text", "num_tokens", "finish_reason"]
@@ -56,6 +58,14 @@ def pool(size: int) -> pd.DataFrame:
 
 def local_run(problems, model, sampling, options, allocation, home: Path) -> dict:
     store = RolloutStore(home, model, sampling, engine=options.kind)
+    append, storing = store.append, [0.0]
+
+    def timed_append(*args):
+        at = time.perf_counter()
+        append(*args)
+        storing[0] += time.perf_counter() - at
+
+    store.append = timed_append  # the local side's share of generation spent writing the store
     started = time.perf_counter()
     engine = start_engine(options, model)
     start_s = time.perf_counter() - started
@@ -70,7 +80,8 @@ def local_run(problems, model, sampling, options, allocation, home: Path) -> dic
         rewards = score_rollouts(problems, rollouts, verifiers)
     return {"rollouts": rollouts, "rewards": rewards, "tokens": report.tokens,
             "tok_s": report.tokens_per_second, "start_s": start_s, "wall_s": time.perf_counter() - started,
-            "load_avg": (load + os.getloadavg()[0]) / 2}
+            "load_avg": (load + os.getloadavg()[0]) / 2, "generate_s": report.generate_seconds,
+            "store_s": storing[0]}
 
 
 def ray_run(problems, model, sampling, options, allocation, home: Path, address: str, cpus: int) -> dict:
@@ -84,15 +95,22 @@ def ray_run(problems, model, sampling, options, allocation, home: Path, address:
         report = sample_rollouts(problems, store, lambda: engine, allocation, Strata(),
                                  log=lambda m: print(f"  ray: {m}", flush=True))
         stats = engine.last
-        rollouts = store.load_allocated(report.allocation)
-        rewards = score_on_ray(spec, problems, rollouts, VerifierSpec())
+        handle = merged_rollouts(store, problems["problem_id"].tolist(), [report.allocation],
+                                 [pd.DataFrame({"shard": [0]})], home / "selection.parquet").handle
+        scored, _ = score_dataset_on_ray(spec, pa.Table.from_pandas(problems[GOLD_COLUMNS]), handle, VerifierSpec(),
+                                         home / "rewards")
         wall_s = time.perf_counter() - t0
+        # The rollouts and rewards are read back for the comparison only after the driver's peak.
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rollouts = store.load_allocated(report.allocation)
+        rewards = scored.to_frame()
     finally:
         engine.close()
     return {"rollouts": rollouts, "rewards": rewards, "tokens": stats.tokens, "tok_s": stats.tokens_per_second,
             "start_s": stats.engine_start_s, "wall_s": wall_s, "nodes": stats.cluster.nodes,
             "actors": stats.actors_used, "load_avg": (load + os.getloadavg()[0]) / 2,
-            "driver_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "driver_peak_rss_mb": rss_mb, "generate_s": stats.generate_s, "engine_s": stats.engine_s,
+            "store_s": stats.store_s, "handoff_s": stats.handoff_s}
 
 
 def driver(*args) -> dict:
@@ -129,6 +147,9 @@ def main() -> None:
             print(f"  ray driver at {4 * len(problems)} problems (peak RSS only)", flush=True)
             bigger = driver(large, model, sampling, options, allocation, Path(tmp) / "ray-large", cluster.address,
                             args.cpus)
+            # The drivers killed their actors: any engine process still alive was orphaned by one.
+            time.sleep(3)
+            orphans = [pid for node in cluster.nodes for pid in node.processes("EngineCore")]
 
     target = LabelTarget(model, sampling, VERIFIER_VERSION)
     same_rollouts = local["rollouts"][ROLLOUT_COLUMNS].equals(remote["rollouts"][ROLLOUT_COLUMNS])
@@ -152,6 +173,7 @@ def main() -> None:
         "ray_wall_s": round(remote["wall_s"], 1),
         "ray_nodes": remote["nodes"],
         "ray_actor_processes": remote["actors"],
+        "orphan_engine_processes": len(orphans),
         "load_avg_local": round(local["load_avg"], 1),
         "load_avg_ray": round(remote["load_avg"], 1),
         "rows_large": len(bigger["rollouts"]),
@@ -159,6 +181,15 @@ def main() -> None:
         "driver_peak_rss_mb_large": round(bigger["driver_peak_rss_mb"], 1),
         "driver_rss_growth": round(bigger["driver_peak_rss_mb"] / remote["driver_peak_rss_mb"], 2),
         "ray_tok_s_large": round(bigger["tok_s"], 1),
+        # Where Ray's generation time goes (seconds; `other`: the driver between spans, Ray's scheduling
+        # not counted in a span's round trip), beside the local side's
+        "local_generate_s": round(local["generate_s"], 2),
+        "local_store_s": round(local["store_s"], 2),
+        "ray_generate_s": round(remote["generate_s"], 2),
+        "ray_engine_s": round(remote["engine_s"], 2),
+        "ray_store_s": round(remote["store_s"], 2),
+        "ray_handoff_s": round(remote["handoff_s"], 2),
+        "ray_other_s": round(remote["generate_s"] - remote["engine_s"] - remote["store_s"] - remote["handoff_s"], 2),
     }
     print(json.dumps(figures))
 

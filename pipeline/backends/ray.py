@@ -6,6 +6,8 @@ never holds a GPU. Each engine actor writes every batch it finishes into the rol
 and returns counts only, so the store must be a folder every node sees at the same path. A killed
 actor is restarted by Ray and its span retried; a batch written twice (killed after the write) is
 deduplicated by the store (the first part wins, and a retry reproduces the same text anyway).
+Verification tasks read the rows they score from the store too (the driver names them from the
+key columns alone) and return counts or write reward parts: no rollout text reaches the driver.
 
 Ray is imported here only inside functions, and this module only when the backend is `ray`: the
 default install and the default run never touch it.
@@ -15,21 +17,28 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 import pipeline
 from pipeline.core.model import ModelSpec
+from pipeline.core.progress import Progress as ProgressBar
 from pipeline.core.records import Reward
+from pipeline.core.storage import replacing, write_parquet_checksummed
 from pipeline.engines.base import Completion, Engine, GenerationRequest, GenerationTally, Progress, SamplingConfig
 from pipeline.engines.factory import EngineOptions, start_engine
-from pipeline.rollouts.store import RolloutStore
-from pipeline.verify.scoring import score_rollouts
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.rollouts.store import RolloutStore, StoredRollouts, read_rows
+from pipeline.verify.scoring import GOLD_COLUMNS, RewardSummary, score_rollouts
 from pipeline.verify.verification import VerifierSpec
 
 BACKENDS = ("local", "ray")
@@ -117,6 +126,49 @@ def shared_store_root(store: RolloutStore) -> str:
     return str(store.root)
 
 
+_WATCHER = """
+import os, sys, time
+parent, pids = int(sys.argv[1]), [int(p) for p in sys.argv[2:]]
+while os.getppid() == parent and any(os.path.exists(f"/proc/{p}") for p in pids):
+    time.sleep(0.5)
+for pid in pids:
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+"""
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid`, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit():
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                children.setdefault(ppid, []).append(int(entry.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def die_with_this_process() -> subprocess.Popen | None:
+    """Kill this process's descendants when it dies, however it dies: a SIGKILLed Ray actor runs no
+    cleanup, and vLLM's engine core process, left behind, would hold its memory for good. A small
+    watcher process polls for its parent's death (and ends by itself once they are all gone)."""
+    pids = _descendants(os.getpid())
+    if not pids:
+        return None
+    # The parent's pid on the command line: it may be dead before the watcher's first look.
+    return subprocess.Popen([sys.executable, "-c", _WATCHER, str(os.getpid()), *map(str, pids)], stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+
+
 SPAN_BATCHES = 4
 """Engine batches per actor call. The vLLM engine keeps a window of requests running across its
 batches within a call but drains it at a call's end, and each call is one hand-off: spans of a few
@@ -135,11 +187,12 @@ class _EngineActor:
                 raise FileNotFoundError(
                     f"the {what} {path} is not visible on this Ray node: GRADUS_HOME and the model "
                     "must be on a filesystem every node mounts at the same path")
-        if options.kind == "vllm":
-            # In-process engine core: an engine child process would outlive a killed actor.
-            os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         self.store = RolloutStore(Path(home), model, sampling, engine=options.kind)
         self.engine = start_engine(options, model)
+        # vLLM's engine core runs in a process of its own, as locally: in-process it cannot overlap
+        # scheduling and output processing with the forward pass (paired on 2 cores: see
+        # docs/scaling.md). That process must not outlive a killed actor.
+        self.watcher = die_with_this_process()
         self.sampling = sampling
         import ray
 
@@ -151,8 +204,18 @@ class _EngineActor:
     def generate(self, requests: list[GenerationRequest]) -> dict[str, Any]:
         """A span that starts on a multiple of the engine's batch size, so the engine cuts it into
         the batches the local backend makes (the transformers engine seeds a batch from its requests)."""
-        made = self.engine.generate_stored(requests, self.sampling, self.store.append)
-        return {"tally": made, "actor": self.actor, "ready_at": self.ready_at, "start_s": self.start_s}
+        began = time.perf_counter()
+        storing = 0.0
+
+        def store(done: Sequence[GenerationRequest], completions: list[Completion]) -> None:
+            nonlocal storing
+            at = time.perf_counter()
+            self.store.append(done, completions)
+            storing += time.perf_counter() - at
+
+        made = self.engine.generate_stored(requests, self.sampling, store)
+        return {"tally": made, "actor": self.actor, "ready_at": self.ready_at, "start_s": self.start_s,
+                "call_s": time.perf_counter() - began, "store_s": storing}
 
     def __del__(self) -> None:
         engine = getattr(self, "engine", None)
@@ -176,6 +239,13 @@ class GenerationStats:
     generate_s: float = 0.0
     """From the first engine ready (or this call's start, for engines started in an earlier
     round) to the last span back: throughput without start-up."""
+    engine_s: float = 0.0
+    """Summed over spans: time in the actors' engines (generating, the store's writes excluded)."""
+    store_s: float = 0.0
+    """Summed over spans: time the actors spent writing parts into the store."""
+    handoff_s: float = 0.0
+    """Summed over spans: each span's round trip less its time in the actor (submission, Ray's
+    scheduling, (de)serialising the requests and the counts, waiting in the actor's queue)."""
 
     @property
     def tokens_per_second(self) -> float:
@@ -191,6 +261,9 @@ class GenerationStats:
             "ray_tokens_per_second": round(self.tokens_per_second, 1),
             "ray_engine_start_s": round(self.engine_start_s, 1),
             "ray_wall_s": round(self.wall_s, 1),
+            "ray_engine_s": round(self.engine_s, 1),
+            "ray_store_s": round(self.store_s, 1),
+            "ray_handoff_s": round(self.handoff_s, 1),
         }
 
 
@@ -274,21 +347,29 @@ class RayEngine(Engine):
         tally = GenerationTally()
         if not requests:
             return tally
-        pending: dict[Any, tuple[Any, int]] = {}
+        pending: dict[Any, tuple[Any, int, float]] = {}
 
         def submit(actor: Any) -> None:
             start = next(spans, None)
             if start is not None:
-                pending[actor.generate.remote(list(requests[start : start + span]))] = (actor, start)
+                pending[actor.generate.remote(list(requests[start : start + span]))] = (actor, start, time.time())
 
         for actor in self._actors() * 2:
             submit(actor)
         actors: set[str] = set()
+        last_back: dict[Any, float] = {}
         first_ready = None
         while pending:
             (ref,), _ = ray.wait(list(pending), num_returns=1)
-            actor, start = pending.pop(ref)
+            actor, start, sent = pending.pop(ref)
             done = ray.get(ref)
+            # A span cannot start before its actor's engine is ready nor, two being queued per actor,
+            # before the previous span came back: the waits for those are start-up and queueing.
+            back = time.time()
+            stats.handoff_s += max(back - max(sent, done["ready_at"], last_back.get(actor, sent)) - done["call_s"], 0.0)
+            last_back[actor] = back
+            stats.engine_s += done["call_s"] - done["store_s"]
+            stats.store_s += done["store_s"]
             made = done["tally"]
             if made.rollouts != len(requests[start : start + span]):
                 raise RuntimeError(f"engine actor {done['actor']} returned {made.rollouts} of "
@@ -321,44 +402,149 @@ class RayEngine(Engine):
         self._joined = False
 
 
-def _score_chunk(problems: pd.DataFrame, rollouts: pd.DataFrame, verifier: VerifierSpec, policy: str) -> pd.DataFrame:
+Spans = list[tuple[str, np.ndarray]]
+"""Rows of store parts: (part, row numbers in it), as `StoredRollouts.locate` names them."""
+
+
+def _score_rows(spans: Spans, golds: pd.DataFrame, verifier: VerifierSpec, policy: str) -> pd.DataFrame:
+    """`Reward` rows of these stored rows, read here (on the worker), not on the driver."""
+    rollouts = pd.concat([read_rows(Path(part), rows, ["problem_id", "sample_index", "text"]).to_pandas()
+                          for part, rows in spans], ignore_index=True)
     with verifier.pool() as pool:
-        return score_rollouts(problems, rollouts, pool, policy)
+        return score_rollouts(golds, rollouts, pool, policy)
 
 
-def score_on_ray(
-    spec: BackendSpec,
-    problems: pd.DataFrame,
-    rollouts: pd.DataFrame,
-    verifier: VerifierSpec,
-    policy: str = "auto",
-    progress: Callable[[int, int], None] | None = None,
-) -> pd.DataFrame:
-    """`score_rollouts` on the cluster: chunks of `spec.verify_chunk` rollouts, each scored by a Ray
-    task with its own verifier pool (retried on another worker if its node dies). Same rows, same
-    order, same values as scoring locally."""
+def _count_passes(spans: Spans, positions: np.ndarray, golds: pd.DataFrame, verifier: VerifierSpec,
+                  policy: str) -> tuple[np.ndarray, np.ndarray]:
+    """(positions, passes of each) of these rows: the driver learns counts, not texts or verdicts."""
+    passed = _score_rows(spans, golds, verifier, policy)["passed"].to_numpy()
+    where, inverse = np.unique(positions, return_inverse=True)
+    return where, np.bincount(inverse, weights=passed, minlength=len(where)).astype(np.int64)
+
+
+def _score_into(spans: Spans, golds: pd.DataFrame, verifier: VerifierSpec, policy: str, path: str,
+                show_failures: int) -> dict[str, Any]:
+    """Score these rows into one checksummed `Reward` part at `path`; hand back its summary only."""
+    frame = _score_rows(spans, golds, verifier, policy)
+    write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
+                              Path(path))
+    return {"rows": len(frame), "passed": int(frame["passed"].sum()), "score_sum": float(frame["score"].sum()),
+            "statuses": frame["status"].value_counts().to_dict(),
+            "failed": frame[~frame["passed"]].head(show_failures)}
+
+
+def _chunks(store: StoredRollouts, problem_ids: Sequence[str], upto: np.ndarray | int, start: np.ndarray | int,
+            size: int) -> Iterator[tuple[Spans, np.ndarray]]:
+    """The stored rows of these problems (`start <= sample_index < upto`) in chunks of `size` rows
+    across parts, each as its spans and its rows' positions; found from the key columns alone."""
+    spans: Spans = []
+    positions: list[np.ndarray] = []
+    held = 0
+    for part, rows, where in store.locate(problem_ids, upto, start, size):
+        if held + len(rows) > size:
+            yield spans, np.concatenate(positions)
+            spans, positions, held = [], [], 0
+        spans.append((str(part), rows))
+        positions.append(where)
+        held += len(rows)
+    if spans:
+        yield spans, np.concatenate(positions)
+
+
+def _on_ray(spec: BackendSpec, store: StoredRollouts, problem_ids: Sequence[str], upto: np.ndarray | int,
+            start: np.ndarray | int, submit: Callable[[Spans, np.ndarray, int], Any],
+            collect: Callable[[Any], None]) -> None:
+    """`submit(spans, positions, number)` one Ray task per `verify_chunk` stored rows of these
+    problems, a bounded number in flight (the driver holds a few results at a time), and `collect`
+    each result as it comes back. The store's parts stay put (no compaction) until the last is read."""
     import ray
 
-    if rollouts.empty:
-        return Reward.empty_frame()
     connect(spec)
-    score = ray.remote(_score_chunk).options(num_cpus=verifier.workers, max_retries=3)
-    columns = ["problem_id", "verifier", "answer", "metadata"]
-    pending = {}
-    for start in range(0, len(rollouts), spec.verify_chunk):
-        chunk = rollouts.iloc[start : start + spec.verify_chunk][["problem_id", "sample_index", "text"]]
-        own = problems[problems["problem_id"].isin(set(chunk["problem_id"]))][columns]
-        pending[score.remote(own, chunk.reset_index(drop=True), verifier, policy)] = start
-    results: dict[int, pd.DataFrame] = {}
-    done = 0
-    if progress is not None:
-        progress(0, len(rollouts))
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            frame = ray.get(ref)
-            results[pending.pop(ref)] = frame
-            done += len(frame)
-        if progress is not None:
-            progress(done, len(rollouts))
-    return pd.concat([results[k] for k in sorted(results)], ignore_index=True)
+    in_flight = max(2 * int(ray.cluster_resources().get("CPU", 1)), 2)
+    pending: list[Any] = []
+    with store.reading():
+        for number, (spans, positions) in enumerate(_chunks(store, problem_ids, upto, start, spec.verify_chunk)):
+            pending.append(submit(spans, positions, number))
+            while len(pending) >= in_flight:
+                (ref,), pending = ray.wait(pending, num_returns=1)
+                collect(ray.get(ref))
+        while pending:
+            (ref,), pending = ray.wait(pending, num_returns=1)
+            collect(ray.get(ref))
+
+
+def count_passes_on_ray(spec: BackendSpec, store: StoredRollouts, golds: pd.DataFrame, upto: np.ndarray,
+                        start: np.ndarray, verifier: VerifierSpec, policy: str = "auto") -> np.ndarray:
+    """Passes per problem (rows of `golds`: `GOLD_COLUMNS`) among its stored rollouts with
+    `start <= sample_index < upto`, verified by Ray tasks that read the store themselves: what the
+    adaptive policy needs between rounds (`sample_rollouts`' `count_passes`)."""
+    import ray
+
+    ids = golds["problem_id"].tolist()
+    successes = np.zeros(len(ids), dtype=np.int64)
+    task = ray.remote(_count_passes).options(num_cpus=verifier.workers, max_retries=3)
+    info = golds[GOLD_COLUMNS].reset_index(drop=True)
+
+    def submit(spans: Spans, positions: np.ndarray, number: int) -> Any:
+        return task.remote(spans, positions, info.iloc[np.unique(positions)], verifier, policy)
+
+    def collect(result: tuple[np.ndarray, np.ndarray]) -> None:
+        successes[result[0]] += result[1]
+
+    _on_ray(spec, store, ids, upto, start, submit, collect)
+    return successes
+
+
+def score_dataset_on_ray(
+    spec: BackendSpec,
+    problems: pa.Table,
+    rollouts: DatasetHandle,
+    verifier: VerifierSpec,
+    folder: Path,
+    policy: str = "auto",
+    log: Callable[[str], None] = lambda line: None,
+    show_failures: int = 8,
+    label_key: str | None = None,
+) -> tuple[DatasetHandle, RewardSummary]:
+    """`score_dataset` on the cluster: Ray tasks read `verify_chunk` rollouts each from the store,
+    score them with a verifier pool of their own and write one `Reward` part each into the staging
+    folder (a shared filesystem, like the store), handing the driver a summary: the rollouts' text
+    never passes through it. The rows and values are `score_dataset`'s; parts follow the store's order."""
+    import ray
+
+    if rollouts.kind != "rollouts":
+        raise ValueError(f"scoring on Ray reads rollouts from the store; got a {rollouts.kind!r} dataset")
+    selection = rollouts.read_selection()
+    ids = selection.column("problem_id").to_pylist()
+    index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
+    where = index.get_indexer(ids)
+    if (where < 0).any():
+        unknown = [ids[i] for i in np.flatnonzero(where < 0)[:3]]
+        raise ValueError(f"{int((where < 0).sum())} rollout problems are not in the pool, e.g. {unknown}: "
+                         "rematerialize `rollouts` for the current problems")
+    golds = problems.select(GOLD_COLUMNS).take(pa.array(where))
+    task = ray.remote(_score_into).options(num_cpus=verifier.workers, max_retries=3)
+    summary = RewardSummary()
+    started = time.perf_counter()
+    bar = ProgressBar("verifying", rollouts.rows, log, unit="answers")
+    with replacing(folder) as staging:
+
+        def submit(spans: Spans, positions: np.ndarray, number: int) -> Any:
+            own = golds.take(pa.array(np.unique(positions))).to_pandas()
+            return task.remote(spans, own, verifier, policy, str(staging / f"part-{number:06d}.parquet"),
+                               show_failures)
+
+        def collect(result: dict[str, Any]) -> None:
+            summary.rows += result["rows"]
+            summary.passed += result["passed"]
+            summary.score_sum += result["score_sum"]
+            summary.statuses.update(result["statuses"])
+            shown = sum(len(f) for f in summary.failed)
+            if shown < show_failures:
+                summary.failed.append(result["failed"].head(show_failures - shown))
+            bar.update(summary.rows)
+
+        _on_ray(spec, StoredRollouts(Path(rollouts.path)), ids, selection.column("trials").to_numpy(), 0,
+                submit, collect)
+    summary.seconds = time.perf_counter() - started
+    return DatasetHandle("parts", str(folder), summary.rows, label_key or rollouts.label_key), summary

@@ -40,6 +40,18 @@ class LocalNode:
         """The raylet of this node (a node's workers die with it)."""
         return _pids_matching("raylet", str(self.temp_dir))
 
+    def processes(self, title: str) -> list[int]:
+        """Live processes started under this node (its temp dir in their environment) whose command
+        line or process title holds `title`: e.g. engine processes left behind by a killed actor."""
+        found = []
+        for pid in _pids_matching("", str(self.temp_dir)):
+            try:
+                if title in (Path("/proc") / str(pid) / "cmdline").read_bytes().decode(errors="replace"):
+                    found.append(pid)
+            except OSError:
+                continue
+        return found
+
     def stop(self) -> None:
         """Kill the node outright: nothing in a throwaway cluster needs a graceful end."""
         # Workers the raylet spawned may have left its group; they all carry the node's temp dir.

@@ -29,6 +29,10 @@ from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_request
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]
 """Rewards for a frame of rollouts (needs `problem_id` and `passed` in its output)."""
+CountPasses = Callable[[np.ndarray, np.ndarray], np.ndarray]
+"""Passes per problem (in the pool's row order) among its stored rollouts with
+`start <= sample_index < upto`, given (start, upto): the adaptive rounds' outcomes counted where
+the store is read (Ray tasks), so the caller never holds a rollout's text."""
 
 
 @dataclass
@@ -64,12 +68,14 @@ def sample_rollouts(
     scorer: Scorer | None = None,
     log: Callable[[str], None] = lambda message: None,
     priors: PriorsFromFirstRound | None = None,
+    count_passes: CountPasses | None = None,
 ) -> SamplingReport:
     """Make sure each problem has the rollouts its allocation policy asks for; generate only gaps.
 
     `engine` is called only if something must be generated, so a fully cached run never starts
-    one. The adaptive policy needs `scorer` to see outcomes between rounds; `priors`, called after
-    its first round, gives per-problem priors (`pipeline.rollouts.allocation.ProblemPriors`).
+    one. The adaptive policy needs `scorer` (applied here to the store's batches) or `count_passes`
+    to see outcomes between rounds; `priors`, called after its first round, gives per-problem priors
+    (`pipeline.rollouts.allocation.ProblemPriors`).
     """
     ids = problems["problem_id"].tolist()
     n = len(ids)
@@ -78,7 +84,7 @@ def sample_rollouts(
     generated = tokens = truncated = rounds = 0
     seconds = 0.0
     checked: ProblemPriors | None = None
-    if allocation.policy == "adaptive" and scorer is None:
+    if allocation.policy == "adaptive" and scorer is None and count_passes is None:
         raise ValueError("the adaptive policy needs a scorer to see outcomes between rounds")
     check_independent_trials(allocation, store.sampling)
 
@@ -107,7 +113,9 @@ def sample_rollouts(
                 generated += made.rollouts
                 tokens += made.tokens
                 truncated += made.truncated
-            if scorer is not None and allocation.policy == "adaptive":
+            if count_passes is not None and allocation.policy == "adaptive":
+                successes += count_passes(trials, wanted)
+            elif scorer is not None and allocation.policy == "adaptive":
                 for batch in store.scan(ids, wanted, start=trials, columns=["problem_id", "sample_index", "text"]):
                     scored = scorer(batch.drop_columns(["position"]).to_pandas())
                     positions = batch.column("position").to_numpy()

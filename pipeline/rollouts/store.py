@@ -115,8 +115,21 @@ class StoredRollouts:
 
     def _scan(self, index: pd.Index, caps: np.ndarray | None, lows: np.ndarray, seen: np.ndarray,
               wanted: list[str], read: list[str], batch_rows: int) -> Iterator[pa.RecordBatch]:
+        for _, _, batch, rows, positions in self._fresh(index, caps, lows, seen, read, batch_rows):
+            taken = batch.take(pa.array(rows))
+            yield pa.RecordBatch.from_arrays(
+                [pa.array(positions, pa.int64())] + [taken.column(c) for c in wanted],
+                names=["position", *wanted],
+            )
+
+    def _fresh(self, index: pd.Index, caps: np.ndarray | None, lows: np.ndarray, seen: np.ndarray,
+               read: list[str], batch_rows: int) -> Iterator[tuple[Path, int, pa.RecordBatch, np.ndarray, np.ndarray]]:
+        """Per batch read: (its part, its first row's number in the part, the batch, the rows of it
+        that `scan` keeps, their problems' positions)."""
         for part in self.verified_parts():
+            offset = 0
             for batch in pq.ParquetFile(part).iter_batches(batch_size=batch_rows, columns=read):
+                first_row, offset = offset, offset + batch.num_rows
                 pos = index.get_indexer(batch.column("problem_id").to_numpy(zero_copy_only=False))
                 idx = batch.column("sample_index").to_numpy().astype(np.int64)
                 keep = pos >= 0
@@ -136,11 +149,41 @@ class StoredRollouts:
                 if not len(fresh):
                     continue
                 seen[pos_k[fresh], idx_k[fresh]] = True
-                taken = batch.take(pa.array(rows[fresh]))
-                yield pa.RecordBatch.from_arrays(
-                    [pa.array(pos_k[fresh], pa.int64())] + [taken.column(c) for c in wanted],
-                    names=["position", *wanted],
-                )
+                yield part, first_row, batch, rows[fresh], pos_k[fresh]
+
+    def locate(
+        self, problem_ids: Sequence[str], upto: np.ndarray | int, start: np.ndarray | int = 0,
+        max_rows: int = BATCH_ROWS,
+    ) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+        """Where `scan`'s rows are, read from the key columns alone: (part, row numbers in it,
+        their problems' positions in `problem_ids`), at most `max_rows` rows each, so that work on
+        the rows can go where the parts are readable (Ray tasks on a shared filesystem) without
+        the text passing through here. Hold `reading()` until that work has read them."""
+        index = pd.Index(np.asarray(list(problem_ids), dtype=object))
+        n = len(index)
+        if not index.is_unique:
+            raise ValueError("problem_ids has duplicates: locate each problem once")
+        caps = np.broadcast_to(np.asarray(upto, np.int64), (n,))
+        lows = np.broadcast_to(np.asarray(start, np.int64), (n,))
+        if n == 0:
+            return
+        seen = np.zeros((n, int(caps.max())), dtype=bool)
+        pending: tuple[Path, list[np.ndarray], list[np.ndarray]] | None = None
+        for part, first_row, _, rows, positions in self._fresh(index, caps, lows, seen,
+                                                                ["problem_id", "sample_index"], BATCH_ROWS):
+            if pending is not None and pending[0] != part:
+                yield from _spans(*pending, max_rows)
+                pending = None
+            if pending is None:
+                pending = (part, [], [])
+            pending[1].append(rows + first_row)
+            pending[2].append(positions)
+        if pending is not None:
+            yield from _spans(*pending, max_rows)
+
+    def reading(self) -> AbstractContextManager[float]:
+        """Held while others read parts that `locate` named: no compaction merges them away meanwhile."""
+        return self._compaction_lock(shared=True)
 
     def coverage(self, problem_ids: Sequence[str] | pa.Array, upto: np.ndarray | int) -> np.ndarray:
         """Which sample indices below `upto` are stored: a (problems x max upto) boolean matrix,
@@ -274,6 +317,25 @@ class RolloutStore(StoredRollouts):
         # Names sort in write order, which is what "the first write wins" relies on.
         return self.root / f"part-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
 
+
+
+def _spans(part: Path, rows: list[np.ndarray], positions: list[np.ndarray],
+           max_rows: int) -> Iterator[tuple[Path, np.ndarray, np.ndarray]]:
+    rows_all, positions_all = np.concatenate(rows), np.concatenate(positions)
+    for at in range(0, len(rows_all), max_rows):
+        yield part, rows_all[at : at + max_rows], positions_all[at : at + max_rows]
+
+
+def read_rows(part: Path, rows: np.ndarray, columns: Sequence[str]) -> pa.Table:
+    """These rows (numbers in the part, ascending) of one part, reading only the row groups that
+    hold them."""
+    file = pq.ParquetFile(part)
+    bounds = np.cumsum([0] + [file.metadata.row_group(g).num_rows for g in range(file.num_row_groups)])
+    groups = np.unique(np.searchsorted(bounds, rows, side="right") - 1)
+    table = file.read_row_groups(groups.tolist(), columns=list(columns))
+    # Rows of the groups read, renumbered from the first group's first row.
+    base = np.concatenate([np.arange(bounds[g], bounds[g + 1]) for g in groups])
+    return table.take(pa.array(np.searchsorted(base, rows)))
 
 
 def scan_store(root: Path, problem_ids: pa.Array, upto: np.ndarray, columns: Sequence[str] | None = None,

@@ -110,21 +110,15 @@ class RewardSummary:
             self.failed.append(frame[~frame["passed"]].head(show_failures - shown))
 
 
-BatchScorer = Callable[[pd.DataFrame, pd.DataFrame, Callable[[int, int], None]], pd.DataFrame]
-"""Scores one batch somewhere else (a Ray cluster): (gold rows: problem_id, verifier, answer,
-metadata; rollouts: problem_id, sample_index, text; progress) -> `Reward` rows in rollout order."""
-
-
 def score_dataset(
     problems: pa.Table,
     rollouts: DatasetHandle,
-    pool: VerifierPool | None,
+    pool: VerifierPool,
     folder: Path,
     policy: str = "auto",
     log: Callable[[str], None] = lambda line: None,
     show_failures: int = 8,
     batch_rows: int = BATCH_ROWS,
-    scorer: BatchScorer | None = None,
     label_key: str | None = None,
     *,
     home: Path,
@@ -134,18 +128,15 @@ def score_dataset(
     inputs (`resuming`) and swapped in whole at the end, so a failed run leaves the old rewards, and
     a run killed partway resumes: the next run with the same inputs keeps each part that is whole
     and for the same rows, and scores only the rest. `problems` needs `GOLD_COLUMNS` (an Arrow
-    table: a million problems' gold answers stay compact). `scorer` replaces the local `pool` per
-    batch, e.g. with Ray tasks; then `pool` may be None. `label_key` is the key the rewards are for
+    table: a million problems' gold answers stay compact). `label_key` is the key the rewards are for
     (`LabelTarget.key`, which adds `policy` and the verifier to the rollouts' key); the handle
     records it, default the rollouts' own. `home` is the storage root, whose lock keeps two runs
     from building one folder at once."""
-    if pool is None and scorer is None:
-        raise ValueError("score_dataset needs a verifier pool or a scorer")
     label_key = label_key or rollouts.label_key
     # Everything a part's rows depend on: the rollouts' files, the golds, how answers are read and
     # checked (a longer timeout can turn a timed-out 0 into a pass).
     inputs = content_hash(rollouts.fingerprint(), columns_digest(problems, GOLD_COLUMNS), VERIFIER_VERSION,
-                          policy, label_key, str(batch_rows), str(pool.timeout_s) if pool is not None else "")
+                          policy, label_key, str(batch_rows), str(pool.timeout_s))
     # Each selected problem's row in `problems`, by one hash join of the two id columns: a batch
     # finds its golds by the rows' positions, and no million ids become Python objects.
     rows_of = pc.fill_null(pc.index_in(rollouts.read_selection().column("problem_id"),
@@ -177,14 +168,9 @@ def score_dataset(
             def progress(done: int, total: int) -> None:
                 bar.update(base + done, _route_counts(pool))
 
-            if scorer is None:
-                frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
-                               golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
-                               golds["metadata"].take(take).to_pylist(), pool, policy, progress)
-            else:
-                own = pa.table({"problem_id": ids, **{n: c.take(take) for n, c in golds.items()}}).to_pandas()
-                frame = scorer(own.drop_duplicates("problem_id"), batch.drop_columns(["position"]).to_pandas(),
-                               progress)
+            frame = _score(ids, batch.column("sample_index").to_numpy(), batch.column("text").to_pylist(),
+                           golds["verifier"].take(take).to_pylist(), golds["answer"].take(take).to_pylist(),
+                           golds["metadata"].take(take).to_pylist(), pool, policy, progress)
             table = pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1)
             write_parquet_checksummed(table, path)
             summary.add(frame, show_failures)
@@ -204,10 +190,7 @@ def _same_rows(kept: pa.Table, batch: pa.RecordBatch) -> bool:
                     for key in ("problem_id", "sample_index")))
 
 
-def _route_counts(pool: VerifierPool | None) -> str:
-    """How answers were settled so far: the fast path and the memo spare the workers (nothing to
-    say when the batches are scored elsewhere)."""
-    if pool is None:
-        return ""
+def _route_counts(pool: VerifierPool) -> str:
+    """How answers were settled so far: the fast path and the memo spare the workers."""
     stats = pool.stats
     return f"{stats['fast_path']} fast path, {stats['memo']} repeats, {stats['worker']} to workers"

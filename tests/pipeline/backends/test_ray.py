@@ -6,14 +6,24 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
-from pipeline.backends.ray import BackendSpec, RayEngine, score_on_ray, shared_store_root
+from pipeline.backends.ray import (
+    BackendSpec,
+    RayEngine,
+    count_passes_on_ray,
+    score_dataset_on_ray,
+    shared_store_root,
+)
 from pipeline.core.records import Problem
 from pipeline.difficulty.strata import Strata
 from pipeline.engines.base import SamplingConfig
@@ -22,9 +32,11 @@ from pipeline.engines.options import TransformersOptions
 from pipeline.ingest.sources import ReasoningGymSource, normalise, reasoning_gym_rows
 from pipeline.labels.pass_rates import LabelTarget, pass_rates
 from pipeline.rollouts.allocation import AllocationConfig
-from pipeline.rollouts.sampling import sample_rollouts
+from pipeline.rollouts.handles import DatasetHandle
+from pipeline.rollouts.sampling import SamplingReport, sample_rollouts
+from pipeline.rollouts.sharding import merged_rollouts
 from pipeline.rollouts.store import RolloutStore
-from pipeline.verify.scoring import score_rollouts
+from pipeline.verify.scoring import GOLD_COLUMNS, score_rollouts
 from pipeline.verify.verification import VERIFIER_VERSION, VerifierSpec
 
 SAMPLING = SamplingConfig(max_tokens=24, seed=3)
@@ -53,6 +65,13 @@ def uniform(n: int) -> AllocationConfig:
     return AllocationConfig(policy="uniform", samples_per_problem=n)
 
 
+def handle(store: RolloutStore, report: SamplingReport, folder: Path) -> DatasetHandle:
+    """The rollouts a report allocated, as the handle `rewards` gets from `merge_shards`."""
+    ids = report.allocation["problem_id"].tolist()
+    return merged_rollouts(store, ids, [report.allocation], [pd.DataFrame({"shard": [0]})],
+                           folder / "selection.parquet").handle
+
+
 def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, verifier_pool, tmp_path,
                                                    restore_torch_threads):
     local_store = RolloutStore(tmp_path / "local", smollm2, SAMPLING, engine=ENGINE.kind)
@@ -67,10 +86,13 @@ def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, v
         remote = sample_rollouts(pool, ray_store, lambda: engine, uniform(2), Strata())
         remote_rollouts = ray_store.load_allocated(remote.allocation)
         seen = []
-        ray_rewards = score_on_ray(spec, pool, remote_rollouts, VerifierSpec(), progress=lambda d, t: seen.append(d))
+        scored, summary = score_dataset_on_ray(spec, pa.Table.from_pandas(pool[GOLD_COLUMNS]),
+                                               handle(ray_store, remote, tmp_path), VerifierSpec(),
+                                               tmp_path / "rewards", log=seen.append)
         stats = engine.last
     finally:
         engine.close()
+    ray_rewards = scored.to_frame()
 
     assert remote.generated == local.generated == 2 * len(pool)
     pd.testing.assert_frame_equal(remote_rollouts[ROLLOUT_COLUMNS], local_rollouts[ROLLOUT_COLUMNS])
@@ -79,7 +101,10 @@ def test_ray_backend_labels_like_the_local_backend(ray_cluster, smollm2, pool, v
     columns = ["problem_id", "successes", "trials", "pass_rate"]
     pd.testing.assert_frame_equal(pass_rates(ray_rewards, target)[columns], pass_rates(local_rewards, target)[columns])
     assert local_rewards["passed"].any(), "an easy pool should give the model some passes"
-    assert seen[-1] == len(remote_rollouts)
+    # the tasks wrote one reward part per verify_chunk rollouts; the driver got their summary
+    assert len(scored.parts()) == -(-len(remote_rollouts) // spec.verify_chunk) and scored.rows == len(ray_rewards)
+    assert summary.rows == len(ray_rewards) and summary.passed == int(ray_rewards["passed"].sum())
+    assert f"{len(remote_rollouts)}/{len(remote_rollouts)} answers (100%)" in seen[-1]
     # the work ran on the cluster: both nodes, one engine actor each, all batches stored by them
     assert stats.cluster.nodes == 2 and stats.actors == 2 and stats.rows == remote.generated
     assert len(engine.engines_started) == 2
@@ -99,9 +124,17 @@ def test_the_adaptive_policy_on_ray_labels_like_locally_with_one_engine_start(
     with start_engine(ENGINE, smollm2) as local_engine:
         local = sample_rollouts(problems, local_store, lambda: local_engine, adaptive, Strata(), scorer)
     ray_store = RolloutStore(tmp_path / "ray", smollm2, SAMPLING, engine=ENGINE.kind)
-    engine = RayEngine(BackendSpec(kind="ray", ray_address=ray_cluster.address, actors=1), ENGINE, ray_store)
+    spec = BackendSpec(kind="ray", ray_address=ray_cluster.address, actors=1, verify_chunk=5)
+    engine = RayEngine(spec, ENGINE, ray_store)
+    counted = []
+
+    def count_passes(start: np.ndarray, upto: np.ndarray) -> np.ndarray:
+        counted.append(int((upto - start).sum()))
+        return count_passes_on_ray(spec, ray_store, problems, upto, start, VerifierSpec(workers=1))
+
     try:
-        remote = sample_rollouts(problems, ray_store, lambda: engine, adaptive, Strata(), scorer)
+        # no scorer on the driver: every round's passes are counted by Ray tasks reading the store
+        remote = sample_rollouts(problems, ray_store, lambda: engine, adaptive, Strata(), count_passes=count_passes)
     finally:
         engine.close()
 
@@ -114,6 +147,8 @@ def test_the_adaptive_policy_on_ray_labels_like_locally_with_one_engine_start(
     columns = ["problem_id", "successes", "trials", "pass_rate"]
     pd.testing.assert_frame_equal(pass_rates(scorer(remote_rollouts), target)[columns],
                                   pass_rates(scorer(local_rollouts), target)[columns])
+    # each round's new rollouts were counted on the cluster, every stored rollout once
+    assert len(counted) == remote.rounds and sum(counted) == len(remote_rollouts)
     # one engine served every round (a pool per round would show one actor process per round)
     assert len(engine.engines_started) == 1
     # the driver got counts that match what the actors stored
@@ -208,3 +243,30 @@ def test_a_url_store_is_refused_with_the_fix(tmp_path, smollm2):
 def test_the_backend_spec_refuses_unknown_names():
     with pytest.raises(ValueError, match="GRADUS_BACKEND"):
         BackendSpec(kind="slurm")
+
+
+def test_an_actors_children_die_with_it_however_it_dies(tmp_path):
+    # A stand-in for an engine actor: it starts a child (vLLM's engine core), then the watcher.
+    script = ("import subprocess, sys, time\n"
+              "from pipeline.backends.ray import die_with_this_process\n"
+              "child = subprocess.Popen(['sleep', '300'])\n"
+              "die_with_this_process()\n"
+              "print(child.pid, flush=True)\n"
+              "time.sleep(300)\n")
+    actor = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[3])})
+    child = int(actor.stdout.readline())
+    assert Path(f"/proc/{child}").exists()
+    os.kill(actor.pid, signal.SIGKILL)  # no cleanup runs in the actor
+    actor.wait(10)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{child}").exists() and "Z" not in _state(child) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{child}").exists() or "Z" in _state(child), "the child outlived its killed parent"
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return ""

@@ -4,6 +4,7 @@ The engine here is a scripted stand-in (answers right for a fixed set of problem
 counts are exact; the real engines are exercised in tests/assets/test_end_to_end.py.
 """
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -13,7 +14,7 @@ from pipeline.engines.base import Completion, Engine, SamplingConfig
 from pipeline.rollouts import sampling
 from pipeline.rollouts.allocation import AllocationConfig
 from pipeline.rollouts.sampling import sample_rollouts
-from pipeline.rollouts.store import RolloutStore
+from pipeline.rollouts.store import RolloutStore, read_rows
 
 MODEL = ModelSpec("/nowhere", "org/scripted", "r1")
 
@@ -76,6 +77,30 @@ def test_adaptive_stops_settled_problems_early_and_respects_caps(tmp_path):
 
     again = sample_rollouts(pool, store, lambda: pytest.fail("nothing should be generated"), config, Strata(), scorer)
     pd.testing.assert_frame_equal(again.allocation, alloc)
+
+
+def test_passes_counted_where_the_store_is_read_allocate_as_the_scorer_does(tmp_path):
+    pool = problems(60)
+    solvable = set(pool["problem_id"][:30])
+    config = AllocationConfig(policy="adaptive", min_samples=4, max_samples=16, batch_per_problem=4)
+    by_scorer = sample_rollouts(pool, RolloutStore(tmp_path / "a", MODEL, SamplingConfig()),
+                                lambda: ScriptedEngine(solvable), config, Strata(), scorer)
+    store = RolloutStore(tmp_path / "b", MODEL, SamplingConfig())
+    windows = []
+
+    def count_passes(start, upto):
+        """What the Ray backend's tasks do: read the rows `locate` names, return passes per problem."""
+        windows.append(int((upto - start).sum()))
+        passes = np.zeros(len(pool), np.int64)
+        for part, rows, positions in store.locate(pool["problem_id"].tolist(), upto, start):
+            texts = np.array(read_rows(part, rows, ["text"]).column("text").to_pylist())
+            np.add.at(passes, positions, texts == "right")
+        return passes
+
+    counted = sample_rollouts(pool, store, lambda: ScriptedEngine(solvable), config, Strata(),
+                              count_passes=count_passes)
+    pd.testing.assert_frame_equal(counted.allocation, by_scorer.allocation)
+    assert len(windows) == counted.rounds and sum(windows) == counted.rows
 
 
 def test_total_budget_is_never_exceeded(tmp_path):

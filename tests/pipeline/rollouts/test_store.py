@@ -1,9 +1,10 @@
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
 from pipeline.core.model import ModelSpec
 from pipeline.engines.base import Completion, GenerationRequest, SamplingConfig
-from pipeline.rollouts.store import RolloutStore, missing_requests
+from pipeline.rollouts.store import RolloutStore, missing_requests, read_rows
 
 MODEL = ModelSpec("/nowhere", "org/model", "rev1")
 PROMPT = [{"role": "user", "content": "q"}]
@@ -87,3 +88,21 @@ def test_compaction_streams_into_bounded_parts_and_keeps_the_first_write(tmp_pat
     assert len(store.parts()) == 3  # 11 rows in parts of at most 4
     assert store.load(["a"])["text"].tolist() == ["a:0", "a:1"]
     assert len(store.load(list("abcde"))) == 10
+
+
+def test_locate_names_the_rows_scan_yields_and_read_rows_reads_them_back(tmp_path):
+    store = RolloutStore(tmp_path, MODEL, SamplingConfig())
+    for pid in "abcd":
+        fill(store, missing_requests(problems(pid), 4))
+    store.append([GenerationRequest.of("b", 2, PROMPT)], [Completion("late", 1, "stop")])
+    store.compact(max_rows=12)  # parts of several row groups each: one per part merged
+    fill(store, missing_requests(problems("e"), 3))
+    ids, start, upto = ["d", "b", "e"], np.array([1, 2, 0]), np.array([4, 4, 2])
+    expected = sorted((b.column("position").to_pylist()[i], b.column("text").to_pylist()[i])
+                      for b in store.scan(ids, upto, start, columns=["text"]) for i in range(b.num_rows))
+    spans = list(store.locate(ids, upto, start, max_rows=2))
+    assert max(pq.ParquetFile(part).num_row_groups for part, _, _ in spans) > 1
+    assert all(len(rows) <= 2 for _, rows, _ in spans) and len({part for part, _, _ in spans}) == 3
+    got = sorted((int(p), t) for part, rows, positions in spans
+                 for p, t in zip(positions, read_rows(part, rows, ["text"]).column("text").to_pylist()))
+    assert got == expected == [(0, "d:1"), (0, "d:2"), (0, "d:3"), (1, "b:2"), (1, "b:3"), (2, "e:0"), (2, "e:1")]
