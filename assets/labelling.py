@@ -406,8 +406,10 @@ def pass_rates(
     check_rewards(rewards.label_key, target)
     ids = problems.column("problem_id")
     index = IdIndex(ids)
-    successes, trials = count_passes(rewards.batches(["problem_id", "passed"]), index)
-    truncations = count_truncations(rollouts.batches(["problem_id", "sample_index", "finish_reason"]),
+    passes = Progress("counting passes", rewards.rows, context.log.info, unit="rewards")
+    successes, trials = count_passes(passes.rows(rewards.batches(["problem_id", "passed"])), index)
+    cuts = Progress("counting truncations", rollouts.rows, context.log.info, unit="rollouts")
+    truncations = count_truncations(cuts.rows(rollouts.batches(["problem_id", "sample_index", "finish_reason"])),
                                     rewards.batches(["problem_id", "sample_index", "passed"]), index)
     labels = LabelStream(ids, successes, trials, target, truncations=truncations)
     scored = trials > 0

@@ -7,7 +7,16 @@ run in the Dagster UI or a terminal reads every long step the same way.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import Protocol, TypeVar
+
+
+class _Batch(Protocol):
+    @property
+    def num_rows(self) -> int: ...
+
+
+B = TypeVar("B", bound=_Batch)
 
 
 def _clock(seconds: float) -> str:
@@ -75,3 +84,9 @@ class Progress:
         which stay those of the work this run does."""
         self.resumed += count
         self.advance(count, extra)
+
+    def rows(self, batches: Iterable[B]) -> Iterator[B]:
+        """`batches` passed through, each advancing the count by its rows (`num_rows`)."""
+        for batch in batches:
+            yield batch
+            self.advance(batch.num_rows)

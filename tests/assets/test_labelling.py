@@ -58,6 +58,8 @@ def test_uniform_policy_gives_every_problem_samples_per_problem(label, tiny_llam
 
     assert progress("rewards", "verifying: 12/12 answers (100%)")
     assert progress("rollouts.sample_shard[0]", "round 1: generating: 12/12 rollouts (100%)")
+    assert progress("pass_rates", "counting passes: 12/12 rewards (100%)")
+    assert progress("pass_rates", "counting truncations: 12/12 rollouts (100%)")
     [rewards] = result.asset_materializations_for_node("rewards")
     assert rewards.metadata["resumed_rows"].value == 0 and rewards.metadata["rows"].value == 12
 
