@@ -38,7 +38,7 @@ from pipeline.engines.base import Completion, Engine, GenerationRequest, Generat
 from pipeline.engines.factory import EngineOptions, start_engine
 from pipeline.rollouts.handles import DatasetHandle
 from pipeline.rollouts.store import RolloutStore, StoredRollouts, read_rows
-from pipeline.verify.scoring import GOLD_COLUMNS, RewardSummary, score_rollouts
+from pipeline.verify.scoring import GOLD_COLUMNS, RewardSummary, pool_rows, score_rollouts
 from pipeline.verify.verification import VerifierSpec
 
 BACKENDS = ("local", "ray")
@@ -423,14 +423,12 @@ def _count_passes(spans: Spans, positions: np.ndarray, golds: pd.DataFrame, veri
 
 
 def _score_into(spans: Spans, golds: pd.DataFrame, verifier: VerifierSpec, policy: str, path: str,
-                show_failures: int) -> dict[str, Any]:
+                show_failures: int) -> RewardSummary:
     """Score these rows into one checksummed `Reward` part at `path`; hand back its summary only."""
     frame = _score_rows(spans, golds, verifier, policy)
     write_parquet_checksummed(pa.Table.from_pandas(frame, schema=Reward.SCHEMA, preserve_index=False, nthreads=1),
                               Path(path))
-    return {"rows": len(frame), "passed": int(frame["passed"].sum()), "score_sum": float(frame["score"].sum()),
-            "statuses": frame["status"].value_counts().to_dict(),
-            "failed": frame[~frame["passed"]].head(show_failures)}
+    return RewardSummary.of(frame, show_failures)
 
 
 def _chunks(store: StoredRollouts, problem_ids: Sequence[str], upto: np.ndarray | int, start: np.ndarray | int,
@@ -516,13 +514,7 @@ def score_dataset_on_ray(
         raise ValueError(f"scoring on Ray reads rollouts from the store; got a {rollouts.kind!r} dataset")
     selection = rollouts.read_selection()
     ids = selection.column("problem_id").to_pylist()
-    index = pd.Index(problems.column("problem_id").to_numpy(zero_copy_only=False))
-    where = index.get_indexer(ids)
-    if (where < 0).any():
-        unknown = [ids[i] for i in np.flatnonzero(where < 0)[:3]]
-        raise ValueError(f"{int((where < 0).sum())} rollout problems are not in the pool, e.g. {unknown}: "
-                         "rematerialize `rollouts` for the current problems")
-    golds = problems.select(GOLD_COLUMNS).take(pa.array(where))
+    golds = problems.select(GOLD_COLUMNS).take(pa.array(pool_rows(selection.column("problem_id"), problems)))
     task = ray.remote(_score_into).options(num_cpus=verifier.workers, max_retries=3)
     summary = RewardSummary()
     started = time.perf_counter()
@@ -534,14 +526,8 @@ def score_dataset_on_ray(
             return task.remote(spans, own, verifier, policy, str(staging / f"part-{number:06d}.parquet"),
                                show_failures)
 
-        def collect(result: dict[str, Any]) -> None:
-            summary.rows += result["rows"]
-            summary.passed += result["passed"]
-            summary.score_sum += result["score_sum"]
-            summary.statuses.update(result["statuses"])
-            shown = sum(len(f) for f in summary.failed)
-            if shown < show_failures:
-                summary.failed.append(result["failed"].head(show_failures - shown))
+        def collect(part: RewardSummary) -> None:
+            summary.merge(part, show_failures)
             bar.update(summary.rows)
 
         _on_ray(spec, StoredRollouts(Path(rollouts.path)), ids, selection.column("trials").to_numpy(), 0,

@@ -99,15 +99,37 @@ class RewardSummary:
     def mean_reward(self) -> float:
         return self.score_sum / self.rows if self.rows else 0.0
 
+    @classmethod
+    def of(cls, frame: pd.DataFrame, show_failures: int) -> RewardSummary:
+        """One part's `Reward` rows, counted."""
+        return cls(len(frame), int(frame["passed"].sum()), float(frame["score"].sum()),
+                   Counter(frame["status"].value_counts().to_dict()), [frame[~frame["passed"]].head(show_failures)])
+
     def add(self, frame: pd.DataFrame, show_failures: int) -> None:
         """Count one part's `Reward` rows."""
-        self.rows += len(frame)
-        self.passed += int(frame["passed"].sum())
-        self.score_sum += float(frame["score"].sum())
-        self.statuses.update(frame["status"].value_counts().to_dict())
-        shown = sum(len(f) for f in self.failed)
-        if shown < show_failures:
-            self.failed.append(frame[~frame["passed"]].head(show_failures - shown))
+        self.merge(RewardSummary.of(frame, show_failures), show_failures)
+
+    def merge(self, part: RewardSummary, show_failures: int) -> None:
+        """Count a part's summary (made here or where the part was scored, e.g. a Ray task)."""
+        self.rows += part.rows
+        self.passed += part.passed
+        self.score_sum += part.score_sum
+        self.statuses.update(part.statuses)
+        for failed in part.failed:
+            shown = sum(len(f) for f in self.failed)
+            if shown < show_failures:
+                self.failed.append(failed.head(show_failures - shown))
+
+
+def pool_rows(problem_ids: pa.Array | pa.ChunkedArray, problems: pa.Table) -> np.ndarray:
+    """Each of `problem_ids`' row in `problems`, by one hash join of the two id columns (no million
+    ids become Python objects), refusing ids the pool lacks."""
+    rows = pc.fill_null(pc.index_in(problem_ids, value_set=problems.column("problem_id")), -1).to_numpy()
+    if (rows < 0).any():
+        unknown = sorted(problem_ids.filter(pa.array(rows < 0)).to_pylist())
+        raise ValueError(f"{len(unknown)} rollout problems are not in the pool, e.g. {unknown[:3]}: "
+                         "rematerialize `rollouts` for the current problems")
+    return rows
 
 
 def score_dataset(
@@ -137,10 +159,8 @@ def score_dataset(
     # checked (a longer timeout can turn a timed-out 0 into a pass).
     inputs = content_hash(rollouts.fingerprint(), columns_digest(problems, GOLD_COLUMNS), VERIFIER_VERSION,
                           policy, label_key, str(batch_rows), str(pool.timeout_s))
-    # Each selected problem's row in `problems`, by one hash join of the two id columns: a batch
-    # finds its golds by the rows' positions, and no million ids become Python objects.
-    rows_of = pc.fill_null(pc.index_in(rollouts.read_selection().column("problem_id"),
-                                       value_set=problems.column("problem_id")), -1).to_numpy()
+    # Each selected problem's row in `problems`: a batch finds its golds by the rows' positions.
+    rows_of = pool_rows(rollouts.read_selection().column("problem_id"), problems)
     golds = {name: problems.column(name) for name in ("answer", "verifier", "metadata")}
     summary = RewardSummary()
     started = time.perf_counter()
@@ -157,12 +177,7 @@ def score_dataset(
                 summary.add(frame, show_failures)
                 continue
             ids = batch.column("problem_id").to_numpy(zero_copy_only=False)
-            positions = rows_of[batch.column("position").to_numpy()]
-            if (positions < 0).any():
-                unknown = sorted(set(ids[positions < 0]))
-                raise ValueError(f"{len(unknown)} rollouts belong to problems not in the pool, e.g. {unknown[:3]}: "
-                                 "rematerialize `rollouts` for the current problems")
-            take = pa.array(positions)
+            take = pa.array(rows_of[batch.column("position").to_numpy()])
             base = summary.rows
 
             def progress(done: int, total: int) -> None:
