@@ -118,6 +118,11 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
     while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     survivors = group_alive(proc.pid)
+    named = ""
     if survivors:
+        # Which process held on is what a fix needs, so name them before they are killed (the
+        # group was started as its own session, so its id selects them).
+        named = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-s", str(proc.pid)], capture_output=True,
+                               text=True).stdout
         os.killpg(proc.pid, signal.SIGKILL)
-    assert not survivors, "processes of dagster dev outlived SIGTERM by 30 s"
+    assert not survivors, f"processes of dagster dev outlived SIGTERM by 30 s:\n{named}"
