@@ -34,7 +34,10 @@ class ParquetIOManager(ConfigurableIOManager):
     A `DatasetHandle` output is written as `<same path>.json` (its rows already lie where it
     points); a `BatchStream` is written a record batch at a time, into the same Parquet file a
     frame would have been. An input typed `pa.Table` is read as Arrow, and input metadata `columns` reads only
-    those columns: a step that needs the ids of a million problems does not load their prompts.
+    those of its columns the file has: a step that needs the ids of a million problems does not load
+    their prompts (the step checks what it needs; files written before a column existed still load).
+    Input metadata `dictionary` reads those columns dictionary-encoded (pandas categoricals): a
+    label key repeated on a million rows is then held once.
     """
 
     storage: GradusStorage
@@ -91,6 +94,14 @@ class ParquetIOManager(ConfigurableIOManager):
             return read_handle(path)
         if kind is ParquetSource:
             return ParquetSource(path)
-        columns = (context.definition_metadata or {}).get("columns")
-        table = pq.read_table(path, columns=columns)
-        return table if kind is pa.Table else table.to_pandas()
+        metadata = context.definition_metadata or {}
+        columns, dictionary = metadata.get("columns"), metadata.get("dictionary")
+        if columns is not None:
+            present = set(pq.read_schema(path).names)
+            columns = [c for c in columns if c in present]
+        table = pq.read_table(path, columns=columns, read_dictionary=dictionary)
+        if kind is pa.Table:
+            return table
+        # Each column's Arrow buffers are freed as it is converted: the frame and the whole table
+        # never coexist (at a million problems the two were the step's peak).
+        return table.to_pandas(self_destruct=True, split_blocks=True)

@@ -220,11 +220,13 @@ def sha256_sidecar(path: Path) -> Path:
 def write_parquet_checksummed(table: pa.Table, path: Path) -> str:
     """`write_parquet_atomic` plus a checksum sidecar, written before the file appears: a file
     that exists always has its checksum (a crash between the two leaves only an orphan sidecar).
+    Row groups hold at most `BATCH_ROWS` rows: a streaming reader decodes a row group at a time,
+    so one row group of a million prompts would be read whole however small its batches.
     Returns the sha256."""
     digests: list[str] = []
 
     def write(tmp: str) -> None:
-        pq.write_table(table, tmp)
+        pq.write_table(table, tmp, row_group_size=BATCH_ROWS)
         digests.append(file_sha256(Path(tmp)))
         write_text_atomic(f"{digests[0]}  {path.name}\n", sha256_sidecar(path))
 
@@ -307,15 +309,20 @@ class ParquetSource:
 
     def take(self, rows: Iterable[int] | pa.Array, columns: Sequence[str] | None = None) -> pa.Table:
         """The rows at positions `rows` (ascending), read batch by batch: memory is what is taken plus one batch."""
+        parts = list(self.take_batches(rows, columns))
+        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
+        return pa.Table.from_batches(parts) if parts else schema.empty_table()
+
+    def take_batches(self, rows: Iterable[int] | pa.Array, columns: Sequence[str] | None = None
+                     ) -> Iterator[pa.RecordBatch]:
+        """`take` as record batches, as the file is read: memory is one batch."""
         wanted = np.asarray(rows, np.int64)
-        parts, start = [], 0
+        start = 0
         for batch in self.batches(columns):
             lo, hi = np.searchsorted(wanted, [start, start + batch.num_rows])
             if hi > lo:
-                parts.append(batch.take(pa.array(wanted[lo:hi] - start)))
+                yield batch.take(pa.array(wanted[lo:hi] - start))
             start += batch.num_rows
-        schema = self.schema if columns is None else pa.schema([self.schema.field(c) for c in columns])
-        return pa.Table.from_batches(parts) if parts else schema.empty_table()
 
 
 def verify_sha256(path: Path, fix: str) -> bool:
