@@ -89,7 +89,7 @@ class ShardedRolloutsConfig(RolloutsConfig):
     )
 
 
-@op(out=DynamicOut(pa.Table, description="The problems of one shard."))
+@op(out=DynamicOut(BatchStream, description="The problems of one shard."))
 def shard_problems(
     context: OpExecutionContext,
     config: ShardedRolloutsConfig,
@@ -98,8 +98,8 @@ def shard_problems(
     target_model: TargetModel,
 ):
     """Split the pool into shards by a stable hash of the problem id (empty shards are skipped).
-    Shards stay Arrow tables, split on the ids alone and read from the pool's file a batch at a
-    time: a million prompts as Python objects (or copied to be split) would cost gigabytes."""
+    Shards are split on the ids alone and streamed from the pool's file into the shard's step file
+    a batch at a time: a million prompts held (or copied to be split) would cost gigabytes."""
     # Resolve the model (converting the embedded one on first use) before fanning out, so that
     # parallel shards never race to convert it.
     target_model.spec(storage.layout().root)
@@ -108,9 +108,9 @@ def shard_problems(
     context.log.info(f"{problems.num_rows} problems in {len(rows)} shards: "
                      + ", ".join(f"{i}: {n}" for i, n in sizes.items()))
     for index, positions in rows.items():
-        # One shard is the whole pool, read as it is.
-        shard = problems.read() if len(rows) == 1 else problems.take(positions)
-        yield DynamicOutput(shard, mapping_key=str(index))
+        # One shard is the whole pool, streamed as it is.
+        shard = problems.batches() if len(rows) == 1 else problems.take_batches(positions)
+        yield DynamicOutput(BatchStream(problems.schema, shard), mapping_key=str(index))
 
 
 IDS_ONLY = {"columns": ["problem_id"]}
@@ -129,7 +129,7 @@ def sample_shard(
     context: OpExecutionContext,
     config: RolloutsConfig,
     problems: pd.DataFrame,
-    shard: pa.Table,
+    shard: ParquetSource,
     storage: GradusStorage,
     target_model: TargetModel,
     engine: InferenceEngine,
@@ -140,15 +140,17 @@ def sample_shard(
     """Sample one shard with this step's own engine. Every finished batch is stored before the
     next starts, so a crashed or killed step loses at most the batch in flight, and its retry
     generates only what is missing."""
-    # Arrow-backed columns: only the prompts of requests actually generated become Python objects.
-    shard = shard.to_pandas(types_mapper=pd.ArrowDtype)
+    # The prompts stay in the shard's file until a request needs them (a fully cached run reads
+    # none); the ids and golds are Arrow-backed columns.
+    source = shard
+    shard = source.read(GOLD_COLUMNS).to_pandas(types_mapper=pd.ArrowDtype)
     home = storage.layout().root
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
     budget = shard_budget(config.total_budget, len(shard), len(problems))
     configured = replace(config.to_spec(AllocationConfig), total_budget=budget)
     spec, target = config.to_spec(PriorSpec), target_model.target(home)
-    predictions = probe_predictions(context, shard, storage.layout(), model, target.key) if spec.use_probe \
+    predictions = probe_predictions(context, source, storage.layout(), model, target.key) if spec.use_probe \
         and spec.use_priors else []
     allocation, priors = relabel_allocation(configured, spec, LabelHistory(home),
                                             shard["problem_id"].astype(str).tolist(), target, predictions)
@@ -162,6 +164,7 @@ def sample_shard(
     report = sample_rollouts(
         shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
         priors=priors, count_passes=backend.pass_counter(verifier, target_model.extraction_policy, shard, store),
+        prompts=lambda rows: source.take(rows, ["prompt"]).column("prompt").to_pylist(),
     )
     if priors is not None and priors.strengths is not None:
         context.log.info("prior source strengths (trials' worth, fitted on the first round):\n"
@@ -188,13 +191,14 @@ def sample_shard(
     yield Output(pd.DataFrame([stats]), "stats", metadata=stats)
 
 
-def probe_predictions(context: OpExecutionContext, shard: pd.DataFrame, layout: StorageLayout, model: ModelSpec,
+def probe_predictions(context: OpExecutionContext, source: ParquetSource, layout: StorageLayout, model: ModelSpec,
                       target_key: str) -> list[PriorSource]:
     """The newest transferable probe's predictions for the shard under `model`, as a prior source
     (none without such a probe)."""
     found = transferable_probe(layout.probes, model, target_key)
     if found is None:
         return []
+    shard = source.read(["problem_id", "prompt"]).to_pandas(types_mapper=pd.ArrowDtype)
     context.log.info(f"relabel: the probe at {found.folder} (fitted for {found.label_key}) predicts "
                      f"{len(shard)} problems from {model.key}'s hidden states")
     tracker = Progress("probe prefill", len(shard), context.log.info, unit="prompts")
@@ -203,7 +207,7 @@ def probe_predictions(context: OpExecutionContext, shard: pd.DataFrame, layout: 
         tracker.total = total
         tracker.update(done)
 
-    predicted = found.predict(model, shard[["problem_id", "prompt"]], layout.hidden_states, progress)
+    predicted = found.predict(model, shard, layout.hidden_states, progress)
     return [prediction_source(f"probe of {found.label_key}", predicted)]
 
 

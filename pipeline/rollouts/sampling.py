@@ -25,7 +25,7 @@ from pipeline.rollouts.allocation import (
     plan_round,
     stop_reason,
 )
-from pipeline.rollouts.store import COMPACT_PARTS, RolloutStore, missing_requests
+from pipeline.rollouts.store import COMPACT_PARTS, PromptReader, RolloutStore, missing_requests
 
 Scorer = Callable[[pd.DataFrame], pd.DataFrame]
 """Rewards for a frame of rollouts (needs `problem_id` and `passed` in its output)."""
@@ -69,13 +69,15 @@ def sample_rollouts(
     log: Callable[[str], None] = lambda message: None,
     priors: PriorsFromFirstRound | None = None,
     count_passes: CountPasses | None = None,
+    prompts: PromptReader | None = None,
 ) -> SamplingReport:
     """Make sure each problem has the rollouts its allocation policy asks for; generate only gaps.
 
     `engine` is called only if something must be generated, so a fully cached run never starts
     one. The adaptive policy needs `scorer` (applied here to the store's batches) or `count_passes`
     to see outcomes between rounds; `priors`, called after its first round, gives per-problem priors
-    (`pipeline.rollouts.allocation.ProblemPriors`).
+    (`pipeline.rollouts.allocation.ProblemPriors`). `prompts` reads prompts for the requests to
+    generate (default: `problems["prompt"]`), so a pool's prompts may stay on disk.
     """
     ids = problems["problem_id"].tolist()
     n = len(ids)
@@ -98,7 +100,7 @@ def sample_rollouts(
                 break
             rounds += 1
             wanted = trials + extra
-            requests = missing_requests(problems, dict(zip(ids, wanted.tolist())), store.coverage(ids, wanted))
+            requests = missing_requests(problems, wanted, store.coverage(ids, wanted), prompts)
             log(f"round {rounds}: {int(extra.sum())} rollouts wanted, {len(requests)} to generate")
             if requests:
                 started_engine = engine()  # before the clock: a start-up is not generation time

@@ -15,11 +15,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -344,18 +345,32 @@ def scan_store(root: Path, problem_ids: pa.Array, upto: np.ndarray, columns: Seq
     return StoredRollouts(root).scan(problem_ids, upto, columns=columns, batch_rows=batch_rows)
 
 
+PromptReader = Callable[[np.ndarray], Sequence[Any]]
+"""The prompts of the problems at these row positions (ascending), in that order: for a pool whose
+prompts stay on disk until a request needs them."""
+
+
 def missing_requests(
-    problems: pd.DataFrame, wanted: dict[str, int] | int, stored: np.ndarray | None = None
+    problems: pd.DataFrame, wanted: dict[str, int] | np.ndarray | int, stored: np.ndarray | None = None,
+    prompts: PromptReader | None = None,
 ) -> list[GenerationRequest]:
-    """The requests still to generate so each problem has sample indices 0..wanted-1; `stored` is
-    `RolloutStore.coverage` of the problems in their row order (None: nothing stored)."""
+    """The requests still to generate so each problem has sample indices 0..wanted-1 (`wanted`: one
+    count for all, per problem id, or per row in order); `stored` is
+    `RolloutStore.coverage` of the problems in their row order (None: nothing stored). Prompts come
+    from `prompts` (default: the frame's `prompt` column), read only for problems with a gap."""
     ids = problems["problem_id"].tolist()
-    caps = np.full(len(ids), wanted, np.int64) if isinstance(wanted, int) else np.array(
-        [wanted.get(pid, 0) for pid in ids], np.int64)
+    if isinstance(wanted, int):
+        caps = np.full(len(ids), wanted, np.int64)
+    elif isinstance(wanted, np.ndarray):
+        caps = wanted.astype(np.int64, copy=False)
+    else:
+        caps = np.array([wanted.get(pid, 0) for pid in ids], np.int64)
     width = int(caps.max()) if len(ids) else 0
     gaps = np.arange(width) < caps[:, None]
     if stored is not None and stored.size:
         gaps[:, : stored.shape[1]] &= ~stored[:, :width]
     rows, indices = np.nonzero(gaps)
-    prompts = problems["prompt"]  # read per request: Arrow-backed prompts stay Arrow until needed
-    return [GenerationRequest.of(ids[r], int(i), list(prompts.iloc[r])) for r, i in zip(rows.tolist(), indices.tolist())]
+    needed = np.unique(rows)
+    read = prompts or (lambda at: problems["prompt"].iloc[at].tolist())
+    prompt_of = dict(zip(needed.tolist(), read(needed)))
+    return [GenerationRequest.of(ids[r], int(i), list(prompt_of[r])) for r, i in zip(rows.tolist(), indices.tolist())]
