@@ -20,6 +20,7 @@ from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.core.storage import ParquetSource
 from pipeline.curriculum.build import MANIFEST, CurriculumSpec, curriculum_problem_ids, manifest_problems
+from pipeline.curriculum.labels import STAGED_PASS_RATE_COLUMNS
 from pipeline.curriculum.staging import stage_pool
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.matrix import CrossModelSelection, other_models
@@ -43,7 +44,9 @@ class CurriculumConfig(spec_config(CurriculumSpec, CrossModelSelection)):
 
 @asset(
     group_name="curriculum",
-    ins={"problems": AssetIn("unique_problems"), "contamination": AssetIn()},
+    ins={"problems": AssetIn("unique_problems"), "contamination": AssetIn(),
+         "pass_rates": AssetIn(metadata={"columns": list(STAGED_PASS_RATE_COLUMNS),
+                                         "dictionary": ["label_key", "verifier_version"]})},
     check_specs=[
         AssetCheckSpec("curriculum_is_decontaminated", asset="curriculum", blocking=True,
                        description="No problem in a stage is flagged by any benchmark and method."),
@@ -101,7 +104,7 @@ def curriculum(
         check_results=[
             AssetCheckResult(
                 check_name="curriculum_is_decontaminated",
-                passed=not (leaked := sorted(contaminated & curriculum_problem_ids(folder))),
+                passed=not (leaked := sorted(curriculum_problem_ids(folder, among=contaminated))),
                 # Blocking even when kept on purpose (exclude_contaminated false): the folder is
                 # written for inspection, but nothing downstream may publish or train on it.
                 severity=AssetCheckSeverity.ERROR,

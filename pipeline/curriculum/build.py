@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -404,16 +404,47 @@ def _write_pool_order(source: ParquetSource, kept: pa.ChunkedArray | None, posit
     return paths
 
 
+_TARGET = "__position"
+"""The column a shuffled stage's buckets carry: each row's position in the shuffled stage."""
+
+
 def _finish_stage(pooled: Path, order: np.ndarray | None, path: Path) -> None:
-    """A stage's file from its rows in pool order: renamed as it is, or permuted by `order` (the
-    stage alone read back, then written a slice at a time)."""
+    """A stage's file from its rows in pool order: renamed as it is, or permuted by `order` (row
+    `order[j]` goes to position j). The permutation is applied out of core: rows are dealt into
+    buckets of `BATCH_ROWS` consecutive target positions as the file streams past, then each
+    bucket is read back alone and put in order, so memory is one bucket, not the stage (a stage
+    can hold a third of a pool of millions of prompts)."""
     if order is None:
         pooled.replace(path)
         return
-    rows = pq.read_table(pooled)
-    with pq.ParquetWriter(path, rows.schema) as writer:
-        for start in range(0, len(order), BATCH_ROWS):
-            writer.write_table(rows.take(pa.array(order[start:start + BATCH_ROWS])))
+    target = np.empty_like(order)
+    target[order] = np.arange(len(order))
+    buckets = pooled.with_name(pooled.stem + ".buckets")
+    buckets.mkdir()
+    source = pq.ParquetFile(pooled)
+    writers: dict[int, pq.ParquetWriter] = {}
+    try:
+        start = 0
+        for batch in source.iter_batches(batch_size=BATCH_ROWS):
+            where = target[start:start + batch.num_rows]
+            start += batch.num_rows
+            bucket = where // BATCH_ROWS
+            for b in np.unique(bucket).tolist():
+                mask = bucket == b
+                part = batch.filter(pa.array(mask)).append_column(_TARGET, pa.array(where[mask]))
+                if b not in writers:
+                    writers[b] = pq.ParquetWriter(buckets / f"{b:06d}.parquet", part.schema)
+                writers[b].write_batch(part)
+    finally:
+        for writer in writers.values():
+            writer.close()
+    with pq.ParquetWriter(path, source.schema_arrow) as writer:
+        for b in sorted(writers):
+            rows = pq.read_table(buckets / f"{b:06d}.parquet")
+            writer.write_table(rows.take(pc.sort_indices(rows.column(_TARGET))).drop_columns([_TARGET]))
+    for part in buckets.iterdir():
+        part.unlink()
+    buckets.rmdir()
     pooled.unlink()
 
 
@@ -433,11 +464,18 @@ def read_manifest(folder: Path) -> dict[str, Any]:
     return manifest
 
 
-def curriculum_problem_ids(folder: Path) -> set[str]:
-    """The problem ids in the stage files the manifest lists."""
+def curriculum_problem_ids(folder: Path, among: Collection[str] | None = None) -> set[str]:
+    """The problem ids in the stage files the manifest lists; with `among`, only those of them
+    (matched in Arrow: a million staged ids never become a Python set to be intersected)."""
     manifest = read_manifest(folder)
-    return {pid for s in manifest["stages"] if s["file"] and (folder / s["file"]).exists()
-            for pid in pq.read_table(folder / s["file"], columns=["problem_id"]).column("problem_id").to_pylist()}
+    wanted = None if among is None else pa.array(sorted(among), pa.string())
+    found: set[str] = set()
+    for s in manifest["stages"]:
+        if not s["file"] or not (folder / s["file"]).exists():
+            continue
+        ids = pq.read_table(folder / s["file"], columns=["problem_id"]).column("problem_id")
+        found.update((ids if wanted is None else ids.filter(pc.is_in(ids, value_set=wanted))).to_pylist())
+    return found
 
 
 def manifest_problems(folder: Path) -> list[str]:

@@ -10,6 +10,11 @@ from pipeline.curriculum.build import LABEL_COLUMNS
 from pipeline.labels.pass_rates import TRUNCATION_COLUMNS
 
 
+STAGED_PASS_RATE_COLUMNS = ("problem_id", *LABEL_COLUMNS, *TRUNCATION_COLUMNS, "label_key", "verifier_version")
+"""The `pass_rates` columns a curriculum reads: the labels it stages and the keys it checks them by
+(a million problems' model, sampling and time columns stay on disk)."""
+
+
 def check_predictions(predicted: pd.DataFrame, label_key: str) -> pd.DataFrame:
     """`predicted` (the `predicted_difficulty` rows), refused unless made for `label_key`, and
     refused when empty: predictions are withheld when the probe failed its floor."""
@@ -49,12 +54,11 @@ def merge_labels(
     truncation = [c for c in TRUNCATION_COLUMNS if measured is not None and c in measured.columns]
     columns = ["problem_id", *LABEL_COLUMNS, "label_source", *truncation]
     parts = []
-    measured_ids: set[str] = set()
-    if measured is not None and len(measured):
+    has_measured = measured is not None and len(measured)
+    if has_measured:
         parts.append(measured[["problem_id", *LABEL_COLUMNS, *truncation]].assign(label_source="measured"))
-        measured_ids = set(measured["problem_id"])
     if predicted is not None and len(predicted):
-        rest = predicted[~predicted["problem_id"].isin(measured_ids)]
+        rest = predicted[~predicted["problem_id"].isin(measured["problem_id"])] if has_measured else predicted
         if trials is None:
             if measured is None or measured.empty:
                 raise ValueError("predicted labels need `trials` when there are no measured labels to take it from")
