@@ -7,20 +7,22 @@ This measures the data path, not the engine: the bench writes the completions st
 rollout store (short SmolLM2-like completions, a few sentences ending in a final answer; per
 problem a pass rate drawn from a U-shaped Beta, wrong answers clustering on a few values near the
 gold, 5% with no answer), as Parquet parts of 4,096 rows like an engine's batches. It then
-materializes `rollouts` (fully cached: no engine starts; its sampling step compacts the parts),
-`rewards`, `pass_rates` and `curriculum` with Dagster's `materialize`, in process, with the
-project's IO manager and resources: the same code `label_job` runs.
+runs the job Dagster runs from the UI, a schedule or a sensor: `rollouts` (fully cached: no engine
+starts; its sampling step compacts the parts), `rewards`, `pass_rates` and `curriculum` with the
+project's IO manager and resources, through Dagster's default multiprocess executor (each step in
+its own spawned process, the bench's process as the run's orchestrator), in a temporary
+DAGSTER_HOME. (`gradus label` runs `label_job` in one process instead; what one step leaves in the
+allocator then counts in the next, so its peak is higher: see the README's "Scaling out".)
 
 Each size is synthesised in one fresh child process and measured in another, so the measured peak
 is the data path's alone (the synthesised tables never count in it). Peak RSS is sampled every
-0.2 s as the sum over the process and all its descendants (the verifier fork server and workers),
-which counts pages they share more than once: an upper bound. Also given: the same sum of PSS
-(shared pages split between sharers). Verifications/s per core = rollouts / seconds of the
-`rewards` step / cores available.
+0.2 s as the sum over the orchestrator, the step processes and their descendants (the verifier
+fork server and workers), which counts pages they share more than once: an upper bound. Also
+given: the same sum of PSS (shared pages split between sharers). Verifications/s per core =
+rollouts / seconds of the `rewards` step / cores available.
 
 Goal (issue 24): 1M x 16 in <= 2 GB peak RSS, and peak RSS growing <= 1.5x from 100k to 1M and
-again from 1M to 3M. A step's peak is the tree's peak while it ran: the steps run in one process,
-so what an earlier step left in the allocator counts in a later one's.
+again from 1M to 3M. A step's peak is the tree's peak while it ran (the orchestrator included).
 Prints a table, then one JSON object of the figures on its last line.
 """
 
@@ -229,29 +231,47 @@ def synthesise_home(n: int, tmp: Path) -> dict:
     return {"synth_s": round(synth_s, 1), "bench_parts": parts}
 
 
-def measure(n: int, tmp: Path) -> dict:
-    """One size on the home `synthesise_home` wrote, in this process (run it in a fresh one)."""
-    from dagster import DagsterEventType, DagsterInstance, materialize
+SELECTION = ["rollouts", "rollout_allocation", "rewards", "pass_rates", "curriculum"]
+BENCH_DIR = "GRADUS_LABEL_SCALE_DIR"
+"""The environment variable that tells `label_scale_job`, rebuilt in each step process, its home."""
+
+
+def label_scale_job():
+    """The labelling steps on the bench's home (module level: the multiprocess executor rebuilds
+    the job from it in every step process)."""
+    from dagster import Definitions, define_asset_job
 
     from assets.deployment import resources
     from assets.jobs import all_assets, probe_assets
+
+    tmp = Path(os.environ[BENCH_DIR])
+    defs = Definitions(assets=all_assets + probe_assets,
+                       resources=resources({"GRADUS_HOME": str(tmp / "home")}, target_model=_target(tmp)),
+                       jobs=[define_asset_job("label_scale_job", selection=SELECTION)])
+    return defs.resolve_job_def("label_scale_job")
+
+
+def measure(n: int, tmp: Path) -> dict:
+    """One size on the home `synthesise_home` wrote, this process being the run's orchestrator
+    (run it in a fresh one)."""
+    from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructable
+
     from pipeline.verify.verification import available_cores
 
-    home = tmp / "home"
-    target = _target(tmp)
+    os.environ[BENCH_DIR] = str(tmp)
+    dagster_home = tmp / "dagster"
+    dagster_home.mkdir(exist_ok=True)
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    run_config = {"ops": {"rollouts": {"config": {"samples_per_problem": SAMPLES}},
+                          "curriculum": {"config": {"name": "scale"}}}}
     with TreeMemory() as memory:
-        with DagsterInstance.ephemeral() as instance:
+        with DagsterInstance.from_config(str(dagster_home)) as instance:
             started = time.perf_counter()
-            result = materialize(
-                all_assets + probe_assets,
-                selection=["rollouts", "rollout_allocation", "rewards", "pass_rates", "curriculum"],
-                resources=resources({"GRADUS_HOME": str(home)}, target_model=target),
-                run_config={"ops": {"rollouts": {"config": {"samples_per_problem": SAMPLES}},
-                                    "curriculum": {"config": {"name": "scale"}}}},
-                instance=instance,
-            )
-            wall_s = time.perf_counter() - started
-            assert result.success
+            with execute_job(reconstructable(label_scale_job), instance=instance, run_config=run_config) as result:
+                wall_s = time.perf_counter() - started
+                assert result.success
+                rewards_meta = {k: v.value for k, v in
+                                next(m for m in result.asset_materializations_for_node("rewards")).metadata.items()}
             steps: dict[str, dict[str, float]] = {}
             for entry in instance.all_logs(result.run_id):
                 event = entry.dagster_event
@@ -265,8 +285,6 @@ def measure(n: int, tmp: Path) -> dict:
             step_s = {k: round(v["end"] - v["start"], 2) for k, v in done.items()}
             step_rss = {k: round(max((kb for t, kb in memory.samples if v["start"] <= t <= v["end"]), default=0)
                                  / 1024, 1) for k, v in done.items()}
-            rewards_meta = {k: v.value for k, v in
-                            next(m for m in result.asset_materializations_for_node("rewards")).metadata.items()}
         rows = int(rewards_meta["rows"])
         cores = available_cores()
         rewards_s = step_s["rewards"]
