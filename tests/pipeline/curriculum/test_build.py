@@ -234,6 +234,7 @@ def test_a_streamed_pool_gives_the_stages_built_in_memory(tmp_path, monkeypatch,
         expected[f"stage_{k}"] = verl.take(pa.array(rows, pa.int64())).to_pylist()
 
     monkeypatch.setattr(build, "POOL_BATCH_ROWS", 3)
+    monkeypatch.setattr(build, "BATCH_ROWS", 3)  # a shuffled stage spans several buckets
     streamed = build.write_curriculum(ParquetSource(path), labels, spec, tmp_path, exclude=excluded)[0]
     in_memory = build.write_curriculum(problems, labels, CurriculumSpec("m", shuffle_seed=seed), tmp_path,
                                        exclude=excluded)[0]
