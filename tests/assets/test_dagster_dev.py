@@ -13,6 +13,7 @@ from pathlib import Path
 
 import dagster
 import pytest
+from dagster._core.workspace.context import WEBSERVER_GRPC_SERVER_HEARTBEAT_TTL
 
 from assets.definitions import defs
 
@@ -112,9 +113,14 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         stop(proc)
     # on SIGTERM `dagster dev` shuts its services down and exits 0 (not a crash, not the SIGKILL
     # fallback), and within the bound so does every process it started: the webserver, the daemon
-    # and the code server share its process group
+    # and the code server share its process group. The code server (`dagster code-server start`
+    # and its `dagster api grpc`) does not always take the shutdown call while it handles the
+    # group's SIGTERM itself; it then ends when the heartbeats stop, after Dagster's heartbeat TTL
+    # (measured: gone after 2.0-2.5 s in 3 of 6 runs, after 47.5 s in the other 3). The bound is
+    # that TTL plus margin: an orphan that never exits still fails.
     assert proc.returncode == 0, proc.stdout.read().decode(errors="replace")[-3000:]
-    deadline = time.monotonic() + 30
+    bound = WEBSERVER_GRPC_SERVER_HEARTBEAT_TTL + 15
+    deadline = time.monotonic() + bound
     while group_alive(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.5)
     survivors = group_alive(proc.pid)
@@ -125,4 +131,4 @@ def test_dagster_dev_serves_the_asset_graph(tmp_path):
         named = subprocess.run(["ps", "-o", "pid,stat,etime,args", "-s", str(proc.pid)], capture_output=True,
                                text=True).stdout
         os.killpg(proc.pid, signal.SIGKILL)
-    assert not survivors, f"processes of dagster dev outlived SIGTERM by 30 s:\n{named}"
+    assert not survivors, f"processes of dagster dev outlived SIGTERM by {bound} s:\n{named}"
