@@ -20,7 +20,7 @@ from assets.metadata import counts_table, histogram_png, picture_entry
 from assets.resources import GradusStorage, StrataResource, TargetModel
 from pipeline.core.storage import ParquetSource
 from pipeline.curriculum.build import MANIFEST, CurriculumSpec, curriculum_problem_ids, manifest_problems
-from pipeline.curriculum.labels import STAGED_PASS_RATE_COLUMNS
+from pipeline.curriculum.labels import PASS_RATE_KEY_COLUMNS, STAGED_PASS_RATE_COLUMNS
 from pipeline.curriculum.staging import stage_pool
 from pipeline.labels.history import LabelHistory
 from pipeline.labels.matrix import CrossModelSelection, other_models
@@ -46,7 +46,7 @@ class CurriculumConfig(spec_config(CurriculumSpec, CrossModelSelection)):
     group_name="curriculum",
     ins={"problems": AssetIn("unique_problems"), "contamination": AssetIn(),
          "pass_rates": AssetIn(metadata={"columns": list(STAGED_PASS_RATE_COLUMNS),
-                                         "dictionary": ["label_key", "verifier_version"]})},
+                                         "dictionary": list(PASS_RATE_KEY_COLUMNS)})},
     check_specs=[
         AssetCheckSpec("curriculum_is_decontaminated", asset="curriculum", blocking=True,
                        description="No problem in a stage is flagged by any benchmark and method."),

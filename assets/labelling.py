@@ -142,36 +142,35 @@ def sample_shard(
     generates only what is missing."""
     # The prompts stay in the shard's file until a request needs them (a fully cached run reads
     # none); the ids and golds are Arrow-backed columns.
-    source = shard
-    shard = source.read(GOLD_COLUMNS).to_pandas(types_mapper=pd.ArrowDtype)
+    golds = shard.read(GOLD_COLUMNS).to_pandas(types_mapper=pd.ArrowDtype)
     home = storage.layout().root
     model = target_model.spec(home)
     store = RolloutStore(home, model, target_model.sampling(), engine=engine.kind)
-    budget = shard_budget(config.total_budget, len(shard), len(problems))
+    budget = shard_budget(config.total_budget, len(golds), len(problems))
     configured = replace(config.to_spec(AllocationConfig), total_budget=budget)
     spec, target = config.to_spec(PriorSpec), target_model.target(home)
-    predictions = probe_predictions(context, source, storage.layout(), model, target.key) if spec.use_probe \
+    predictions = probe_predictions(context, shard, storage.layout(), model, target.key) if spec.use_probe \
         and spec.use_priors else []
     allocation, priors = relabel_allocation(configured, spec, LabelHistory(home),
-                                            shard["problem_id"].astype(str).tolist(), target, predictions)
+                                            golds["problem_id"].astype(str).tolist(), target, predictions)
     if priors is not None:
         context.log.info(f"relabel: adaptive under priors from {[s.name for s in priors.sources]}"
                          + (f" (configured policy: {configured.policy})" if configured.policy != "adaptive" else ""))
 
     def scorer(frame: pd.DataFrame) -> pd.DataFrame:
-        return score_rollouts(shard, frame, verifier.pool(), target_model.extraction_policy)
+        return score_rollouts(golds, frame, verifier.pool(), target_model.extraction_policy)
 
     report = sample_rollouts(
-        shard, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
-        priors=priors, count_passes=backend.pass_counter(verifier, target_model.extraction_policy, shard, store),
-        prompts=lambda rows: source.take(rows, ["prompt"]).column("prompt").to_pylist(),
+        golds, store, backend.engine_factory(engine, store), allocation, strata.strata(), scorer, context.log.info,
+        priors=priors, count_passes=backend.pass_counter(verifier, target_model.extraction_policy, golds, store),
+        prompts=lambda rows: shard.take(rows, ["prompt"]).column("prompt").to_pylist(),
     )
     if priors is not None and priors.strengths is not None:
         context.log.info("prior source strengths (trials' worth, fitted on the first round):\n"
                          + priors.summary().to_string(index=False))
     stats = {
         "shard": int(context.get_mapping_key() or 0),
-        "problems": len(shard),
+        "problems": len(golds),
         "rollouts": report.rows,
         "generated": report.generated,
         "tokens": report.tokens,
@@ -191,23 +190,23 @@ def sample_shard(
     yield Output(pd.DataFrame([stats]), "stats", metadata=stats)
 
 
-def probe_predictions(context: OpExecutionContext, source: ParquetSource, layout: StorageLayout, model: ModelSpec,
+def probe_predictions(context: OpExecutionContext, shard: ParquetSource, layout: StorageLayout, model: ModelSpec,
                       target_key: str) -> list[PriorSource]:
     """The newest transferable probe's predictions for the shard under `model`, as a prior source
     (none without such a probe)."""
     found = transferable_probe(layout.probes, model, target_key)
     if found is None:
         return []
-    shard = source.read(["problem_id", "prompt"]).to_pandas(types_mapper=pd.ArrowDtype)
+    prompts = shard.read(["problem_id", "prompt"]).to_pandas(types_mapper=pd.ArrowDtype)
     context.log.info(f"relabel: the probe at {found.folder} (fitted for {found.label_key}) predicts "
-                     f"{len(shard)} problems from {model.key}'s hidden states")
-    tracker = Progress("probe prefill", len(shard), context.log.info, unit="prompts")
+                     f"{len(prompts)} problems from {model.key}'s hidden states")
+    tracker = Progress("probe prefill", len(prompts), context.log.info, unit="prompts")
 
     def progress(done: int, total: int) -> None:  # only uncached prompts are computed
         tracker.total = total
         tracker.update(done)
 
-    predicted = found.predict(model, shard, layout.hidden_states, progress)
+    predicted = found.predict(model, prompts, layout.hidden_states, progress)
     return [prediction_source(f"probe of {found.label_key}", predicted)]
 
 

@@ -11,7 +11,7 @@ runs the job Dagster runs from the UI, a schedule or a sensor: `rollouts` (fully
 starts; its sampling step compacts the parts), `rewards`, `pass_rates` and `curriculum` with the
 project's IO manager and resources, through Dagster's default multiprocess executor (each step in
 its own spawned process, the bench's process as the run's orchestrator), in a temporary
-DAGSTER_HOME. (`gradus label` runs `label_job` in one process instead; what one step leaves in the
+DAGSTER_HOME. (`python -m assets.main` runs `label_job` in one process instead; what one step leaves in the
 allocator then counts in the next, so its peak is higher: see the README's "Scaling out".)
 
 Each size is synthesised in one fresh child process and measured in another, so the measured peak

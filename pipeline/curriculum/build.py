@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -442,9 +443,7 @@ def _finish_stage(pooled: Path, order: np.ndarray | None, path: Path) -> None:
         for b in sorted(writers):
             rows = pq.read_table(buckets / f"{b:06d}.parquet")
             writer.write_table(rows.take(pc.sort_indices(rows.column(_TARGET))).drop_columns([_TARGET]))
-    for part in buckets.iterdir():
-        part.unlink()
-    buckets.rmdir()
+    shutil.rmtree(buckets)
     pooled.unlink()
 
 

@@ -10,7 +10,9 @@ from pipeline.curriculum.build import LABEL_COLUMNS
 from pipeline.labels.pass_rates import TRUNCATION_COLUMNS
 
 
-STAGED_PASS_RATE_COLUMNS = ("problem_id", *LABEL_COLUMNS, *TRUNCATION_COLUMNS, "label_key", "verifier_version")
+PASS_RATE_KEY_COLUMNS = ("label_key", "verifier_version")
+"""The `pass_rates` columns a curriculum checks its labels by: one value repeated on every row."""
+STAGED_PASS_RATE_COLUMNS = ("problem_id", *LABEL_COLUMNS, *TRUNCATION_COLUMNS, *PASS_RATE_KEY_COLUMNS)
 """The `pass_rates` columns a curriculum reads: the labels it stages and the keys it checks them by
 (a million problems' model, sampling and time columns stay on disk)."""
 

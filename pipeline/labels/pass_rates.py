@@ -156,8 +156,10 @@ def count_truncations(rollout_batches: Iterable[pa.RecordBatch], reward_batches:
 def _sorted_contains(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Which `values` are in `keys` (sorted, unique), by binary search: `np.isin` sorts the keys
     again for every batch, which made 3M problems' truncation count take minutes."""
-    at = np.searchsorted(keys, values)
-    return (at < len(keys)) & (keys[np.minimum(at, len(keys) - 1)] == values) if len(keys) else np.zeros(len(values), bool)
+    if not len(keys):
+        return np.zeros(len(values), bool)
+    at = np.minimum(np.searchsorted(keys, values), len(keys) - 1)
+    return keys[at] == values
 
 
 def _index(problem_ids: Sequence[str] | IdIndex) -> IdIndex:
